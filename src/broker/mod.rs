@@ -1,0 +1,264 @@
+//! The broker layer: one trait, two implementations chosen by URL scheme.
+//!
+//! Every operation works on a batch where a batch makes sense, so a worker pays one round trip
+//! per fetched batch and one per flushed group of acks, never one per job.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+pub mod scripts;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::errors::{Error, Result};
+
+/// Highest priority a job may carry; priorities run 0 (lowest) ..= MAX_PRIORITY (highest).
+pub const MAX_PRIORITY: i64 = 9;
+
+/// A job ready to be written: the payload is an already encoded envelope.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub payload: Vec<u8>,
+    /// 0 ..= MAX_PRIORITY; higher runs first, FIFO within one priority.
+    pub priority: i64,
+    /// Due this many ms after the broker's clock reads now (ignored when `eta_ms` is set).
+    pub delay_ms: Option<u64>,
+    /// Due at this absolute unix time in ms.
+    pub eta_ms: Option<u64>,
+    /// Total runs allowed (1 + retries).
+    pub max_attempts: u32,
+    /// Idempotency key: while it lives, enqueueing with it again returns the first job's id.
+    pub key: Option<String>,
+    pub key_ttl_ms: u64,
+}
+
+/// What enqueue did with one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: String,
+    /// False when an idempotency key matched an existing job; `id` is then that job's id.
+    pub created: bool,
+}
+
+/// A job leased to a worker by `fetch`.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: String,
+    pub payload: Vec<u8>,
+    /// 1 on the first run.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Fencing token: ack/fail/heartbeat/release must present it.
+    pub token: u64,
+    pub enqueued_ms: u64,
+}
+
+/// Result of one fetch call.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutcome {
+    pub jobs: Vec<Leased>,
+    /// Milliseconds until the earliest scheduled job is due (None: nothing scheduled).
+    pub next_due_ms: Option<u64>,
+}
+
+/// A lease as presented back to the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub id: String,
+    pub token: u64,
+}
+
+/// A successful run to record.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub lease: Lease,
+    /// Encoded result value.
+    pub result: Vec<u8>,
+    pub result_ttl_ms: u64,
+}
+
+/// A failed run to record.
+#[derive(Debug, Clone)]
+pub struct Fail {
+    pub lease: Lease,
+    /// Encoded `ErrorRecord` (see codec).
+    pub error: Vec<u8>,
+    /// Some(delay): retry after delay if attempts remain; None: dead-letter now.
+    pub retry_delay_ms: Option<u64>,
+    /// How long a dead job's record is kept.
+    pub dead_ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Scheduled again (state `failed`, will retry).
+    Retrying,
+    /// Moved to the dead-letter queue.
+    Dead,
+    /// Refused: the lease token is stale (another worker owns the job now).
+    Stale,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatOutcome {
+    /// Leases the broker refused to extend (token stale or job gone).
+    pub lost: Vec<String>,
+    /// Jobs whose cancellation was requested while running.
+    pub cancel: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapOutcome {
+    /// Expired leases put back to ready.
+    pub requeued: u64,
+    /// Expired leases whose attempts were exhausted, dead-lettered.
+    pub dead: u64,
+}
+
+/// The one set of job states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Scheduled,
+    Queued,
+    Running,
+    Succeeded,
+    /// Failed, will retry (waits in the scheduled set).
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "scheduled" => JobState::Scheduled,
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything known about one job.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    pub id: String,
+    pub queue: String,
+    pub state: JobState,
+    pub payload: Vec<u8>,
+    pub priority: i64,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub enqueued_ms: u64,
+    /// When it is (or was) due, for scheduled and retrying jobs.
+    pub due_ms: Option<u64>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Encoded result value (succeeded jobs).
+    pub result: Option<Vec<u8>>,
+    /// Encoded `ErrorRecord` of the last failure.
+    pub error: Option<Vec<u8>>,
+    pub worker: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Was queued or scheduled; now cancelled and will never run.
+    Cancelled,
+    /// Is running; the worker is asked to cancel it at its next heartbeat.
+    Requested,
+    /// Already finished (succeeded, dead, cancelled); nothing changed.
+    Finished,
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub scheduled: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub dead: u64,
+    /// Lifetime counters.
+    pub succeeded_total: u64,
+    pub failed_total: u64,
+}
+
+/// A worker's registration, refreshed by its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: String,
+    /// Free-form JSON describing the worker (host, pid, queues, started_at).
+    pub info: String,
+    pub last_seen_ms: u64,
+}
+
+/// The operations every broker provides with the same semantics.
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Enqueue a batch in one round trip. Order of results matches `jobs`.
+    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
+    /// Lease up to `max` ready jobs (promoting due scheduled jobs first).
+    async fn fetch(&self, queue: &str, max: usize, lease_ms: u64, worker: &str) -> Result<FetchOutcome>;
+    /// Block until something may be ready on `queue` (new job, due job, release) or timeout.
+    /// Spurious wake-ups are allowed; callers fetch afterwards.
+    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()>;
+    /// Record successes. `true` per accepted ack, `false` per stale one.
+    async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>>;
+    /// Record failures.
+    async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>>;
+    /// Hand leased jobs back to ready now, without counting the attempt.
+    async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>>;
+    /// Extend leases to now + lease_ms.
+    async fn heartbeat(&self, queue: &str, leases: Vec<Lease>, lease_ms: u64) -> Result<HeartbeatOutcome>;
+    /// Recover expired leases and promote due scheduled jobs; trims expired dead letters.
+    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome>;
+    async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>>;
+    async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome>;
+    async fn counts(&self, queue: &str) -> Result<QueueCounts>;
+    /// Every queue that has ever been enqueued to.
+    async fn queues(&self) -> Result<Vec<String>>;
+    /// Ids in the dead-letter queue, oldest first.
+    async fn dead_ids(&self, queue: &str, limit: usize) -> Result<Vec<String>>;
+    /// Move dead jobs back to ready with fresh attempts (`None`: all). Returns how many moved.
+    async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64>;
+    /// Delete every queued, scheduled and dead job of the queue. Returns how many.
+    async fn purge(&self, queue: &str) -> Result<u64>;
+    async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()>;
+    async fn unregister_worker(&self, id: &str) -> Result<()>;
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+    /// Broker time in unix ms.
+    async fn now_ms(&self) -> Result<u64>;
+}
+
+/// Open the broker a URL names: `redis://`, `rediss://`, `memory://[name]`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Broker>> {
+    let scheme = url.split("://").next().unwrap_or("");
+    match scheme {
+        "memory" => Ok(memory::MemoryBroker::named(url)),
+        "redis" | "rediss" | "valkey" | "valkeys" => {
+            redis::RedisBroker::open(url).await
+        }
+        _ => Err(Error::BadUrl(format!(
+            "unsupported URL scheme in {url:?}: expected redis://, rediss:// or memory://"
+        ))),
+    }
+}
