@@ -3,9 +3,24 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::{create_exception, PyErr};
 
-create_exception!(_core, AsyncqError, pyo3::exceptions::PyException, "Base class of asyncq errors.");
-create_exception!(_core, BrokerError, AsyncqError, "The broker (Redis) failed or could not be reached.");
-create_exception!(_core, PayloadError, AsyncqError, "A payload could not be encoded or decoded.");
+create_exception!(
+    _core,
+    AsyncqError,
+    pyo3::exceptions::PyException,
+    "Base class of asyncq errors."
+);
+create_exception!(
+    _core,
+    BrokerError,
+    AsyncqError,
+    "The broker (Redis) failed or could not be reached."
+);
+create_exception!(
+    _core,
+    PayloadError,
+    AsyncqError,
+    "A payload could not be encoded or decoded."
+);
 
 /// Everything that can go wrong in the core.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +31,10 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     /// A script returned something its contract does not allow.
     #[error("script {script} broke its contract: {detail}")]
-    Protocol { script: &'static str, detail: String },
+    Protocol {
+        script: &'static str,
+        detail: String,
+    },
     /// A value that the codec cannot represent.
     #[error("cannot serialize {path}: object of type '{type_name}' is not supported (use None, bool, int, float, str, bytes, list, tuple, dict, datetime, date, UUID or Decimal)")]
     Unserializable { path: String, type_name: String },

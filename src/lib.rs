@@ -1,4 +1,27 @@
 //! asyncq's Rust core: module wiring only.
 
+pub mod backoff;
+pub mod bridge;
 pub mod broker;
+pub mod codec;
+pub mod consumer;
 pub mod errors;
+pub mod py;
+pub mod runtime;
+
+use pyo3::prelude::*;
+
+/// The `asyncq._core` extension module.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("AsyncqError", py.get_type::<errors::AsyncqError>())?;
+    m.add("BrokerError", py.get_type::<errors::BrokerError>())?;
+    m.add("PayloadError", py.get_type::<errors::PayloadError>())?;
+    m.add_class::<py::broker::PyBroker>()?;
+    m.add_class::<py::consumer::PyConsumer>()?;
+    m.add_class::<py::consumer::PyJob>()?;
+    m.add_class::<py::info::PyJobInfo>()?;
+    Ok(())
+}

@@ -217,7 +217,13 @@ pub trait Broker: Send + Sync {
     /// Enqueue a batch in one round trip. Order of results matches `jobs`.
     async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
     /// Lease up to `max` ready jobs (promoting due scheduled jobs first).
-    async fn fetch(&self, queue: &str, max: usize, lease_ms: u64, worker: &str) -> Result<FetchOutcome>;
+    async fn fetch(
+        &self,
+        queue: &str,
+        max: usize,
+        lease_ms: u64,
+        worker: &str,
+    ) -> Result<FetchOutcome>;
     /// Block until something may be ready on `queue` (new job, due job, release) or timeout.
     /// Spurious wake-ups are allowed; callers fetch afterwards.
     async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()>;
@@ -228,7 +234,12 @@ pub trait Broker: Send + Sync {
     /// Hand leased jobs back to ready now, without counting the attempt.
     async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>>;
     /// Extend leases to now + lease_ms.
-    async fn heartbeat(&self, queue: &str, leases: Vec<Lease>, lease_ms: u64) -> Result<HeartbeatOutcome>;
+    async fn heartbeat(
+        &self,
+        queue: &str,
+        leases: Vec<Lease>,
+        lease_ms: u64,
+    ) -> Result<HeartbeatOutcome>;
     /// Recover expired leases and promote due scheduled jobs; trims expired dead letters.
     async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome>;
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>>;
@@ -254,9 +265,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Broker>> {
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
         "memory" => Ok(memory::MemoryBroker::named(url)),
-        "redis" | "rediss" | "valkey" | "valkeys" => {
-            redis::RedisBroker::open(url).await
-        }
+        "redis" | "rediss" | "valkey" | "valkeys" => redis::RedisBroker::open(url).await,
         _ => Err(Error::BadUrl(format!(
             "unsupported URL scheme in {url:?}: expected redis://, rediss:// or memory://"
         ))),

@@ -1,0 +1,520 @@
+//! The consumer engine: one per (worker, queue).
+//!
+//! It leases jobs in batches, keeps their leases alive, flushes acks and failures in batches and
+//! reaps expired leases. All of it runs on tokio and never touches Python: a task that blocks the
+//! asyncio loop cannot lose its lease, and a busy worker pays one round trip per group of outcomes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased};
+use crate::codec::{parse_envelope, ErrorRecord};
+use crate::errors::Error;
+
+/// Most outcomes sent to the broker in one script call.
+const MAX_FLUSH: usize = 512;
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Settings of one consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub queue: String,
+    pub worker_id: String,
+    pub lease_ms: u64,
+    pub heartbeat_ms: u64,
+    pub reap_ms: u64,
+    /// Longest blocking wait when nothing is scheduled; also bounds how long a lost wake-up costs.
+    pub idle_wait_ms: u64,
+    pub result_ttl_ms: u64,
+    pub dead_ttl_ms: u64,
+    pub max_payload: usize,
+    /// Registered task names; anything else is dead-lettered as `unknown_task`.
+    pub tasks: HashSet<String>,
+}
+
+/// A leased job that passed validation, ready to be handed to Python.
+#[derive(Debug)]
+pub struct Fetched {
+    pub job: Leased,
+    pub timeout_s: Option<f64>,
+}
+
+/// Something Python should know about; delivered in batches by [`Consumer::events`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Cancellation of a running job was requested.
+    Cancel(String),
+    /// The broker refused to extend a lease: another worker may run the job now.
+    Lost(String),
+    /// The broker failed (first failure after a healthy period).
+    BrokerDown(String),
+    /// The broker answers again.
+    BrokerUp,
+    /// An outcome was refused because its lease was stale.
+    Refused(String),
+    /// A message was dead-lettered before reaching Python.
+    Poison { id: String, reason: String },
+}
+
+/// What the worker decided about one job.
+#[derive(Debug)]
+pub enum Outcome {
+    Ack(Ack),
+    Fail(Fail),
+    Release(Lease),
+}
+
+enum Msg {
+    Outcome(Outcome),
+    Flush(oneshot::Sender<()>),
+}
+
+struct InFlight {
+    token: u64,
+    /// Past this instant the lease is no longer extended (the task's own timeout has passed).
+    extend_until: Option<Instant>,
+}
+
+/// Counters for tests, metrics and the shutdown summary.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub fetched: AtomicU64,
+    pub acked: AtomicU64,
+    pub failed: AtomicU64,
+    pub released: AtomicU64,
+    pub refused: AtomicU64,
+    pub poison: AtomicU64,
+}
+
+struct Shared {
+    broker: Arc<dyn Broker>,
+    cfg: ConsumerConfig,
+    inflight: Mutex<HashMap<String, InFlight>>,
+    events: Mutex<Vec<Event>>,
+    events_ready: Notify,
+    healthy: AtomicBool,
+    stop_fetching: CancellationToken,
+    stop_all: CancellationToken,
+    stats: Stats,
+}
+
+/// One queue's consumer. Create it inside the tokio runtime.
+pub struct Consumer {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Msg>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Consumer {
+    /// Start the flusher, heartbeat and reaper tasks on the current runtime.
+    pub fn start(broker: Arc<dyn Broker>, cfg: ConsumerConfig) -> Consumer {
+        let shared = Arc::new(Shared {
+            broker,
+            cfg,
+            inflight: Mutex::new(HashMap::new()),
+            events: Mutex::new(Vec::new()),
+            events_ready: Notify::new(),
+            healthy: AtomicBool::new(true),
+            stop_fetching: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            stats: Stats::default(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(flusher(shared.clone(), rx)),
+            tokio::spawn(heartbeater(shared.clone())),
+            tokio::spawn(reaper(shared.clone())),
+        ];
+        Consumer {
+            shared,
+            tx,
+            tasks: Mutex::new(tasks),
+        }
+    }
+
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.shared.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Lease up to `max` jobs, blocking until at least one is ready or fetching is stopped
+    /// (then it returns an empty batch). Broker failures are retried with backoff, never returned.
+    pub async fn fetch(&self, max: usize) -> Vec<Fetched> {
+        let sh = &self.shared;
+        let mut backoff = Backoff::new();
+        loop {
+            if sh.stop_fetching.is_cancelled() || max == 0 {
+                return Vec::new();
+            }
+            let cfg = &sh.cfg;
+            let res = sh
+                .broker
+                .fetch(&cfg.queue, max, cfg.lease_ms, &cfg.worker_id)
+                .await;
+            let out = match res {
+                Ok(out) => out,
+                Err(err) => {
+                    sh.set_health(Err(&err));
+                    self.pause(backoff.next()).await;
+                    continue;
+                }
+            };
+            sh.set_health(Ok(()));
+            backoff.reset();
+            let got_any = !out.jobs.is_empty();
+            let jobs = self.admit(out.jobs);
+            if !jobs.is_empty() {
+                return jobs;
+            }
+            if got_any {
+                continue; // every job was poison: look again at once
+            }
+            let wait = out
+                .next_due_ms
+                .map_or(cfg.idle_wait_ms, |d| d.min(cfg.idle_wait_ms));
+            if wait > 0 {
+                self.block(wait).await;
+            }
+        }
+    }
+
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shared.stop_fetching.cancelled() => {}
+        }
+    }
+
+    async fn block(&self, wait_ms: u64) {
+        let sh = &self.shared;
+        tokio::select! {
+            res = sh.broker.wait(&sh.cfg.queue, wait_ms) => {
+                if let Err(err) = res {
+                    sh.set_health(Err(&err));
+                    self.pause(Duration::from_millis(200)).await;
+                }
+            }
+            _ = sh.stop_fetching.cancelled() => {}
+        }
+    }
+
+    /// Track leases of the fetched jobs; dead-letter those that must never run.
+    fn admit(&self, jobs: Vec<Leased>) -> Vec<Fetched> {
+        let sh = &self.shared;
+        let now = Instant::now();
+        let mut good = Vec::with_capacity(jobs.len());
+        let mut inflight = sh.inflight.lock().unwrap();
+        for job in jobs {
+            let verdict = match parse_envelope(&job.payload, sh.cfg.max_payload) {
+                Err(p) => Err((p.reason().to_string(), p.message())),
+                Ok(env) if !sh.cfg.tasks.contains(env.task) => Err((
+                    "unknown_task".to_string(),
+                    format!("no task named {:?} is registered in this worker", env.task),
+                )),
+                Ok(env) => Ok(env.meta.timeout_s),
+            };
+            // A timeout stops lease extension a little after the task should have ended, so a
+            // hung thread cannot hold a job forever.
+            let extend_until = verdict.as_ref().ok().and_then(|t| *t).map(|t| {
+                now + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(sh.cfg.lease_ms)
+            });
+            inflight.insert(
+                job.id.clone(),
+                InFlight {
+                    token: job.token,
+                    extend_until,
+                },
+            );
+            match verdict {
+                Ok(timeout_s) => good.push(Fetched { job, timeout_s }),
+                Err((reason, message)) => self.poison(job, reason, message),
+            }
+        }
+        sh.stats
+            .fetched
+            .fetch_add(good.len() as u64, Ordering::Relaxed);
+        good
+    }
+
+    fn poison(&self, job: Leased, reason: String, message: String) {
+        let sh = &self.shared;
+        sh.stats.poison.fetch_add(1, Ordering::Relaxed);
+        sh.push_event(Event::Poison {
+            id: job.id.clone(),
+            reason: reason.clone(),
+        });
+        let record = ErrorRecord {
+            kind: "PoisonMessage".into(),
+            message,
+            traceback: String::new(),
+            reason,
+        };
+        self.send(Outcome::Fail(Fail {
+            lease: Lease {
+                id: job.id,
+                token: job.token,
+            },
+            error: record.to_bytes(),
+            retry_delay_ms: None,
+            dead_ttl_ms: sh.cfg.dead_ttl_ms,
+        }));
+    }
+
+    /// Queue an outcome; the flusher sends it with others in one round trip.
+    pub fn send(&self, outcome: Outcome) {
+        // The receiver only goes away after close(); a late outcome is then dropped and the
+        // job is recovered by lease expiry, which keeps at-least-once intact.
+        let _ = self.tx.send(Msg::Outcome(outcome));
+    }
+
+    /// Ids of jobs currently leased by this consumer (fetched, outcome not yet flushed).
+    pub fn inflight_leases(&self) -> Vec<Lease> {
+        let inflight = self.shared.inflight.lock().unwrap();
+        inflight
+            .iter()
+            .map(|(id, f)| Lease {
+                id: id.clone(),
+                token: f.token,
+            })
+            .collect()
+    }
+
+    /// Wait until events are available (or the consumer closes) and take them.
+    pub async fn events(&self) -> Vec<Event> {
+        loop {
+            let notified = self.shared.events_ready.notified();
+            let taken = std::mem::take(&mut *self.shared.events.lock().unwrap());
+            if !taken.is_empty() || self.shared.stop_all.is_cancelled() {
+                return taken;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.shared.stop_all.cancelled() => {}
+            }
+        }
+    }
+
+    /// Make pending and future fetches return an empty batch.
+    pub fn stop_fetching(&self) {
+        self.shared.stop_fetching.cancel();
+    }
+
+    /// Wait until every outcome queued so far has reached the broker.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stop fetching, flush outcomes (giving up after `deadline`), stop background tasks.
+    /// Returns false when the flush did not finish in time (those jobs are recovered by the reaper).
+    pub async fn close(&self, deadline: Duration) -> bool {
+        self.stop_fetching();
+        let flushed = tokio::time::timeout(deadline, self.flush()).await.is_ok();
+        self.shared.stop_all.cancel();
+        self.shared.events_ready.notify_waiters();
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        flushed
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared.stop_all.cancel();
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn push_event(&self, event: Event) {
+        self.events.lock().unwrap().push(event);
+        self.events_ready.notify_one();
+    }
+
+    /// Record broker health; emit an event only when it changes (one log line per outage).
+    fn set_health(&self, res: Result<(), &Error>) {
+        let ok = res.is_ok();
+        if self.healthy.swap(ok, Ordering::Relaxed) != ok {
+            self.push_event(match res {
+                Ok(()) => Event::BrokerUp,
+                Err(err) => Event::BrokerDown(err.to_string()),
+            });
+        }
+    }
+
+    fn forget(&self, ids: impl Iterator<Item = String>) {
+        let mut inflight = self.inflight.lock().unwrap();
+        for id in ids {
+            inflight.remove(&id);
+        }
+    }
+
+    /// Leases to extend now: skips jobs past their own timeout.
+    fn leases_to_extend(&self) -> Vec<Lease> {
+        let now = Instant::now();
+        let inflight = self.inflight.lock().unwrap();
+        inflight
+            .iter()
+            .filter(|(_, f)| f.extend_until.is_none_or(|t| t > now))
+            .map(|(id, f)| Lease {
+                id: id.clone(),
+                token: f.token,
+            })
+            .collect()
+    }
+}
+
+/// Exponential pause between reconnect attempts: 50 ms doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(50))
+    }
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(50);
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        d
+    }
+}
+
+/// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
+/// out in the next call, so batches grow with load without a timer adding latency.
+async fn flusher(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_FLUSH {
+            match rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        flush_batch(&sh, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
+    let (mut acks, mut fails, mut releases, mut waiters) = (vec![], vec![], vec![], vec![]);
+    for msg in batch {
+        match msg {
+            Msg::Outcome(Outcome::Ack(a)) => acks.push(a),
+            Msg::Outcome(Outcome::Fail(f)) => fails.push(f),
+            Msg::Outcome(Outcome::Release(l)) => releases.push(l),
+            Msg::Flush(tx) => waiters.push(tx),
+        }
+    }
+    if !acks.is_empty() {
+        let ids: Vec<String> = acks.iter().map(|a| a.lease.id.clone()).collect();
+        let q = &sh.cfg.queue;
+        let res = retry(sh, || sh.broker.ack(q, acks.clone())).await;
+        sh.settle(ids, res.iter().map(|ok| *ok), &sh.stats.acked);
+    }
+    if !fails.is_empty() {
+        let ids: Vec<String> = fails.iter().map(|f| f.lease.id.clone()).collect();
+        let q = &sh.cfg.queue;
+        let res = retry(sh, || sh.broker.fail(q, fails.clone())).await;
+        let ok = res.iter().map(|o| *o != FailOutcome::Stale);
+        sh.settle(ids, ok, &sh.stats.failed);
+    }
+    if !releases.is_empty() {
+        let ids: Vec<String> = releases.iter().map(|l| l.id.clone()).collect();
+        let q = &sh.cfg.queue;
+        let res = retry(sh, || sh.broker.release(q, releases.clone())).await;
+        sh.settle(ids, res.iter().map(|ok| *ok), &sh.stats.released);
+    }
+    for tx in waiters {
+        let _ = tx.send(());
+    }
+}
+
+impl Shared {
+    /// Forget flushed leases and count what the broker accepted or refused.
+    fn settle(&self, ids: Vec<String>, accepted: impl Iterator<Item = bool>, counter: &AtomicU64) {
+        for (id, ok) in ids.iter().zip(accepted) {
+            if ok {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.push_event(Event::Refused(id.clone()));
+            }
+        }
+        self.forget(ids.into_iter());
+    }
+}
+
+/// Run a broker call until it succeeds: outcomes are never dropped while the consumer lives.
+async fn retry<T, F, Fut>(sh: &Shared, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::errors::Result<T>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match call().await {
+            Ok(v) => {
+                sh.set_health(Ok(()));
+                return v;
+            }
+            Err(err) => {
+                sh.set_health(Err(&err));
+                tokio::time::sleep(backoff.next()).await;
+            }
+        }
+    }
+}
+
+async fn heartbeater(sh: Arc<Shared>) {
+    let period = Duration::from_millis(sh.cfg.heartbeat_ms.max(1));
+    loop {
+        tokio::time::sleep(period).await;
+        let leases = sh.leases_to_extend();
+        if leases.is_empty() {
+            continue;
+        }
+        match sh
+            .broker
+            .heartbeat(&sh.cfg.queue, leases, sh.cfg.lease_ms)
+            .await
+        {
+            Ok(out) => {
+                sh.set_health(Ok(()));
+                for id in out.lost {
+                    sh.push_event(Event::Lost(id));
+                }
+                for id in out.cancel {
+                    sh.push_event(Event::Cancel(id));
+                }
+            }
+            Err(err) => sh.set_health(Err(&err)),
+        }
+    }
+}
+
+async fn reaper(sh: Arc<Shared>) {
+    let period = Duration::from_millis(sh.cfg.reap_ms.max(1));
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(err) = sh.broker.reap(&sh.cfg.queue, sh.cfg.dead_ttl_ms).await {
+            sh.set_health(Err(&err));
+        }
+    }
+}

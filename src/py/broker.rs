@@ -1,0 +1,338 @@
+//! `asyncq._core.Broker`: enqueue, inspect and administer queues.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use tokio::sync::OnceCell;
+
+use crate::bridge::{awaitable, block_on};
+use crate::broker::{self, Broker, CancelOutcome, NewJob, WorkerInfo, MAX_PRIORITY};
+use crate::codec::{encode_envelope, Meta};
+use crate::consumer::{Consumer, ConsumerConfig};
+use crate::errors::{Error, Result};
+use crate::py::consumer::PyConsumer;
+use crate::py::info::PyJobInfo;
+
+/// A lazily connected broker handle; cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    url: Arc<str>,
+    cell: Arc<OnceCell<Arc<dyn Broker>>>,
+}
+
+impl Handle {
+    pub async fn get(&self) -> Result<Arc<dyn Broker>> {
+        self.cell
+            .get_or_try_init(|| broker::connect(&self.url))
+            .await
+            .cloned()
+    }
+}
+
+/// Check a URL's shape without connecting, so a bad one fails where it is written.
+fn validate_url(url: &str) -> Result<()> {
+    let ok = [
+        "memory://",
+        "redis://",
+        "rediss://",
+        "valkey://",
+        "valkeys://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadUrl(format!(
+            "{url:?}: expected redis://host:port/db, rediss://... or memory://"
+        )))
+    }
+}
+
+fn ms(seconds: f64) -> u64 {
+    (seconds.max(0.0) * 1000.0).round() as u64
+}
+
+/// Options shared by every job of one enqueue call, passed from Python as a tuple:
+/// `(max_attempts, timeout, priority, delay, eta, key, key_ttl, max_payload)`.
+#[derive(FromPyObject)]
+pub struct EnqueueOptions(
+    u32,
+    Option<f64>,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<String>,
+    f64,
+    usize,
+);
+
+fn build_jobs(
+    task: &str,
+    arg_names: &[String],
+    items: &Bound<'_, PyList>,
+    opts: &EnqueueOptions,
+) -> Result<Vec<NewJob>> {
+    let EnqueueOptions(max_attempts, timeout, priority, delay, eta, ref key, key_ttl, max_payload) =
+        *opts;
+    if !(0..=MAX_PRIORITY).contains(&priority) {
+        return Err(Error::Payload(format!(
+            "priority must be between 0 and {MAX_PRIORITY}, got {priority}"
+        )));
+    }
+    let meta = Meta { timeout_s: timeout };
+    let mut jobs = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let (args, kwargs): (Bound<'_, PyTuple>, Option<Bound<'_, PyDict>>) = item
+            .extract()
+            .map_err(|e: PyErr| Error::Payload(e.to_string()))?;
+        let payload = encode_envelope(task, &args, kwargs.as_ref(), &meta, arg_names, max_payload)?;
+        jobs.push(NewJob {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            payload,
+            priority,
+            delay_ms: delay.map(ms),
+            eta_ms: eta.map(ms),
+            max_attempts: max_attempts.max(1),
+            key: key.clone(),
+            key_ttl_ms: ms(key_ttl),
+        });
+    }
+    Ok(jobs)
+}
+
+async fn enqueue(h: Handle, queue: String, jobs: Vec<NewJob>) -> Result<Vec<(String, bool)>> {
+    let done = h.get().await?.enqueue(&queue, jobs).await?;
+    Ok(done.into_iter().map(|e| (e.id, e.created)).collect())
+}
+
+/// Broker handle exposed to Python as `asyncq._core.Broker`.
+#[pyclass(frozen, name = "Broker", module = "asyncq._core")]
+pub struct PyBroker {
+    handle: Handle,
+}
+
+#[pymethods]
+impl PyBroker {
+    #[new]
+    fn new(url: &str) -> PyResult<Self> {
+        validate_url(url)?;
+        Ok(PyBroker {
+            handle: Handle {
+                url: url.into(),
+                cell: Arc::new(OnceCell::new()),
+            },
+        })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        &self.handle.url
+    }
+
+    /// Encode and enqueue jobs of one task; returns `[(job_id, created), ...]`.
+    fn enqueue<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        task: &str,
+        arg_names: Vec<String>,
+        items: &Bound<'py, PyList>,
+        options: EnqueueOptions,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let jobs = build_jobs(task, &arg_names, items, &options)?;
+        awaitable(py, enqueue(self.handle.clone(), queue, jobs))
+    }
+
+    /// Blocking `enqueue` for sync callers; releases the GIL while waiting.
+    fn enqueue_blocking(
+        &self,
+        py: Python<'_>,
+        queue: String,
+        task: &str,
+        arg_names: Vec<String>,
+        items: &Bound<'_, PyList>,
+        options: EnqueueOptions,
+    ) -> PyResult<Vec<(String, bool)>> {
+        let jobs = build_jobs(task, &arg_names, items, &options)?;
+        block_on(py, enqueue(self.handle.clone(), queue, jobs))
+    }
+
+    fn job<'py>(&self, py: Python<'py>, queue: String, id: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let info = h.get().await?.job(&queue, &id).await?;
+            Ok(info.map(PyJobInfo::from))
+        })
+    }
+
+    fn job_blocking(
+        &self,
+        py: Python<'_>,
+        queue: String,
+        id: String,
+    ) -> PyResult<Option<PyJobInfo>> {
+        let h = self.handle.clone();
+        block_on(py, async move {
+            let info = h.get().await?.job(&queue, &id).await?;
+            Ok(info.map(PyJobInfo::from))
+        })
+    }
+
+    fn cancel<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            Ok(match h.get().await?.cancel(&queue, &id).await? {
+                CancelOutcome::Cancelled => "cancelled",
+                CancelOutcome::Requested => "requested",
+                CancelOutcome::Finished => "finished",
+                CancelOutcome::NotFound => "not_found",
+            })
+        })
+    }
+
+    /// Counts per state plus lifetime totals, as a dict.
+    fn counts<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let c = h.get().await?.counts(&queue).await?;
+            Ok(vec![
+                ("scheduled", c.scheduled),
+                ("queued", c.queued),
+                ("running", c.running),
+                ("dead", c.dead),
+                ("succeeded_total", c.succeeded_total),
+                ("failed_total", c.failed_total),
+            ]
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>())
+        })
+    }
+
+    fn queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move { h.get().await?.queues().await })
+    }
+
+    fn dead_ids<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(
+            py,
+            async move { h.get().await?.dead_ids(&queue, limit).await },
+        )
+    }
+
+    #[pyo3(signature = (queue, ids=None))]
+    fn retry_dead<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        ids: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(
+            py,
+            async move { h.get().await?.retry_dead(&queue, ids).await },
+        )
+    }
+
+    fn purge<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move { h.get().await?.purge(&queue).await })
+    }
+
+    fn register_worker<'py>(
+        &self,
+        py: Python<'py>,
+        id: String,
+        info: String,
+        ttl: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        let w = WorkerInfo {
+            id,
+            info,
+            last_seen_ms: 0,
+        };
+        awaitable(py, async move {
+            h.get().await?.register_worker(&w, ms(ttl)).await
+        })
+    }
+
+    fn unregister_worker<'py>(&self, py: Python<'py>, id: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(
+            py,
+            async move { h.get().await?.unregister_worker(&id).await },
+        )
+    }
+
+    /// Live workers as `[(id, info_json, last_seen_unix_seconds)]`.
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let ws = h.get().await?.workers().await?;
+            Ok(ws
+                .into_iter()
+                .map(|w| (w.id, w.info, w.last_seen_ms as f64 / 1000.0))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Broker time in unix seconds; also a connectivity check.
+    fn now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            Ok(h.get().await?.now_ms().await? as f64 / 1000.0)
+        })
+    }
+
+    /// Start a consumer for one queue (connects first, so an unreachable broker fails here).
+    #[pyo3(signature = (queue, worker_id, tasks, *, lease, heartbeat, reap, idle_wait, result_ttl, dead_ttl, max_payload))]
+    #[allow(clippy::too_many_arguments)]
+    fn consumer<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        worker_id: String,
+        tasks: Vec<String>,
+        lease: f64,
+        heartbeat: f64,
+        reap: f64,
+        idle_wait: f64,
+        result_ttl: f64,
+        dead_ttl: f64,
+        max_payload: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cfg = ConsumerConfig {
+            queue,
+            worker_id,
+            lease_ms: ms(lease).max(1),
+            heartbeat_ms: ms(heartbeat).max(1),
+            reap_ms: ms(reap).max(1),
+            idle_wait_ms: ms(idle_wait).max(1),
+            result_ttl_ms: ms(result_ttl),
+            dead_ttl_ms: ms(dead_ttl),
+            max_payload,
+            tasks: tasks.into_iter().collect::<HashSet<_>>(),
+        };
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let broker = h.get().await?;
+            broker.now_ms().await?;
+            Ok(PyConsumer::new(Consumer::start(broker, cfg)))
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! `asyncq._core.Consumer` and `asyncq._core.Job`: the worker's side of the boundary.
+//!
+//! One `fetch` crossing carries a whole batch, decoded into Python objects in one pass; outcomes
+//! are queued with a plain (non-async) call and flushed by Rust.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::backoff::Backoff;
+use crate::bridge::awaitable_ok;
+use crate::broker::{Ack, Fail, Lease};
+use crate::codec::{decode_args, encode_value, parse_envelope, ErrorRecord};
+use crate::consumer::{Consumer, Event, Fetched, Outcome};
+
+/// A leased job handed to Python.
+#[pyclass(frozen, name = "Job", module = "asyncq._core")]
+pub struct PyJob {
+    #[pyo3(get)]
+    id: String,
+    #[pyo3(get)]
+    queue: String,
+    #[pyo3(get)]
+    task: String,
+    #[pyo3(get)]
+    args: Py<PyTuple>,
+    #[pyo3(get)]
+    kwargs: Py<PyDict>,
+    #[pyo3(get)]
+    attempt: u32,
+    #[pyo3(get)]
+    max_attempts: u32,
+    #[pyo3(get)]
+    token: u64,
+    /// Unix seconds.
+    #[pyo3(get)]
+    enqueued_at: f64,
+    /// Seconds, from the task's options at enqueue time.
+    #[pyo3(get)]
+    timeout: Option<f64>,
+}
+
+#[pymethods]
+impl PyJob {
+    fn __repr__(&self) -> String {
+        format!(
+            "Job(id={:?}, task={:?}, queue={:?}, attempt={})",
+            self.id, self.task, self.queue, self.attempt
+        )
+    }
+}
+
+impl PyJob {
+    fn lease(&self) -> Lease {
+        Lease {
+            id: self.id.clone(),
+            token: self.token,
+        }
+    }
+}
+
+/// A fetched batch; turned into a list of `Job` under the GIL on the event loop's thread.
+struct Batch {
+    jobs: Vec<Fetched>,
+    consumer: Arc<Consumer>,
+}
+
+impl<'py> IntoPyObject<'py> for Batch {
+    type Target = PyList;
+    type Output = Bound<'py, PyList>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let queue = &self.consumer.config().queue;
+        for f in self.jobs {
+            match to_job(py, queue, f.job.payload.as_slice(), &f) {
+                Ok(job) => list.append(Bound::new(py, job)?)?,
+                Err(err) => dead_letter(&self.consumer, &f, err.to_string()),
+            }
+        }
+        Ok(list)
+    }
+}
+
+fn to_job(py: Python<'_>, queue: &str, payload: &[u8], f: &Fetched) -> PyResult<PyJob> {
+    let env = parse_envelope(payload, usize::MAX)
+        .map_err(|p| pyo3::exceptions::PyValueError::new_err(p.message()))?;
+    let (args, kwargs) = decode_args(py, &env)?;
+    Ok(PyJob {
+        id: f.job.id.clone(),
+        queue: queue.to_string(),
+        task: env.task.to_string(),
+        args: args.unbind(),
+        kwargs: kwargs.unbind(),
+        attempt: f.job.attempt,
+        max_attempts: f.job.max_attempts,
+        token: f.job.token,
+        enqueued_at: f.job.enqueued_ms as f64 / 1000.0,
+        timeout: f.timeout_s,
+    })
+}
+
+/// A payload that validated but still failed to decode: never run it, dead-letter it.
+fn dead_letter(consumer: &Consumer, f: &Fetched, message: String) {
+    let record = ErrorRecord {
+        kind: "PoisonMessage".into(),
+        message,
+        traceback: String::new(),
+        reason: "bad_payload".into(),
+    };
+    consumer.send(Outcome::Fail(Fail {
+        lease: Lease {
+            id: f.job.id.clone(),
+            token: f.job.token,
+        },
+        error: record.to_bytes(),
+        retry_delay_ms: None,
+        dead_ttl_ms: consumer.config().dead_ttl_ms,
+    }));
+}
+
+fn event_tuple(e: Event) -> (String, String) {
+    match e {
+        Event::Cancel(id) => ("cancel".into(), id),
+        Event::Lost(id) => ("lost".into(), id),
+        Event::BrokerDown(msg) => ("broker_down".into(), msg),
+        Event::BrokerUp => ("broker_up".into(), String::new()),
+        Event::Refused(id) => ("refused".into(), id),
+        Event::Poison { id, reason } => ("poison".into(), format!("{id} {reason}")),
+    }
+}
+
+/// The consumer of one queue, exposed as `asyncq._core.Consumer`.
+#[pyclass(frozen, name = "Consumer", module = "asyncq._core")]
+pub struct PyConsumer {
+    inner: Arc<Consumer>,
+}
+
+impl PyConsumer {
+    pub fn new(inner: Consumer) -> Self {
+        PyConsumer {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+#[pymethods]
+impl PyConsumer {
+    #[getter]
+    fn queue(&self) -> &str {
+        &self.inner.config().queue
+    }
+
+    /// Lease up to `max` jobs; resolves when at least one is ready, or with `[]` once stopped.
+    fn fetch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        let consumer = self.inner.clone();
+        awaitable_ok(py, async move {
+            let jobs = consumer.fetch(max).await;
+            Batch { jobs, consumer }
+        })
+    }
+
+    /// Queue a success; raises TypeError when the result cannot be serialized.
+    #[pyo3(signature = (job, result, result_ttl=None))]
+    fn ack(&self, job: &PyJob, result: &Bound<'_, PyAny>, result_ttl: Option<f64>) -> PyResult<()> {
+        let bytes = encode_value(result, "the task's return value")?;
+        let ttl = result_ttl.map_or(self.inner.config().result_ttl_ms, |s| (s * 1000.0) as u64);
+        self.inner.send(Outcome::Ack(Ack {
+            lease: job.lease(),
+            result: bytes,
+            result_ttl_ms: ttl,
+        }));
+        Ok(())
+    }
+
+    /// Queue a failure. `retry=(base_s, cap_s, jitter)` retries with backoff if attempts remain;
+    /// `None` dead-letters the job now.
+    #[pyo3(signature = (job, kind, message, traceback, reason, retry))]
+    fn fail(
+        &self,
+        job: &PyJob,
+        kind: String,
+        message: String,
+        traceback: String,
+        reason: String,
+        retry: Option<(f64, f64, f64)>,
+    ) {
+        let delay = retry.map(|(base, cap, jitter)| {
+            let b = Backoff {
+                base_ms: (base.max(0.0) * 1000.0) as u64,
+                cap_ms: (cap.max(0.0) * 1000.0) as u64,
+                jitter: jitter.clamp(0.0, 1.0),
+            };
+            b.delay_ms(job.attempt, &mut rand::rng())
+        });
+        let record = ErrorRecord {
+            kind,
+            message,
+            traceback,
+            reason,
+        };
+        self.inner.send(Outcome::Fail(Fail {
+            lease: job.lease(),
+            error: record.to_bytes(),
+            retry_delay_ms: delay,
+            dead_ttl_ms: self.inner.config().dead_ttl_ms,
+        }));
+    }
+
+    /// Queue a hand-back: the job returns to the queue now, its attempt not counted.
+    fn release(&self, job: &PyJob) {
+        self.inner.send(Outcome::Release(job.lease()));
+    }
+
+    /// Resolves with `[(kind, detail), ...]` once something happened: kinds are `cancel`, `lost`,
+    /// `broker_down`, `broker_up`, `refused`, `poison`. Resolves with `[]` after close.
+    fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let consumer = self.inner.clone();
+        awaitable_ok(py, async move {
+            let events = consumer.events().await;
+            events.into_iter().map(event_tuple).collect::<Vec<_>>()
+        })
+    }
+
+    /// Make the pending and future fetches return `[]`.
+    fn stop_fetching(&self) {
+        self.inner.stop_fetching();
+    }
+
+    /// Resolves once every outcome queued so far has reached the broker.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let consumer = self.inner.clone();
+        awaitable_ok(py, async move { consumer.flush().await })
+    }
+
+    /// Stop, flush (up to `timeout` seconds) and end background work; resolves to whether the
+    /// flush completed.
+    fn close<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let consumer = self.inner.clone();
+        let deadline = Duration::from_secs_f64(timeout.max(0.0));
+        awaitable_ok(py, async move { consumer.close(deadline).await })
+    }
+
+    /// Counters: fetched, acked, failed, released, refused, poison, inflight.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("fetched", s.fetched.load(Ordering::Relaxed))?;
+        d.set_item("acked", s.acked.load(Ordering::Relaxed))?;
+        d.set_item("failed", s.failed.load(Ordering::Relaxed))?;
+        d.set_item("released", s.released.load(Ordering::Relaxed))?;
+        d.set_item("refused", s.refused.load(Ordering::Relaxed))?;
+        d.set_item("poison", s.poison.load(Ordering::Relaxed))?;
+        d.set_item("inflight", self.inner.inflight_leases().len())?;
+        Ok(d)
+    }
+}

@@ -1,0 +1,109 @@
+//! `asyncq._core.JobInfo`: a snapshot of one job's record.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::broker::JobInfo;
+use crate::codec::{decode_value, parse_envelope, ErrorRecord};
+
+fn secs(ms: Option<u64>) -> Option<f64> {
+    ms.map(|m| m as f64 / 1000.0)
+}
+
+/// What the broker knows about one job; times are unix seconds.
+#[pyclass(frozen, name = "JobInfo", module = "asyncq._core")]
+pub struct PyJobInfo {
+    info: JobInfo,
+}
+
+impl From<JobInfo> for PyJobInfo {
+    fn from(info: JobInfo) -> Self {
+        PyJobInfo { info }
+    }
+}
+
+#[pymethods]
+impl PyJobInfo {
+    #[getter]
+    fn id(&self) -> &str {
+        &self.info.id
+    }
+    #[getter]
+    fn queue(&self) -> &str {
+        &self.info.queue
+    }
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.info.state.as_str()
+    }
+    #[getter]
+    fn priority(&self) -> i64 {
+        self.info.priority
+    }
+    #[getter]
+    fn attempts(&self) -> u32 {
+        self.info.attempts
+    }
+    #[getter]
+    fn max_attempts(&self) -> u32 {
+        self.info.max_attempts
+    }
+    #[getter]
+    fn enqueued_at(&self) -> f64 {
+        self.info.enqueued_ms as f64 / 1000.0
+    }
+    #[getter]
+    fn due_at(&self) -> Option<f64> {
+        secs(self.info.due_ms)
+    }
+    #[getter]
+    fn started_at(&self) -> Option<f64> {
+        secs(self.info.started_ms)
+    }
+    #[getter]
+    fn finished_at(&self) -> Option<f64> {
+        secs(self.info.finished_ms)
+    }
+    #[getter]
+    fn worker(&self) -> Option<&str> {
+        self.info.worker.as_deref()
+    }
+    /// The task name, or None when the payload cannot be read.
+    #[getter]
+    fn task(&self) -> Option<String> {
+        parse_envelope(&self.info.payload, usize::MAX)
+            .ok()
+            .map(|e| e.task.to_string())
+    }
+    /// The decoded return value (None unless succeeded).
+    #[getter]
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.info.result {
+            Some(bytes) => decode_value(py, bytes),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+    /// The last error as `{type, message, traceback, reason}`, or None.
+    #[getter]
+    fn error<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(bytes) = &self.info.error else {
+            return Ok(None);
+        };
+        let r = ErrorRecord::from_bytes(bytes);
+        let d = PyDict::new(py);
+        d.set_item("type", r.kind)?;
+        d.set_item("message", r.message)?;
+        d.set_item("traceback", r.traceback)?;
+        d.set_item("reason", r.reason)?;
+        Ok(Some(d))
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "JobInfo(id={:?}, queue={:?}, state={:?}, attempts={})",
+            self.info.id,
+            self.info.queue,
+            self.info.state.as_str(),
+            self.info.attempts
+        )
+    }
+}

@@ -1,0 +1,5 @@
+//! Thin `#[pyclass(frozen)]` wrappers: conversion at the edges, no business logic.
+
+pub mod broker;
+pub mod consumer;
+pub mod info;
