@@ -1,0 +1,54 @@
+"""asyncq: a fast, reliable task queue for Python services, with a Rust core on Redis.
+
+Example:
+    >>> app = asyncq.App("redis://localhost:6379/0")
+    >>> @app.task(retries=3)
+    ... async def add(x: int, y: int) -> int:
+    ...     return x + y
+    >>> job = await add.enqueue(1, 2)
+    >>> await job.result(timeout=10)
+    3
+"""
+
+from __future__ import annotations
+
+from ._core import __version__
+from .app import App
+from .backoff import Exponential
+from .context import JobContext, current_job
+from .errors import (
+    AsyncqError,
+    BrokerError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    PayloadError,
+    ResultTimeout,
+)
+from .job import JobHandle, JobInfo
+from .log import configure_logging
+from .middleware import Middleware
+from .task import Task
+from .worker import Worker, WorkerStats
+
+__all__ = [
+    "App",
+    "AsyncqError",
+    "BrokerError",
+    "Exponential",
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "JobHandle",
+    "JobInfo",
+    "JobNotFound",
+    "Middleware",
+    "PayloadError",
+    "ResultTimeout",
+    "Task",
+    "Worker",
+    "WorkerStats",
+    "__version__",
+    "configure_logging",
+    "current_job",
+]

@@ -1,0 +1,248 @@
+"""The application object: broker connection, task registry and defaults."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from ._core import Broker
+from .backoff import Exponential
+from .job import JobHandle
+from .middleware import Middleware
+from .task import EnqueueOptions, Task, TaskConfig
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("asyncq")
+
+DEFAULT_QUEUE = "default"
+
+
+class App:
+    """An asyncq application: where tasks are registered and which broker they use.
+
+    Args:
+        url: Broker URL: ``redis://host:port/db``, ``rediss://...`` (TLS) or ``memory://``
+            (in-process, same semantics; for tests and demos).
+        default_queue: Queue for tasks that name none.
+        lease: Seconds a fetched job stays leased without a heartbeat. A worker that dies loses
+            its jobs to other workers after this long.
+        heartbeat: Seconds between lease renewals; default ``lease / 3``.
+        reaper: Seconds between sweeps for expired leases and due jobs.
+        result_ttl: Seconds results (and finished job records) are kept.
+        dead_ttl: Seconds dead-lettered jobs are kept.
+        key_ttl: Seconds an idempotency key stays reserved.
+        max_payload: Largest encoded job in bytes; larger ones are refused at enqueue and
+            dead-lettered if met at fetch.
+        middleware: Hooks run around enqueue and execution, in order.
+
+    Raises:
+        ValueError: The URL is not a supported broker URL.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        default_queue: str = DEFAULT_QUEUE,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        reaper: float = 5.0,
+        result_ttl: float = 86400.0,
+        dead_ttl: float = 7 * 86400.0,
+        key_ttl: float = 86400.0,
+        max_payload: int = 1 << 20,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        if lease <= 0 or reaper <= 0:
+            raise ValueError("lease and reaper must be > 0")
+        self.url = url
+        self.broker = Broker(url)
+        self.default_queue = default_queue
+        self.lease = lease
+        self.heartbeat = heartbeat if heartbeat is not None else lease / 3
+        self.reaper = reaper
+        self.result_ttl = result_ttl
+        self.dead_ttl = dead_ttl
+        self.key_ttl = key_ttl
+        self.max_payload = max_payload
+        self.middleware = list(middleware)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"App({self.url!r}, tasks={len(self.tasks)})"
+
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        backoff: Exponential | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = None,
+    ) -> _TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        backoff: Exponential | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = None,
+    ) -> Task[Any, Any] | _TaskDecorator:
+        """Register a function as a task; use bare (``@app.task``) or with options.
+
+        Args:
+            fn: The function (when used bare).
+            name: Registered name; default ``module:qualname``.
+            queue: Queue for its jobs; default the app's default queue.
+            retries: Retries after a failure (0 = run once).
+            backoff: Delay between retries; default ``Exponential()``.
+            timeout: Seconds one run may take.
+            priority: Default priority, 0 (lowest) to 9 (highest).
+            result_ttl: Seconds its results are kept.
+
+        Returns:
+            The :class:`Task`, or a decorator producing it.
+
+        Raises:
+            ValueError: Bad option values, or the name is already registered.
+        """
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        if not 0 <= priority <= 9:
+            raise ValueError("priority must be between 0 and 9")
+
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            config = TaskConfig(
+                name=name or f"{f.__module__}:{f.__qualname__}",
+                queue=queue or self.default_queue,
+                retries=retries,
+                backoff=backoff or Exponential(),
+                timeout=timeout,
+                priority=priority,
+                result_ttl=result_ttl,
+            )
+            return self._register(Task(self, f, config))
+
+        if fn is not None:
+            return register(fn)
+        return _TaskDecorator(register)
+
+    def _register(self, task: Task[Any, Any]) -> Task[Any, Any]:
+        existing = self.tasks.get(task.name)
+        if existing is not None and existing.fn is not task.fn:
+            raise ValueError(f"a task named {task.name!r} is already registered")
+        self.tasks[task.name] = task
+        return task
+
+    def job(self, job_id: str, queue: str | None = None) -> JobHandle[Any]:
+        """Return a handle to a job enqueued earlier.
+
+        Args:
+            job_id: The job's id.
+            queue: Its queue; default the app's default queue.
+
+        Returns:
+            A handle (the job need not exist; ``status()`` tells).
+        """
+        return JobHandle(self.broker, queue or self.default_queue, job_id)
+
+    async def find_job(self, job_id: str) -> JobHandle[Any] | None:
+        """Look a job up in every known queue.
+
+        Args:
+            job_id: The job's id.
+
+        Returns:
+            A handle, or None when no queue holds it.
+        """
+        queues = set(await self.broker.queues()) | {t.config.queue for t in self.tasks.values()}
+        for queue in sorted(queues):
+            if await self.broker.job(queue, job_id) is not None:
+                return JobHandle(self.broker, queue, job_id)
+        return None
+
+    def queues(self) -> list[str]:
+        """Queues the registered tasks use."""
+        return sorted({t.config.queue for t in self.tasks.values()} | {self.default_queue})
+
+    def worker(self, queues: dict[str, int] | None = None, **kwargs: Any) -> Worker:
+        """Create a worker for this app (see :class:`asyncq.Worker`).
+
+        Args:
+            queues: ``{queue: concurrency}``; default every queue the tasks use.
+            **kwargs: Passed to :class:`asyncq.Worker`.
+
+        Returns:
+            The worker (call ``await worker.run()``).
+        """
+        from .worker import Worker
+
+        return Worker(self, queues, **kwargs)
+
+    async def run_before_enqueue(
+        self, task: Task[Any, Any], items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+        opts: EnqueueOptions,
+    ) -> None:
+        """Run every middleware's ``before_enqueue`` for a batch."""
+        for args, kwargs in items:
+            for mw in self.middleware:
+                await call_hook(mw.before_enqueue, task, args, kwargs or {}, opts)
+
+    async def run_after_enqueue(
+        self, task: Task[Any, Any], handles: Sequence[JobHandle[Any]]
+    ) -> None:
+        """Run every middleware's ``after_enqueue`` for a batch."""
+        for handle in handles:
+            for mw in self.middleware:
+                await call_hook(mw.after_enqueue, task, handle)
+
+
+async def call_hook(hook: Callable[..., Any], *args: Any) -> None:
+    """Call a middleware hook that may be sync or async."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+class _TaskDecorator:
+    """What ``@app.task(...)`` returns: turns a function into a typed Task."""
+
+    def __init__(self, register: Callable[[Callable[..., Any]], Task[Any, Any]]) -> None:
+        self._register = register
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any], /) -> Task[Any, Any]:
+        return self._register(fn)

@@ -1,0 +1,46 @@
+"""The running job's context, available to task code through :func:`current_job`."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+__all__ = ["JobContext", "current_job"]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Facts about the job being executed.
+
+    Attributes:
+        job_id: The job's id.
+        task: The registered task name.
+        queue: The queue it came from.
+        attempt: 1 on the first run, 2 on the first retry, ...
+        max_attempts: Runs allowed in total (1 + retries).
+        token: The fencing token of this run's lease.
+        enqueued_at: Unix time the job was enqueued.
+    """
+
+    job_id: str
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    token: int
+    enqueued_at: float
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("asyncq_job")
+
+
+def current_job() -> JobContext:
+    """Return the context of the job running in this task or thread.
+
+    Returns:
+        The running job's :class:`JobContext`.
+
+    Raises:
+        LookupError: When called outside a job.
+    """
+    return _current.get()

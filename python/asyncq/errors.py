@@ -1,0 +1,49 @@
+"""The exceptions asyncq raises."""
+
+from __future__ import annotations
+
+from ._core import AsyncqError, BrokerError, PayloadError
+
+__all__ = [
+    "AsyncqError",
+    "BrokerError",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "PayloadError",
+    "ResultTimeout",
+]
+
+
+class JobFailed(AsyncqError):
+    """A job ended without a result (dead-lettered).
+
+    Attributes:
+        job_id: The job's id.
+        type: Name of the exception type raised remotely (e.g. ``"ValueError"``).
+        message: The remote exception's message.
+        traceback: The remote traceback, formatted.
+        reason: Why it failed: ``exception``, ``timeout``, ``lease_expired``, ``unknown_task``,
+            ``bad_payload``, ``unsupported_version``, ``oversized``, ``unserializable_result``
+            or ``cancelled``.
+    """
+
+    def __init__(self, job_id: str, type: str, message: str, traceback: str, reason: str) -> None:
+        super().__init__(f"job {job_id} failed: {type}: {message} ({reason})")
+        self.job_id = job_id
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        self.reason = reason
+
+
+class JobCancelled(AsyncqError):
+    """The job was cancelled before it produced a result."""
+
+
+class JobNotFound(AsyncqError, LookupError):
+    """No record of the job exists (never enqueued, or its record expired)."""
+
+
+class ResultTimeout(AsyncqError, TimeoutError):
+    """The job did not finish within the time given to ``JobHandle.result``."""

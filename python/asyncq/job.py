@@ -1,0 +1,151 @@
+"""Handles to enqueued jobs: status, results, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
+
+from ._core import JobInfo
+from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
+
+if TYPE_CHECKING:
+    from ._core import Broker
+
+__all__ = ["JobHandle", "JobInfo"]
+
+R = TypeVar("R")
+
+# Result polling starts fast (a job often finishes within milliseconds) and backs off.
+_FIRST_POLL = 0.002
+_MAX_POLL = 0.1
+
+
+class JobHandle(Generic[R]):
+    """A reference to one job.
+
+    Attributes:
+        id: The job id.
+        queue: The queue holding it.
+        created: False when an idempotency key matched an existing job.
+    """
+
+    __slots__ = ("_broker", "created", "id", "queue")
+
+    def __init__(self, broker: Broker, queue: str, id: str, created: bool = True) -> None:
+        self._broker = broker
+        self.id = id
+        self.queue = queue
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"JobHandle(id={self.id!r}, queue={self.queue!r})"
+
+    async def info(self) -> JobInfo | None:
+        """Fetch the job's record.
+
+        Returns:
+            The record, or None when it does not exist (never enqueued, or expired).
+        """
+        return await self._broker.job(self.queue, self.id)
+
+    async def status(self) -> str:
+        """Return the job's state.
+
+        Returns:
+            One of ``scheduled``, ``queued``, ``running``, ``succeeded``, ``failed`` (will
+            retry), ``dead``, ``cancelled``.
+
+        Raises:
+            JobNotFound: The job does not exist.
+        """
+        return _require(await self.info(), self.id).state
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return its result.
+
+        Args:
+            timeout: Seconds to wait; None waits forever.
+
+        Returns:
+            The task's return value.
+
+        Raises:
+            JobFailed: The job was dead-lettered; carries the remote error.
+            JobCancelled: The job was cancelled.
+            JobNotFound: The job does not exist.
+            ResultTimeout: It did not finish in time.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _FIRST_POLL
+        while True:
+            info = _require(await self.info(), self.id)
+            if info.state in ("succeeded", "dead", "cancelled"):
+                return cast(R, _outcome(info))
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
+                pause = min(pause, left)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_POLL)
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """Blocking :meth:`result` for sync callers (polls without an event loop).
+
+        Args:
+            timeout: Seconds to wait; None waits forever.
+
+        Returns:
+            The task's return value.
+
+        Raises:
+            JobFailed: The job was dead-lettered.
+            JobCancelled: The job was cancelled.
+            JobNotFound: The job does not exist.
+            ResultTimeout: It did not finish in time.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _FIRST_POLL
+        while True:
+            info = _require(self._broker.job_blocking(self.queue, self.id), self.id)
+            if info.state in ("succeeded", "dead", "cancelled"):
+                return cast(R, _outcome(info))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_POLL)
+
+    async def cancel(self) -> bool:
+        """Cancel the job.
+
+        A queued or scheduled job is cancelled at once and never runs. A running job is asked
+        to stop: its worker sees the request at the next heartbeat and cancels the task.
+
+        Returns:
+            True if the job was cancelled or cancellation was requested; False if it had
+            already finished or does not exist.
+        """
+        outcome = await self._broker.cancel(self.queue, self.id)
+        return outcome in ("cancelled", "requested")
+
+
+def _require(info: JobInfo | None, job_id: str) -> JobInfo:
+    if info is None:
+        raise JobNotFound(f"no job {job_id} (never enqueued, or its record expired)")
+    return info
+
+
+def _outcome(info: JobInfo) -> object:
+    if info.state == "succeeded":
+        return info.result
+    if info.state == "cancelled":
+        raise JobCancelled(f"job {info.id} was cancelled")
+    err = info.error or {}
+    raise JobFailed(
+        info.id,
+        err.get("type", "Error"),
+        err.get("message", ""),
+        err.get("traceback", ""),
+        err.get("reason", "exception"),
+    )

@@ -1,0 +1,46 @@
+"""Middleware: hooks around enqueueing and executing jobs.
+
+Subclass :class:`Middleware` and override the hooks you need; every hook is a no-op by default.
+Pass instances to ``App(middleware=[...])``. Hooks run in list order and may be sync or async
+(override with ``async def`` to await inside). An exception in a hook is logged, never allowed to
+lose the job.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import JobContext
+    from .job import JobHandle
+    from .task import EnqueueOptions, Task
+
+__all__ = ["Middleware"]
+
+
+class Middleware:
+    """Base class with documented no-op hooks."""
+
+    async def before_enqueue(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        options: EnqueueOptions,
+    ) -> None:
+        """Called before a job is written. Raise to refuse the enqueue."""
+
+    async def after_enqueue(self, task: Task[Any, Any], handle: JobHandle[Any]) -> None:
+        """Called after a job was written (or matched an idempotency key)."""
+
+    async def before_execute(self, ctx: JobContext) -> None:
+        """Called in the worker before the task function runs."""
+
+    async def after_execute(self, ctx: JobContext) -> None:
+        """Called after the task function returned or raised, before the outcome is recorded."""
+
+    async def on_success(self, ctx: JobContext, result: Any) -> None:
+        """Called when the task returned ``result``."""
+
+    async def on_failure(self, ctx: JobContext, exc: BaseException) -> None:
+        """Called when the task failed for good (the job is dead-lettered)."""
+
+    async def on_retry(self, ctx: JobContext, exc: BaseException) -> None:
+        """Called when the task failed and will be retried."""

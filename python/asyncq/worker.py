@@ -1,0 +1,334 @@
+"""The worker: fetches jobs in batches and runs them with bounded concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._core import BrokerError, Consumer, Job
+from ._threads import ThreadPool, default_size
+from .app import call_hook
+from .context import JobContext, _current
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger("asyncq.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counts of what this worker did since it started."""
+
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Lane:
+    """One queue inside the worker: its consumer, limit and running jobs."""
+
+    queue: str
+    limit: int
+    consumer: Consumer
+    running: dict[str, tuple[asyncio.Task[None], Job]] = field(default_factory=dict)
+    slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Worker:
+    """Runs jobs of an :class:`~asyncq.App` from one or more queues.
+
+    Args:
+        app: The application whose tasks this worker runs.
+        queues: ``{queue: concurrency}``; default every queue of the app's tasks, each with
+            ``concurrency``.
+        concurrency: Jobs run at once per queue when ``queues`` does not say.
+        threads: Size of the thread pool that runs plain (sync) task functions.
+        grace: Seconds in-flight jobs get to finish on a graceful shutdown; jobs still running
+            then are handed back to their queue at once.
+        worker_id: Identity shown by ``asyncq info``; default ``host:pid:random``.
+        handle_signals: Install SIGINT/SIGTERM handlers while running (first signal: graceful
+            stop; second: stop now).
+        idle_wait: Longest single blocking wait on the broker when idle, in seconds.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queues: dict[str, int] | None = None,
+        *,
+        concurrency: int = 50,
+        threads: int | None = None,
+        grace: float = 30.0,
+        worker_id: str | None = None,
+        handle_signals: bool = True,
+        idle_wait: float = 5.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.app = app
+        self.queues = dict(queues) if queues else dict.fromkeys(app.queues(), concurrency)
+        if any(n < 1 for n in self.queues.values()):
+            raise ValueError("per-queue concurrency must be >= 1")
+        self.grace = grace
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.handle_signals = handle_signals
+        self.idle_wait = idle_wait
+        self.stats = WorkerStats()
+        self._pool = ThreadPool(threads or default_size())
+        self._lanes: list[_Lane] = []
+        self._stop = asyncio.Event()
+        self._now = asyncio.Event()
+        self._cancel_requested: set[str] = set()
+        self.ready = asyncio.Event()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` is called or a signal arrives, then shut down cleanly.
+
+        Raises:
+            BrokerError: The broker could not be reached at start.
+        """
+        await self._open_lanes()
+        background = [asyncio.ensure_future(self._register_loop())]
+        for lane in self._lanes:
+            background.append(asyncio.ensure_future(self._consume(lane)))
+            background.append(asyncio.ensure_future(self._watch(lane)))
+        self._install_signals()
+        log.info("worker %s started: queues %s", self.worker_id, self.queues)
+        self.ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(background)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Ask the worker to stop.
+
+        Args:
+            now: Skip the grace period: hand running jobs back at once.
+        """
+        if self._stop.is_set() or now:
+            self._now.set()
+        self._stop.set()
+        for lane in self._lanes:
+            lane.consumer.stop_fetching()
+
+    async def _open_lanes(self) -> None:
+        app, names = self.app, list(self.app.tasks)
+        for queue, limit in self.queues.items():
+            consumer = await app.broker.consumer(
+                queue, self.worker_id, names,
+                lease=app.lease, heartbeat=app.heartbeat, reap=app.reaper,
+                idle_wait=self.idle_wait, result_ttl=app.result_ttl, dead_ttl=app.dead_ttl,
+                max_payload=app.max_payload,
+            )
+            self._lanes.append(_Lane(queue, limit, consumer))
+
+    def _install_signals(self) -> None:
+        if not self.handle_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("second %s: stopping now, handing running jobs back", sig.name)
+            self.stop(now=True)
+        else:
+            log.info("%s: finishing running jobs (up to %ss), send again to stop now",
+                     sig.name, self.grace)
+            self.stop()
+
+    async def _shutdown(self, background: list[asyncio.Future[Any]]) -> None:
+        self.stop()
+        running = [t for lane in self._lanes for t, _ in lane.running.values()]
+        if running and not self._now.is_set():
+            now_wait = asyncio.ensure_future(self._now.wait())
+            await asyncio.wait([*running, now_wait], timeout=self.grace,
+                               return_when=asyncio.ALL_COMPLETED)
+            now_wait.cancel()
+        await self._release_unfinished()
+        for fut in background:
+            fut.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for lane in self._lanes:
+            if not await lane.consumer.close(10.0):
+                log.error("queue %s: outcomes not flushed in time; leases will expire", lane.queue)
+        self._pool.shutdown()
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        try:
+            await self.app.broker.unregister_worker(self.worker_id)
+        except BrokerError:
+            pass
+        log.info("worker %s stopped: %s", self.worker_id, self.stats)
+
+    async def _release_unfinished(self) -> None:
+        """Cancel what still runs; each cancelled job is handed back to its queue."""
+        tasks = [t for lane in self._lanes for t, _ in lane.running.values()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _register_loop(self) -> None:
+        info = json.dumps({
+            "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
+            "started_at": self.stats.started_at,
+        })
+        while True:
+            try:
+                await self.app.broker.register_worker(self.worker_id, info, self.app.lease * 2)
+            except BrokerError:
+                pass  # the consumers log broker outages once per state change
+            await asyncio.sleep(self.app.heartbeat)
+
+    # ---- consuming -------------------------------------------------------------------------
+
+    async def _consume(self, lane: _Lane) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            free = lane.limit - len(lane.running)
+            if free <= 0:
+                lane.slot_free.clear()
+                await lane.slot_free.wait()
+                continue
+            jobs = await lane.consumer.fetch(free)
+            if self._stop.is_set():
+                for job in jobs:
+                    lane.consumer.release(job)
+                return
+            for job in jobs:
+                task = loop.create_task(self._execute(lane, job))
+                lane.running[job.id] = (task, job)
+
+    async def _watch(self, lane: _Lane) -> None:
+        while events := await lane.consumer.events():
+            for kind, detail in events:
+                self._on_event(lane, kind, detail)
+
+    def _on_event(self, lane: _Lane, kind: str, detail: str) -> None:
+        if kind == "cancel":
+            entry = lane.running.get(detail)
+            if entry is not None:
+                self._cancel_requested.add(detail)
+                entry[0].cancel()
+        elif kind == "lost":
+            log.warning("job %s: lease lost (taken over after expiry); its outcome will be "
+                        "refused", detail)
+        elif kind == "broker_down":
+            log.error("queue %s: broker unreachable (%s); retrying with backoff", lane.queue, detail)
+        elif kind == "broker_up":
+            log.warning("queue %s: broker reachable again", lane.queue)
+        elif kind == "refused":
+            log.warning("job %s: outcome refused, the lease was stale", detail)
+        elif kind == "poison":
+            job_id, _, reason = detail.partition(" ")
+            log.error("job %s dead-lettered before running: %s", job_id, reason)
+
+    # ---- executing -------------------------------------------------------------------------
+
+    async def _execute(self, lane: _Lane, job: Job) -> None:
+        task = self.app.tasks[job.task]
+        ctx = JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts, job.token,
+                         job.enqueued_at)
+        _current.set(ctx)
+        mw = self.app.middleware
+        started = time.monotonic()
+        try:
+            for m in mw:
+                await call_hook(m.before_execute, ctx)
+            result = await self._call(task, job)
+        except asyncio.CancelledError:
+            self._on_cancelled(lane, job)
+        except Exception as exc:
+            await self._on_error(lane, task, job, ctx, exc, time.monotonic() - started)
+        else:
+            await self._on_success(lane, task, job, ctx, result)
+        finally:
+            del lane.running[job.id]
+            lane.slot_free.set()
+
+    async def _call(self, task: Task[Any, Any], job: Job) -> Any:
+        if task.is_async:
+            aw = task.fn(*job.args, **job.kwargs)
+        else:
+            aw = self._pool.run(task.fn, job.args, job.kwargs)
+        timeout = task.config.timeout
+        if timeout is None:
+            return await aw
+        return await asyncio.wait_for(aw, timeout)
+
+    async def _on_success(
+        self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext, result: Any
+    ) -> None:
+        for m in self.app.middleware:
+            await call_hook(m.after_execute, ctx)
+        try:
+            lane.consumer.ack(job, result, task.config.result_ttl)
+        except TypeError as exc:
+            lane.consumer.fail(job, "TypeError", str(exc), "", "unserializable_result", None)
+            self.stats.failed += 1
+            log.error("job %s (%s): result not serializable: %s", job.id, job.task, exc)
+            return
+        self.stats.succeeded += 1
+        for m in self.app.middleware:
+            await call_hook(m.on_success, ctx, result)
+
+    def _on_cancelled(self, lane: _Lane, job: Job) -> None:
+        if job.id in self._cancel_requested:
+            self._cancel_requested.discard(job.id)
+            lane.consumer.fail(job, "JobCancelled", "cancelled while running", "", "cancelled",
+                               None)
+            self.stats.failed += 1
+            log.info("job %s (%s) cancelled on request", job.id, job.task)
+        else:
+            lane.consumer.release(job)
+            self.stats.released += 1
+
+    async def _on_error(
+        self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext,
+        exc: Exception, elapsed: float,
+    ) -> None:
+        for m in self.app.middleware:
+            await call_hook(m.after_execute, ctx)
+        timeout = task.config.timeout
+        timed_out = isinstance(exc, TimeoutError) and timeout is not None and elapsed >= timeout
+        reason = "timeout" if timed_out else "exception"
+        message = f"exceeded its timeout of {timeout}s" if timed_out else str(exc)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        will_retry = job.attempt < job.max_attempts
+        retry = task.config.backoff.as_tuple() if will_retry else None
+        lane.consumer.fail(job, type(exc).__qualname__, message, tb, reason, retry)
+        if will_retry:
+            self.stats.retried += 1
+            log.info("job %s (%s) attempt %d/%d failed, will retry: %s: %s", job.id, job.task,
+                     job.attempt, job.max_attempts, type(exc).__name__, message)
+            hook = "on_retry"
+        else:
+            self.stats.failed += 1
+            log.warning("job %s (%s) failed for good after %d attempt(s): %s: %s", job.id,
+                        job.task, job.attempt, type(exc).__name__, message)
+            hook = "on_failure"
+        for m in self.app.middleware:
+            await call_hook(getattr(m, hook), ctx, exc)
