@@ -1,0 +1,1 @@
+//! Unit tests of the memory broker, written against the `Broker` trait.
