@@ -10,11 +10,13 @@ mod store;
 mod tests;
 
 use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use tokio::sync::futures::OwnedNotified;
 
 use self::store::QueueState;
 use super::{
@@ -103,12 +105,20 @@ impl MemoryBroker {
         f(q, now)
     }
 
-    /// Like `with_queue`, then wake every waiter if jobs are ready, so idle workers pick up the
-    /// rest of a batch that one fetch did not take.
+    /// Like `with_queue`, then wake every waiter if jobs are ready (so idle workers pick up the
+    /// rest of a batch one fetch did not take) or if a job now falls due earlier than before
+    /// (a sleeping waiter computed its sleep from the old earliest due time).
     fn with_queue_waking<T>(&self, queue: &str, f: impl FnOnce(&mut QueueState, u64) -> T) -> T {
         let (out, wake) = self.with_queue(queue, |q, now| {
+            let due_before = q.next_due_in(now);
             let out = f(q, now);
-            (out, (!q.ready.is_empty()).then(|| q.notify.clone()))
+            let sooner = match (due_before, q.next_due_in(now)) {
+                (Some(before), Some(after)) => after < before,
+                (None, after) => after.is_some(),
+                (Some(_), None) => false,
+            };
+            let wake = sooner || !q.ready.is_empty();
+            (out, wake.then(|| q.notify.clone()))
         });
         if let Some(notify) = wake {
             notify.notify_waiters();
@@ -116,15 +126,23 @@ impl MemoryBroker {
         out
     }
 
-    /// How long `wait` may sleep: 0 when something is ready or due.
-    fn sleep_budget(&self, queue: &str, timeout_ms: u64) -> u64 {
-        self.with_queue(queue, |q, now| {
+    /// First half of `wait`: create the waiter *before* looking at the state (a `Notified`
+    /// receives `notify_waiters` from its creation on, even before it is polled). A wake-up sent
+    /// after the look therefore reaches the waiter, and anything that happened before the look
+    /// is visible in the state, so work arriving between a worker's empty fetch and its `wait`
+    /// is never slept through. `None` when something is ready or due (no need to sleep).
+    fn arm(&self, queue: &str, timeout_ms: u64) -> Option<(Pin<Box<OwnedNotified>>, u64)> {
+        let notify = self.with_queue(queue, |q, _| q.notify.clone());
+        let mut waiter = Box::pin(notify.notified_owned());
+        waiter.as_mut().enable();
+        let sleep_ms = self.with_queue(queue, |q, now| {
             if !q.ready.is_empty() {
                 return 0;
             }
             q.next_due_in(now)
                 .map_or(timeout_ms, |due| due.min(timeout_ms))
-        })
+        });
+        (sleep_ms > 0).then_some((waiter, sleep_ms))
     }
 }
 
@@ -148,17 +166,9 @@ impl Broker for MemoryBroker {
     }
 
     async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
-        let notify = self.with_queue(queue, |q, _| q.notify.clone());
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        // Register as a waiter *before* looking at the state: a wake-up sent after the look
-        // reaches us, and anything that happened before it is visible in the state. So a job
-        // enqueued between a worker's empty fetch and this call is never slept through.
-        notified.as_mut().enable();
-        let sleep_ms = self.sleep_budget(queue, timeout_ms);
-        if sleep_ms > 0 {
+        if let Some((waiter, sleep_ms)) = self.arm(queue, timeout_ms) {
             // Timing out is the normal idle outcome, not an error.
-            let _ = tokio::time::timeout(Duration::from_millis(sleep_ms), notified).await;
+            let _ = tokio::time::timeout(Duration::from_millis(sleep_ms), waiter).await;
         }
         Ok(())
     }
@@ -170,7 +180,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
-        Ok(self.with_queue(queue, |q, now| {
+        Ok(self.with_queue_waking(queue, |q, now| {
             fails.into_iter().map(|f| q.fail(f, now)).collect()
         }))
     }
