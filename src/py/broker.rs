@@ -160,6 +160,35 @@ impl PyBroker {
         block_on(py, enqueue(self.handle.clone(), queue, jobs))
     }
 
+    /// Enqueue payloads exactly as given (no encoding): for tools and tests that need to
+    /// write malformed or foreign messages. Returns the new job ids.
+    fn enqueue_raw<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        payloads: Vec<Vec<u8>>,
+        max_attempts: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let jobs = payloads
+            .into_iter()
+            .map(|payload| NewJob {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                payload,
+                priority: 0,
+                delay_ms: None,
+                eta_ms: None,
+                max_attempts: max_attempts.max(1),
+                key: None,
+                key_ttl_ms: 0,
+            })
+            .collect();
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let done = enqueue(h, queue, jobs).await?;
+            Ok(done.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+        })
+    }
+
     fn job<'py>(&self, py: Python<'py>, queue: String, id: String) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();
         awaitable(py, async move {

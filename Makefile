@@ -1,0 +1,71 @@
+# The single source of truth for every gate. `make ci` runs them all.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.deps ## create the virtualenv with the dev tools
+
+.PHONY: build-dev
+build-dev: venv ## build the extension (debug) into the virtualenv
+	$(BIN)/maturin develop -q
+
+.PHONY: build-release
+build-release: venv ## build the extension (release) into the virtualenv, for benchmarks
+	$(BIN)/maturin develop -q --release
+
+.PHONY: format
+format: venv ## format Rust and Python
+	cargo fmt
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+.PHONY: lint
+lint: venv ## ruff, cargo fmt --check, clippy
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+.PHONY: typecheck
+typecheck: build-dev ## mypy --strict and stubtest
+	$(BIN)/mypy --strict python/asyncq
+	$(BIN)/python -m mypy.stubtest asyncq._core --allowlist .mypy-stubtest-allowlist
+
+.PHONY: test-rust
+test-rust: ## cargo test (starts its own redis-server)
+	cargo test
+
+.PHONY: test-python
+test-python: build-dev ## pytest (starts its own redis-server processes)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: test-rust test-python ## all tests
+
+.PHONY: ci
+ci: lint typecheck test ## every gate CI runs
+
+.PHONY: demo
+demo: build-dev ## enqueue and process thousands of example jobs
+	$(BIN)/python -m examples.demo
+
+.PHONY: bench
+bench: build-release ## quick asyncq-only benchmark
+	$(BIN)/python -m benches.run --quick
