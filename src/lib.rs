@@ -1,4 +1,6 @@
 //! asyncq's Rust core: module wiring only.
 
+pub mod backoff;
 pub mod broker;
+pub mod codec;
 pub mod errors;
