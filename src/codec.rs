@@ -22,6 +22,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{Error, PayloadError};
+use encode::done;
 use reader::{Item, Reader};
 
 pub use reader::MAX_DEPTH;
@@ -113,10 +114,9 @@ fn positional_root(arg_names: &[String], i: usize) -> String {
     }
 }
 
-/// Writes a msgpack string key or value; short keys make the envelope compact.
+/// Writes a msgpack string key or value.
 fn put_str(buf: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = rmp::encode::write_str(buf, s);
+    done(rmp::encode::write_str(buf, s));
 }
 
 /// Encodes a job envelope. `arg_names[i]` names positional `i` in error paths; the result
@@ -130,9 +130,12 @@ pub fn encode_envelope(
     max_size: usize,
 ) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::with_capacity(128);
-    let _ = rmp::encode::write_map_len(&mut buf, if meta.timeout_s.is_some() { 5 } else { 4 });
+    done(rmp::encode::write_map_len(
+        &mut buf,
+        if meta.timeout_s.is_some() { 5 } else { 4 },
+    ));
     put_str(&mut buf, "v");
-    let _ = rmp::encode::write_uint(&mut buf, ENVELOPE_VERSION);
+    done(rmp::encode::write_uint(&mut buf, ENVELOPE_VERSION));
     put_str(&mut buf, "t");
     put_str(&mut buf, task);
     put_str(&mut buf, "a");
@@ -141,9 +144,9 @@ pub fn encode_envelope(
     encode_kwargs(&mut buf, kwargs)?;
     if let Some(timeout) = meta.timeout_s {
         put_str(&mut buf, "m");
-        let _ = rmp::encode::write_map_len(&mut buf, 1);
+        done(rmp::encode::write_map_len(&mut buf, 1));
         put_str(&mut buf, "to");
-        let _ = rmp::encode::write_f64(&mut buf, timeout);
+        done(rmp::encode::write_f64(&mut buf, timeout));
     }
     if buf.len() > max_size {
         return Err(Error::Oversized {
@@ -160,7 +163,7 @@ fn encode_args(
     arg_names: &[String],
 ) -> Result<(), Error> {
     let len = u32::try_from(args.len()).map_err(|_| Error::Payload("too many arguments".into()))?;
-    let _ = rmp::encode::write_array_len(buf, len);
+    done(rmp::encode::write_array_len(buf, len));
     for (i, arg) in args.iter().enumerate() {
         encode::value(buf, &arg, 1).map_err(|f| f.into_error(&positional_root(arg_names, i)))?;
     }
@@ -169,32 +172,29 @@ fn encode_args(
 
 fn encode_kwargs(buf: &mut Vec<u8>, kwargs: Option<&Bound<'_, PyDict>>) -> Result<(), Error> {
     let Some(kwargs) = kwargs else {
-        let _ = rmp::encode::write_map_len(buf, 0);
+        done(rmp::encode::write_map_len(buf, 0));
         return Ok(());
     };
     let len = u32::try_from(kwargs.len())
         .map_err(|_| Error::Payload("too many keyword arguments".into()))?;
-    let _ = rmp::encode::write_map_len(buf, len);
+    done(rmp::encode::write_map_len(buf, len));
     for (key, value) in kwargs.iter() {
-        let name = key
-            .cast::<PyString>()
-            .ok()
-            .and_then(|s| s.to_str().ok())
-            .ok_or_else(|| Error::Unserializable {
-                path: format!(
-                    "keyword argument {}",
-                    key.repr().map_or_else(|_| "?".into(), |r| r.to_string())
-                ),
-                type_name: key
-                    .get_type()
-                    .name()
-                    .map_or_else(|_| "?".into(), |n| n.to_string()),
-            })?;
+        let name = kwarg_name(&key)?;
         put_str(buf, name);
         encode::value(buf, &value, 1)
             .map_err(|f| f.into_error(&format!("keyword argument '{name}'")))?;
     }
     Ok(())
+}
+
+/// A kwarg's name; Python only passes str names, but a dict handed in directly may not.
+fn kwarg_name<'a>(key: &'a Bound<'_, PyAny>) -> Result<&'a str, Error> {
+    let unserializable = || Error::Unserializable {
+        path: format!("keyword argument {}", encode::key_repr(key)),
+        type_name: encode::type_name(key),
+    };
+    let s = key.cast::<PyString>().map_err(|_| unserializable())?;
+    s.to_str().map_err(|_| unserializable())
 }
 
 /// Encodes one value (a job result); `path` names it in errors, e.g. `result`.
@@ -234,6 +234,15 @@ struct Fields<'a> {
     m: Option<&'a [u8]>,
 }
 
+/// Reads a map key of the envelope or meta map; a container there would desynchronize the
+/// key/value walk, and no version of the format puts one there.
+fn next_key<'a>(rd: &mut Reader<'a>) -> Result<Item<'a>, String> {
+    match rd.next()? {
+        Item::Array(_) | Item::Map(_) => Err("a map key is a container".into()),
+        key => Ok(key),
+    }
+}
+
 /// Splits the top-level map into raw field slices, checking only token structure: the version
 /// must be known before the rest may be judged.
 fn scan(bytes: &[u8]) -> Result<Fields<'_>, String> {
@@ -243,7 +252,7 @@ fn scan(bytes: &[u8]) -> Result<Fields<'_>, String> {
     };
     let mut fields = Fields::default();
     for _ in 0..n {
-        let key = rd.next()?;
+        let key = next_key(&mut rd)?;
         let start = rd.pos();
         rd.skip(1)?;
         let raw = &bytes[start..rd.pos()];
@@ -253,7 +262,6 @@ fn scan(bytes: &[u8]) -> Result<Fields<'_>, String> {
             Item::Str("a") => &mut fields.a,
             Item::Str("k") => &mut fields.k,
             Item::Str("m") => &mut fields.m,
-            Item::Array(_) | Item::Map(_) => return Err("envelope key is a container".into()),
             _ => continue, // unknown or reserved (`z`, `s`): ignored by design
         };
         if slot.replace(raw).is_some() {
@@ -313,7 +321,7 @@ fn parse_meta(raw: Option<&[u8]>) -> Result<Meta, String> {
         return Err("meta `m` is not a map".into());
     };
     for _ in 0..n {
-        let key = rd.next()?;
+        let key = next_key(&mut rd)?;
         let start = rd.pos();
         rd.skip(1)?;
         if key == Item::Str("to") {

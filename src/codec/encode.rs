@@ -13,7 +13,7 @@ use super::reader::MAX_DEPTH;
 use crate::errors::Error;
 
 /// Writing into a `Vec<u8>` cannot fail, so rmp's I/O error results carry no information here.
-fn done<T, E>(_: Result<T, E>) {}
+pub fn done<T, E>(_: Result<T, E>) {}
 
 /// Why a value could not be encoded, plus the path segments collected while unwinding
 /// (innermost first).
@@ -73,7 +73,7 @@ impl From<PyErr> for Fail {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .fully_qualified_name()
         .map_or_else(|_| "?".to_owned(), |n| n.to_string())
@@ -81,11 +81,6 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 fn len32(len: usize) -> Result<u32, Fail> {
     u32::try_from(len).map_err(|_| Fail::new(FailKind::TooLong))
-}
-
-fn key_segment(key: &Bound<'_, PyAny>) -> String {
-    key.repr()
-        .map_or_else(|_| "[<key>]".to_owned(), |r| format!("[{r}]"))
 }
 
 /// Appends the msgpack encoding of `obj` to `buf`. `depth` counts the enclosing containers.
@@ -250,12 +245,13 @@ fn dict(buf: &mut Vec<u8>, d: &Bound<'_, PyDict>, depth: usize) -> Result<(), Fa
     done(rmp::encode::write_map_len(buf, len32(d.len())?));
     for (k, v) in d.iter() {
         value(buf, &k, depth + 1).map_err(|f| f.at(format!("[<key {}>]", key_repr(&k))))?;
-        value(buf, &v, depth + 1).map_err(|f| f.at(key_segment(&k)))?;
+        value(buf, &v, depth + 1).map_err(|f| f.at(format!("[{}]", key_repr(&k))))?;
     }
     Ok(())
 }
 
-fn key_repr(key: &Bound<'_, PyAny>) -> String {
+/// `repr()` of a dict key for error paths; only called while an error unwinds.
+pub fn key_repr(key: &Bound<'_, PyAny>) -> String {
     key.repr()
         .map_or_else(|_| "?".to_owned(), |r| r.to_string())
 }

@@ -393,6 +393,10 @@ fn structural_errors_are_bad_payloads() {
             Raw::map(3).s("v").u(1).s("t").s("x").s("t").s("y"),
         ),
         (
+            "container key",
+            Raw::map(3).s("v").u(1).s("t").s("x").bytes(&[0x90, 0xc0]),
+        ),
+        (
             "meta not a map",
             Raw::map(3).s("v").u(1).s("t").s("x").s("m").u(1),
         ),
