@@ -5,7 +5,7 @@
 
 use num_bigint::BigInt;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
 use super::classes;
 use super::ext;
@@ -73,6 +73,7 @@ impl From<PyErr> for Fail {
     }
 }
 
+/// The name of `obj`'s type as users know it (`set`, `datetime.time`); for error messages.
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .fully_qualified_name()
@@ -114,26 +115,12 @@ pub fn value(buf: &mut Vec<u8>, obj: &Bound<'_, PyAny>, depth: usize) -> Result<
 fn other(buf: &mut Vec<u8>, obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), Fail> {
     let py = obj.py();
     // datetime before date: datetime is a subclass of date.
-    if obj.is_instance(classes::datetime(py)?)? {
-        let iso = obj.call_method0(pyo3::intern!(py, "isoformat"))?;
-        ext_data(
-            buf,
-            ext::DATETIME,
-            iso.cast::<PyString>()
-                .map_err(PyErr::from)?
-                .to_str()?
-                .as_bytes(),
-        )
-    } else if obj.is_instance(classes::date(py)?)? {
-        let iso = obj.call_method0(pyo3::intern!(py, "isoformat"))?;
-        ext_data(
-            buf,
-            ext::DATE,
-            iso.cast::<PyString>()
-                .map_err(PyErr::from)?
-                .to_str()?
-                .as_bytes(),
-        )
+    let datetime = classes::datetime(py)?;
+    let date = classes::date(py)?;
+    if obj.is_instance(datetime)? {
+        iso_ext(buf, datetime, obj, ext::DATETIME)
+    } else if obj.is_instance(date)? {
+        iso_ext(buf, date, obj, ext::DATE)
     } else if obj.is_instance(classes::uuid(py)?)? {
         let raw = obj.getattr(pyo3::intern!(py, "bytes"))?;
         ext_data(
@@ -157,6 +144,19 @@ fn other(buf: &mut Vec<u8>, obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), 
     } else {
         Err(Fail::unsupported(obj))
     }
+}
+
+/// Writes `cls.isoformat(obj)`. Calling the base class's method rather than `obj.isoformat()`
+/// keeps subclasses that override it (e.g. with nanoseconds) readable by `fromisoformat`.
+fn iso_ext(
+    buf: &mut Vec<u8>,
+    cls: &Bound<'_, PyType>,
+    obj: &Bound<'_, PyAny>,
+    code: i8,
+) -> Result<(), Fail> {
+    let iso = cls.call_method1(pyo3::intern!(obj.py(), "isoformat"), (obj,))?;
+    let text = iso.cast::<PyString>().map_err(PyErr::from)?.to_str()?;
+    ext_data(buf, code, text.as_bytes())
 }
 
 fn int(buf: &mut Vec<u8>, obj: &Bound<'_, PyAny>) -> Result<(), Fail> {

@@ -14,6 +14,9 @@ class Name(str):
     pass
 class L(list):
     pass
+class Stamp(datetime.datetime):
+    def isoformat(self, sep='T', timespec='auto'):
+        return 'not a date'
 def same(a, b):
     # Strict equality: types must match exactly, recursively.
     if type(a) is not type(b):
@@ -96,9 +99,12 @@ fn subclasses_travel_as_base_types() {
     with_py(|g| {
         let v = eval(
             g,
-            "[Color.RED, Name('x'), collections.OrderedDict(a=1), L([1])]",
+            "[Color.RED, Name('x'), collections.OrderedDict(a=1), L([1]), Stamp(2024, 1, 2, 3)]",
         );
-        let expected = eval(g, "[1, 'x', {'a': 1}, [1]]");
+        let expected = eval(
+            g,
+            "[1, 'x', {'a': 1}, [1], datetime.datetime(2024, 1, 2, 3)]",
+        );
         assert!(same(g, &expected, &roundtrip(&v)));
     });
 }
