@@ -72,10 +72,13 @@ pub struct Meta {
 /// Why an envelope cannot be run. A poisoned job is never retried: the bytes will not change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Poison {
+    /// Not a well-formed envelope of a known version.
     #[error("bad payload: {0}")]
     BadPayload(String),
+    /// Written by a newer (or unknown) codec.
     #[error("unsupported envelope version {found} (this worker reads version {ENVELOPE_VERSION})")]
     UnsupportedVersion { found: u64 },
+    /// Larger than the reader's `max_size`.
     #[error("envelope of {size} bytes exceeds the limit of {limit} bytes")]
     Oversized { size: usize, limit: usize },
 }
@@ -100,10 +103,15 @@ impl Poison {
 /// [`decode_args`] turns them into Python objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope<'a> {
+    /// `v`; always [`ENVELOPE_VERSION`] once parsed.
     pub version: u64,
+    /// `t`: the registered task name (non-empty).
     pub task: &'a str,
+    /// `m`, defaulted when absent.
     pub meta: Meta,
+    /// `a` as a validated msgpack array (an empty array when absent).
     args_raw: &'a [u8],
+    /// `k` as a validated msgpack map with str keys (an empty map when absent).
     kwargs_raw: &'a [u8],
 }
 
