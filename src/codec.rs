@@ -1,36 +1,134 @@
-//! PLACEHOLDER: replaced by the real codec from branch wt-codec.
-#![allow(unused)]
+//! The wire codec: the versioned msgpack job envelope, Python ⇄ msgpack values, error records.
+//!
+//! Value mapping: None→nil, bool→bool, int→int (ext 1 = decimal string beyond i64/u64),
+//! float→f64, str→str, bytes→bin, list→array, tuple→ext 2 (payload: msgpack array), dict→map,
+//! datetime→ext 3 (`isoformat()`), date→ext 4 (`isoformat()`), UUID→ext 5 (16 bytes),
+//! Decimal→ext 6 (`str(d)`). Subclasses of int/str/float/list/dict travel as their base type.
+//!
+//! The envelope is a msgpack map: `v` version, `t` task name, `a` args array, `k` kwargs map,
+//! optional `m` meta map (`to` = timeout seconds). `z` and `s` are reserved; readers ignore
+//! unknown keys. [`parse_envelope`] validates everything without the GIL, so [`decode_args`]
+//! only runs on data known to be well-formed.
+
+mod decode;
+mod encode;
+mod ext;
+mod reader;
+#[cfg(test)]
+mod tests;
+
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use serde::{Deserialize, Serialize};
 
-use crate::errors::Error;
+use crate::errors::{Error, PayloadError};
+use encode::done;
+use reader::{Item, Reader};
 
+pub use reader::MAX_DEPTH;
+
+/// The envelope version this build writes and the only one it reads.
 pub const ENVELOPE_VERSION: u64 = 1;
 
+/// Encoded empty array and map, standing in for an absent `a` / `k`.
+const EMPTY_ARRAY: &[u8] = &[0x90];
+const EMPTY_MAP: &[u8] = &[0x80];
+
+/// The Python classes with ext codes, imported once per process.
+mod classes {
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::types::PyType;
+
+    static DATETIME: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static DATE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static UUID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+    pub fn datetime(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        DATETIME.import(py, "datetime", "datetime")
+    }
+
+    pub fn date(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        DATE.import(py, "datetime", "date")
+    }
+
+    pub fn uuid(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        UUID.import(py, "uuid", "UUID")
+    }
+
+    pub fn decimal(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+        DECIMAL.import(py, "decimal", "Decimal")
+    }
+}
+
+/// Optional per-job settings carried in the envelope's `m` map.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Meta {
+    /// `to`: how long one run may take, in seconds.
     pub timeout_s: Option<f64>,
 }
 
-pub struct Envelope<'a> {
-    pub version: u64,
-    pub task: &'a str,
-    pub meta: Meta,
-}
-
+/// Why an envelope cannot be run. A poisoned job is never retried: the bytes will not change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Poison {
-    Bad(String),
+    /// Not a well-formed envelope of a known version.
+    #[error("bad payload: {0}")]
+    BadPayload(String),
+    /// Written by a newer (or unknown) codec.
+    #[error("unsupported envelope version {found} (this worker reads version {ENVELOPE_VERSION})")]
+    UnsupportedVersion { found: u64 },
+    /// Larger than the reader's `max_size`.
+    #[error("envelope of {size} bytes exceeds the limit of {limit} bytes")]
+    Oversized { size: usize, limit: usize },
 }
 
 impl Poison {
+    /// The error-record `reason` for this poison.
     pub fn reason(&self) -> &'static str {
-        "bad_payload"
+        match self {
+            Poison::BadPayload(_) => "bad_payload",
+            Poison::UnsupportedVersion { .. } => "unsupported_version",
+            Poison::Oversized { .. } => "oversized",
+        }
     }
+
+    /// A human-readable description.
     pub fn message(&self) -> String {
-        String::new()
+        self.to_string()
     }
 }
 
+/// A validated envelope borrowing from the job's bytes; args and kwargs stay encoded until
+/// [`decode_args`] turns them into Python objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<'a> {
+    /// `v`; always [`ENVELOPE_VERSION`] once parsed.
+    pub version: u64,
+    /// `t`: the registered task name (non-empty).
+    pub task: &'a str,
+    /// `m`, defaulted when absent.
+    pub meta: Meta,
+    /// `a` as a validated msgpack array (an empty array when absent).
+    args_raw: &'a [u8],
+    /// `k` as a validated msgpack map with str keys (an empty map when absent).
+    kwargs_raw: &'a [u8],
+}
+
+fn positional_root(arg_names: &[String], i: usize) -> String {
+    match arg_names.get(i) {
+        Some(name) => format!("argument '{name}'"),
+        None => format!("argument #{i}"),
+    }
+}
+
+/// Writes a msgpack string key or value.
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    done(rmp::encode::write_str(buf, s));
+}
+
+/// Encodes a job envelope. `arg_names[i]` names positional `i` in error paths; the result
+/// must not exceed `max_size` bytes.
 pub fn encode_envelope(
     task: &str,
     args: &Bound<'_, PyTuple>,
@@ -39,42 +137,266 @@ pub fn encode_envelope(
     arg_names: &[String],
     max_size: usize,
 ) -> Result<Vec<u8>, Error> {
-    unimplemented!()
+    let mut buf = Vec::with_capacity(128);
+    done(rmp::encode::write_map_len(
+        &mut buf,
+        if meta.timeout_s.is_some() { 5 } else { 4 },
+    ));
+    put_str(&mut buf, "v");
+    done(rmp::encode::write_uint(&mut buf, ENVELOPE_VERSION));
+    put_str(&mut buf, "t");
+    put_str(&mut buf, task);
+    put_str(&mut buf, "a");
+    encode_args(&mut buf, args, arg_names)?;
+    put_str(&mut buf, "k");
+    encode_kwargs(&mut buf, kwargs)?;
+    if let Some(timeout) = meta.timeout_s {
+        put_str(&mut buf, "m");
+        done(rmp::encode::write_map_len(&mut buf, 1));
+        put_str(&mut buf, "to");
+        done(rmp::encode::write_f64(&mut buf, timeout));
+    }
+    if buf.len() > max_size {
+        return Err(Error::Oversized {
+            size: buf.len(),
+            limit: max_size,
+        });
+    }
+    Ok(buf)
 }
 
-pub fn parse_envelope(bytes: &[u8], max_size: usize) -> Result<Envelope<'_>, Poison> {
-    unimplemented!()
+fn encode_args(
+    buf: &mut Vec<u8>,
+    args: &Bound<'_, PyTuple>,
+    arg_names: &[String],
+) -> Result<(), Error> {
+    let len = u32::try_from(args.len()).map_err(|_| Error::Payload("too many arguments".into()))?;
+    done(rmp::encode::write_array_len(buf, len));
+    for (i, arg) in args.iter().enumerate() {
+        encode::value(buf, &arg, 1).map_err(|f| f.into_error(&positional_root(arg_names, i)))?;
+    }
+    Ok(())
 }
 
+fn encode_kwargs(buf: &mut Vec<u8>, kwargs: Option<&Bound<'_, PyDict>>) -> Result<(), Error> {
+    let Some(kwargs) = kwargs else {
+        done(rmp::encode::write_map_len(buf, 0));
+        return Ok(());
+    };
+    let len = u32::try_from(kwargs.len())
+        .map_err(|_| Error::Payload("too many keyword arguments".into()))?;
+    done(rmp::encode::write_map_len(buf, len));
+    for (key, value) in kwargs.iter() {
+        let name = kwarg_name(&key)?;
+        put_str(buf, name);
+        encode::value(buf, &value, 1)
+            .map_err(|f| f.into_error(&format!("keyword argument '{name}'")))?;
+    }
+    Ok(())
+}
+
+/// A kwarg's name; Python only passes str names, but a dict handed in directly may not.
+fn kwarg_name<'a>(key: &'a Bound<'_, PyAny>) -> Result<&'a str, Error> {
+    let unserializable = || Error::Unserializable {
+        path: format!("keyword argument {}", encode::key_repr(key)),
+        type_name: encode::type_name(key),
+    };
+    let s = key.cast::<PyString>().map_err(|_| unserializable())?;
+    s.to_str().map_err(|_| unserializable())
+}
+
+/// Encodes one value (a job result); `path` names it in errors, e.g. `result`.
+pub fn encode_value(obj: &Bound<'_, PyAny>, path: &str) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::with_capacity(64);
+    encode::value(&mut buf, obj, 0).map_err(|f| f.into_error(path))?;
+    Ok(buf)
+}
+
+/// Decodes one value written by [`encode_value`], validating it first.
+pub fn decode_value<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    Reader::validate_all(bytes, 0, false).map_err(PayloadError::new_err)?;
+    decode::value(py, &mut Reader::new(bytes))
+}
+
+/// Turns a parsed envelope's args and kwargs into Python objects.
 pub fn decode_args<'py>(
     py: Python<'py>,
-    env: &Envelope,
+    env: &Envelope<'_>,
 ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-    unimplemented!()
+    let args = decode::tuple(py, &mut Reader::new(env.args_raw))?;
+    let mut rd = Reader::new(env.kwargs_raw);
+    let kwargs = match rd.next().map_err(PayloadError::new_err)? {
+        Item::Map(n) => decode::map(py, &mut rd, n)?,
+        _ => return Err(PayloadError::new_err("kwargs are not a map")),
+    };
+    Ok((args, kwargs))
 }
 
-pub fn encode_value(obj: &Bound<'_, PyAny>, path: &str) -> Result<Vec<u8>, Error> {
-    unimplemented!()
+/// The raw slices of the envelope's known top-level fields.
+#[derive(Default)]
+struct Fields<'a> {
+    v: Option<&'a [u8]>,
+    t: Option<&'a [u8]>,
+    a: Option<&'a [u8]>,
+    k: Option<&'a [u8]>,
+    m: Option<&'a [u8]>,
 }
 
-pub fn decode_value<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    unimplemented!()
+/// Reads a map key of the envelope or meta map; a container there would desynchronize the
+/// key/value walk, and no version of the format puts one there.
+fn next_key<'a>(rd: &mut Reader<'a>) -> Result<Item<'a>, String> {
+    match rd.next()? {
+        Item::Array(_) | Item::Map(_) => Err("a map key is a container".into()),
+        key => Ok(key),
+    }
 }
 
-#[derive(Serialize, Deserialize, Default, Debug, Clone)]
+/// Splits the top-level map into raw field slices, checking only token structure: the version
+/// must be known before the rest may be judged.
+fn scan(bytes: &[u8]) -> Result<Fields<'_>, String> {
+    let mut rd = Reader::new(bytes);
+    let Item::Map(n) = rd.next()? else {
+        return Err("envelope is not a map".into());
+    };
+    let mut fields = Fields::default();
+    for _ in 0..n {
+        let key = next_key(&mut rd)?;
+        let start = rd.pos();
+        rd.skip(1)?;
+        let raw = &bytes[start..rd.pos()];
+        let slot = match key {
+            Item::Str("v") => &mut fields.v,
+            Item::Str("t") => &mut fields.t,
+            Item::Str("a") => &mut fields.a,
+            Item::Str("k") => &mut fields.k,
+            Item::Str("m") => &mut fields.m,
+            _ => continue, // unknown or reserved (`z`, `s`): ignored by design
+        };
+        if slot.replace(raw).is_some() {
+            return Err(format!("duplicate envelope key {key:?}"));
+        }
+    }
+    rd.expect_end()?;
+    Ok(fields)
+}
+
+fn single(raw: &[u8]) -> Result<Item<'_>, String> {
+    Reader::new(raw).next()
+}
+
+fn parse_version(raw: Option<&[u8]>) -> Result<u64, Poison> {
+    let raw = raw.ok_or_else(|| Poison::BadPayload("missing version `v`".into()))?;
+    match single(raw).map_err(Poison::BadPayload)? {
+        Item::Int(v) if v >= 0 => Ok(v as u64),
+        Item::UInt(v) => Ok(v),
+        other => Err(Poison::BadPayload(format!(
+            "version is not an unsigned int: {other:?}"
+        ))),
+    }
+}
+
+fn parse_task(raw: Option<&[u8]>) -> Result<&str, String> {
+    match single(raw.ok_or("missing task name `t`")?)? {
+        Item::Str(t) if !t.is_empty() => Ok(t),
+        other => Err(format!("task name is not a non-empty string: {other:?}")),
+    }
+}
+
+fn check_args(raw: &[u8]) -> Result<(), String> {
+    let mut rd = Reader::new(raw);
+    let Item::Array(n) = rd.next()? else {
+        return Err("args `a` are not an array".into());
+    };
+    (0..n).try_for_each(|_| rd.validate(1, false))
+}
+
+fn check_kwargs(raw: &[u8]) -> Result<(), String> {
+    let mut rd = Reader::new(raw);
+    let Item::Map(n) = rd.next()? else {
+        return Err("kwargs `k` are not a map".into());
+    };
+    (0..n).try_for_each(|_| match rd.next()? {
+        Item::Str(_) => rd.validate(1, false),
+        other => Err(format!("kwarg name is not a string: {other:?}")),
+    })
+}
+
+fn parse_meta(raw: Option<&[u8]>) -> Result<Meta, String> {
+    let mut meta = Meta::default();
+    let Some(raw) = raw else { return Ok(meta) };
+    let mut rd = Reader::new(raw);
+    let Item::Map(n) = rd.next()? else {
+        return Err("meta `m` is not a map".into());
+    };
+    for _ in 0..n {
+        let key = next_key(&mut rd)?;
+        let start = rd.pos();
+        rd.skip(1)?;
+        if key == Item::Str("to") {
+            meta.timeout_s = match single(&raw[start..rd.pos()])? {
+                Item::Nil => None,
+                Item::Float(f) => Some(f),
+                Item::Int(i) => Some(i as f64),
+                Item::UInt(u) => Some(u as f64),
+                other => return Err(format!("timeout `to` is not a number: {other:?}")),
+            };
+        }
+    }
+    Ok(meta)
+}
+
+/// Validates an envelope without touching Python. Afterwards [`decode_args`] meets only
+/// well-formed data with known ext types.
+pub fn parse_envelope(bytes: &[u8], max_size: usize) -> Result<Envelope<'_>, Poison> {
+    if bytes.len() > max_size {
+        return Err(Poison::Oversized {
+            size: bytes.len(),
+            limit: max_size,
+        });
+    }
+    let fields = scan(bytes).map_err(Poison::BadPayload)?;
+    let version = parse_version(fields.v)?;
+    if version != ENVELOPE_VERSION {
+        return Err(Poison::UnsupportedVersion { found: version });
+    }
+    let bad = Poison::BadPayload;
+    let task = parse_task(fields.t).map_err(bad)?;
+    let args_raw = fields.a.unwrap_or(EMPTY_ARRAY);
+    check_args(args_raw).map_err(|e| bad(format!("args: {e}")))?;
+    let kwargs_raw = fields.k.unwrap_or(EMPTY_MAP);
+    check_kwargs(kwargs_raw).map_err(|e| bad(format!("kwargs: {e}")))?;
+    let meta = parse_meta(fields.m).map_err(bad)?;
+    Ok(Envelope {
+        version,
+        task,
+        meta,
+        args_raw,
+        kwargs_raw,
+    })
+}
+
+/// A failure as stored on the job: a msgpack map `{type, message, traceback, reason}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ErrorRecord {
+    /// The exception's class name.
     #[serde(rename = "type")]
     pub kind: String,
     pub message: String,
     pub traceback: String,
+    /// One of the reasons listed in docs/architecture.md.
     pub reason: String,
 }
 
 impl ErrorRecord {
+    /// Encodes as a msgpack map keyed by field name.
     pub fn to_bytes(&self) -> Vec<u8> {
+        // Four strings into a Vec: serialization has no failure mode here.
         rmp_serde::to_vec_named(self).unwrap_or_default()
     }
-    pub fn from_bytes(b: &[u8]) -> Self {
-        rmp_serde::from_slice(b).unwrap_or_default()
+
+    /// Decodes a record; missing fields become empty strings and unknown ones are ignored.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        rmp_serde::from_slice(bytes).map_err(|e| Error::Payload(format!("bad error record: {e}")))
     }
 }

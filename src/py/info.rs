@@ -89,7 +89,11 @@ impl PyJobInfo {
         let Some(bytes) = &self.info.error else {
             return Ok(None);
         };
-        let r = ErrorRecord::from_bytes(bytes);
+        let r = ErrorRecord::from_bytes(bytes).unwrap_or_else(|e| ErrorRecord {
+            kind: "Unreadable".into(),
+            message: e.to_string(),
+            ..ErrorRecord::default()
+        });
         let d = PyDict::new(py);
         d.set_item("type", r.kind)?;
         d.set_item("message", r.message)?;
