@@ -17,6 +17,11 @@ use crate::errors::{Error, Result};
 /// Highest priority a job may carry; priorities run 0 (lowest) ..= MAX_PRIORITY (highest).
 pub const MAX_PRIORITY: i64 = 9;
 
+/// Lease expiries a job survives: on the third, reap dead-letters it (`lease_expired`) whatever its
+/// retries, so a job that kills its worker every time cannot cycle forever, while a job with no
+/// retries is still re-run after an ordinary worker crash.
+pub const MAX_STALLS: u32 = 3;
+
 /// A job ready to be written: the payload is an already encoded envelope.
 #[derive(Debug, Clone)]
 pub struct NewJob {

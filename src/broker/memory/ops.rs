@@ -1,33 +1,20 @@
 //! Lease-holder and admin operations on one queue, following `docs/architecture.md`.
 
-use serde::Serialize;
-
 use super::store::{JobRecord, QueueState};
 use crate::broker::{
     Ack, CancelOutcome, Fail, FailOutcome, HeartbeatOutcome, JobState, Lease, QueueCounts,
-    ReapOutcome,
+    ReapOutcome, MAX_STALLS,
 };
+use crate::codec::ErrorRecord;
 
-/// The error record stored when a lease expires with no attempts left. Private stand-in until the
-/// shared codec exists (same msgpack map shape: `{type, message, traceback, reason}`).
-#[derive(Serialize)]
-struct LeaseExpiredRecord {
-    #[serde(rename = "type")]
-    kind: String,
-    message: String,
-    traceback: String,
-    reason: String,
-}
-
-fn lease_expired_error(attempts: u32) -> Vec<u8> {
-    let record = LeaseExpiredRecord {
+fn lease_expired_error(stalls: u32) -> Vec<u8> {
+    ErrorRecord {
         kind: "LeaseExpired".into(),
-        message: format!("lease expired on attempt {attempts}: the worker stopped heartbeating"),
+        message: format!("lease expired {stalls} times: the worker stopped heartbeating"),
         traceback: String::new(),
         reason: "lease_expired".into(),
-    };
-    // Four plain strings always serialize; an empty record beats a panic in the broker.
-    rmp_serde::to_vec_named(&record).unwrap_or_default()
+    }
+    .to_bytes()
 }
 
 /// Turn a record into a dead letter that disappears `dead_ttl_ms` from now.
@@ -132,8 +119,9 @@ impl QueueState {
             let mut dead = false;
             self.update(&id, |rec| {
                 rec.token += 1; // the old holder's ack/fail is refused from now on
-                if rec.info.attempts >= rec.info.max_attempts {
-                    rec.info.error = Some(lease_expired_error(rec.info.attempts));
+                rec.stalls += 1;
+                if rec.stalls >= MAX_STALLS {
+                    rec.info.error = Some(lease_expired_error(rec.stalls));
                     make_dead(rec, now, dead_ttl_ms);
                     dead = true;
                 } else {
@@ -193,6 +181,7 @@ impl QueueState {
             self.update(&id, |rec| {
                 rec.info.state = JobState::Queued;
                 rec.info.attempts = 0;
+                rec.stalls = 0;
                 rec.info.finished_ms = None;
                 rec.token += 1;
                 rec.cancel_requested = false;

@@ -24,6 +24,8 @@ pub(super) struct JobRecord {
     /// Fencing token of the current (or last) lease.
     pub token: u64,
     pub cancel_requested: bool,
+    /// Times its lease expired (the worker died or hung); see `MAX_STALLS`.
+    pub stalls: u32,
     /// Idempotency key the job was enqueued with.
     pub key: Option<String>,
     /// Lease deadline while running.
@@ -230,6 +232,7 @@ impl QueueState {
             key: job.key.clone(),
             deadline: None,
             dead_ms: None,
+            stalls: 0,
             expires_ms: None,
         };
         self.jobs.insert(job.id.clone(), rec);

@@ -341,7 +341,7 @@ async fn heartbeat_extends_refuses_stale_and_reports_cancel() {
 }
 
 #[tokio::test]
-async fn reap_requeues_expired_lease_then_dead_letters_when_exhausted() {
+async fn reap_requeues_expired_lease_then_dead_letters_on_third_stall() {
     let b = MemoryBroker::new();
     enqueue(&b, vec![with_attempts(new_job("a", 5), 2), new_job("b", 5)]).await;
     let first = fetch(&b, 1).await;
@@ -366,7 +366,12 @@ async fn reap_requeues_expired_lease_then_dead_letters_when_exhausted() {
     );
     b.advance(LEASE + 1);
     let reaped = b.reap(Q, DAY).await.unwrap();
-    assert_eq!((reaped.requeued, reaped.dead), (0, 1));
+    assert_eq!((reaped.requeued, reaped.dead), (1, 0), "stalls are not retries");
+    let third = fetch(&b, 1).await;
+    assert_eq!((third[0].id.as_str(), third[0].attempt), ("a", 3));
+    b.advance(LEASE + 1);
+    let reaped = b.reap(Q, DAY).await.unwrap();
+    assert_eq!((reaped.requeued, reaped.dead), (0, 1), "third stall dead-letters");
 
     let info = b.job(Q, "a").await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Dead);
