@@ -1,1 +1,284 @@
-//! placeholder
+//! Registry of the Lua scripts behind the Redis broker.
+//!
+//! Each script is embedded at compile time and invoked by SHA1 (`EVALSHA`). When the server does
+//! not know the script (restart, failover, `SCRIPT FLUSH`) the call is repeated once with `EVAL`,
+//! which also caches it again, so a lost script cache never surfaces as an error.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, ToRedisArgs, Value};
+
+/// One script: its name (used in errors), file, source and how many `KEYS` it takes.
+#[derive(Debug)]
+pub struct ScriptDef {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub source: &'static str,
+    pub keys: usize,
+}
+
+/// Names every script; the discriminant indexes [`REGISTRY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptId {
+    Enqueue,
+    Fetch,
+    Ack,
+    Fail,
+    Release,
+    Heartbeat,
+    Reap,
+    Cancel,
+    RetryDead,
+    Purge,
+}
+
+macro_rules! script {
+    ($name:literal, $keys:literal) => {
+        ScriptDef {
+            name: $name,
+            file: concat!("src/lua/", $name, ".lua"),
+            source: include_str!(concat!("../lua/", $name, ".lua")),
+            keys: $keys,
+        }
+    };
+}
+
+/// Every script, in [`ScriptId`] order.
+pub static REGISTRY: [ScriptDef; 10] = [
+    script!("enqueue", 4),
+    script!("fetch", 4),
+    script!("ack", 2),
+    script!("fail", 5),
+    script!("release", 3),
+    script!("heartbeat", 1),
+    script!("reap", 5),
+    script!("cancel", 2),
+    script!("retry_dead", 3),
+    script!("purge", 3),
+];
+
+/// SHA1 of each script, computed once.
+static SHAS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    REGISTRY
+        .iter()
+        .map(|def| sha1_smol::Sha1::from(def.source).digest().to_string())
+        .collect()
+});
+
+impl ScriptId {
+    /// The registry entry of this script.
+    pub fn def(self) -> &'static ScriptDef {
+        &REGISTRY[self as usize]
+    }
+
+    /// Hex SHA1 of the script source, as Redis names it.
+    pub fn sha(self) -> &'static str {
+        &SHAS[self as usize]
+    }
+}
+
+/// The negative per-item codes scripts return; the one Rust mirror of the Lua error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemError {
+    /// -1: the token does not match, or the job is no longer running.
+    StaleToken,
+    /// -2: no record for the job id.
+    MissingJob,
+}
+
+impl ItemError {
+    /// Split a per-item reply into a non-negative status or a known error code.
+    /// `None` for a negative code no script defines.
+    pub fn split(code: i64) -> Option<std::result::Result<i64, ItemError>> {
+        match code {
+            c if c >= 0 => Some(Ok(c)),
+            -1 => Some(Err(ItemError::StaleToken)),
+            -2 => Some(Err(ItemError::MissingJob)),
+            _ => None,
+        }
+    }
+}
+
+/// One invocation being built: keys are fixed up front, arguments appended in order.
+#[derive(Debug)]
+pub struct Call {
+    id: ScriptId,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    /// Start a call of `id` with its keys (their count must match the registry).
+    pub fn new(id: ScriptId, keys: Vec<String>) -> Self {
+        debug_assert_eq!(
+            keys.len(),
+            id.def().keys,
+            "wrong KEYS count for {}",
+            id.def().name
+        );
+        Call {
+            id,
+            keys,
+            args: Vec::new(),
+        }
+    }
+
+    /// Append one argument (numbers are sent in decimal, bytes as they are).
+    pub fn arg<T: ToRedisArgs>(&mut self, value: T) -> &mut Self {
+        self.args.extend(value.to_redis_args());
+        self
+    }
+
+    /// The script this call runs.
+    pub fn id(&self) -> ScriptId {
+        self.id
+    }
+
+    fn command(&self, verb: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script).arg(self.keys.len()).arg(&self.keys);
+        for arg in &self.args {
+            cmd.arg(arg.as_slice());
+        }
+        cmd
+    }
+
+    /// Run by SHA; on `NOSCRIPT` send the source once with `EVAL` (which re-caches it).
+    pub async fn invoke<C: ConnectionLike>(&self, con: &mut C) -> RedisResult<Value> {
+        let by_sha = self.command("EVALSHA", self.id.sha());
+        match by_sha.query_async::<Value>(con).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.command("EVAL", self.id.def().source)
+                    .query_async(con)
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leading comment block of a script.
+    fn header(source: &str) -> Vec<&str> {
+        source.lines().take_while(|l| l.starts_with("--")).collect()
+    }
+
+    /// Index `n` of header lines like `-- KEYS[n] ...` / `-- ARGV[n..] ...`, and whether variadic.
+    fn documented(header: &[&str], what: &str) -> Vec<(usize, bool)> {
+        let tag = format!("-- {what}[");
+        header
+            .iter()
+            .filter_map(|l| l.strip_prefix(&tag))
+            .map(|rest| {
+                let end = rest.find(']').expect("closing bracket");
+                let inner = &rest[..end];
+                let variadic = inner.ends_with("..");
+                (
+                    inner.trim_end_matches("..").parse().expect("index"),
+                    variadic,
+                )
+            })
+            .collect()
+    }
+
+    /// Literal indexes `X[n]` the body uses.
+    fn used(body: &str, what: &str) -> Vec<usize> {
+        let tag = format!("{what}[");
+        body.match_indices(&tag)
+            .filter_map(|(at, _)| {
+                let rest = &body[at + tag.len()..];
+                rest[..rest.find(']')?].parse().ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn headers_match_the_registry() {
+        for def in &REGISTRY {
+            let head = header(def.source);
+            let body = &def.source[head.iter().map(|l| l.len() + 1).sum::<usize>()..];
+            assert!(
+                head[0].starts_with(&format!("-- {}.lua:", def.name)),
+                "{}",
+                def.file
+            );
+            for section in ["-- Output:", "-- Errors:"] {
+                assert!(
+                    head.iter().any(|l| l.starts_with(section)),
+                    "{} lacks {section}",
+                    def.file
+                );
+            }
+            let keys = documented(&head, "KEYS");
+            let expected: Vec<(usize, bool)> = (1..=def.keys).map(|n| (n, false)).collect();
+            assert_eq!(keys, expected, "{}: KEYS in header vs registry", def.file);
+            for n in used(body, "KEYS") {
+                assert!(n <= def.keys, "{} uses undocumented KEYS[{n}]", def.file);
+            }
+            check_argv(def, &head, body);
+        }
+    }
+
+    fn check_argv(def: &ScriptDef, head: &[&str], body: &str) {
+        let argv = documented(head, "ARGV");
+        for &(n, variadic) in &argv {
+            if variadic {
+                let looped = format!("for i = {n}, #ARGV");
+                assert!(
+                    body.contains(&looped),
+                    "{}: ARGV[{n}..] never looped",
+                    def.file
+                );
+            } else {
+                assert!(
+                    used(body, "ARGV").contains(&n),
+                    "{}: ARGV[{n}] unused",
+                    def.file
+                );
+            }
+        }
+        for n in used(body, "ARGV") {
+            assert!(
+                argv.iter().any(|&(d, _)| d == n),
+                "{}: ARGV[{n}] undocumented",
+                def.file
+            );
+        }
+    }
+
+    #[test]
+    fn shas_are_hex_sha1_of_the_source() {
+        use ScriptId::*;
+        let all = [
+            Enqueue, Fetch, Ack, Fail, Release, Heartbeat, Reap, Cancel, RetryDead, Purge,
+        ];
+        let names: Vec<&str> = all.iter().map(|id| id.def().name).collect();
+        let expected = [
+            "enqueue",
+            "fetch",
+            "ack",
+            "fail",
+            "release",
+            "heartbeat",
+            "reap",
+        ];
+        assert_eq!(&names[..7], expected);
+        assert_eq!(&names[7..], ["cancel", "retry_dead", "purge"]);
+        for id in all {
+            assert_eq!(id.sha().len(), 40);
+        }
+        assert_ne!(Ack.sha(), Fail.sha());
+    }
+
+    #[test]
+    fn item_codes_split() {
+        assert_eq!(ItemError::split(2), Some(Ok(2)));
+        assert_eq!(ItemError::split(-1), Some(Err(ItemError::StaleToken)));
+        assert_eq!(ItemError::split(-2), Some(Err(ItemError::MissingJob)));
+        assert_eq!(ItemError::split(-9), None);
+    }
+}
