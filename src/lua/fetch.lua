@@ -7,7 +7,7 @@
 -- KEYS[3] active     ZSET id -> lease deadline ms
 -- KEYS[4] wake       LIST holding at most one wake token
 -- ARGV[1] prefix     'asyncq:{q}:'
--- ARGV[2] max        most jobs to lease (>= 1)
+-- ARGV[2] max        most jobs to lease (0: only promote and report next_due)
 -- ARGV[3] lease_ms   lease length
 -- ARGV[4] worker     id of the leasing worker
 --
@@ -35,7 +35,8 @@ if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end
 local out = {-1}
 local leased = {}
 local deadline = now + lease
-local popped = redis.call('ZPOPMIN', ready, max)
+local popped = {}
+if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = prefix .. 'job:' .. id
