@@ -14,7 +14,9 @@ use ::redis::{AsyncConnectionConfig, Client, Value};
 use async_trait::async_trait;
 
 use super::keys::{self, QueueKeys};
-use super::scripts::{Call, ItemError, ScriptId};
+use super::scripts::{
+    parse_enqueue, parse_fetch, parse_pair, protocol, u32_of, value_i64, Call, ItemError, ScriptId,
+};
 use super::*;
 
 /// How many jobs a looping maintenance call (purge, retry all) handles per script run.
@@ -48,6 +50,9 @@ impl RedisBroker {
     /// Like [`RedisBroker::open`], returning the concrete type.
     pub async fn connect(url: &str) -> Result<RedisBroker> {
         let client = Client::open(url).map_err(|e| Error::BadUrl(format!("{url:?}: {e}")))?;
+        // Dial once plainly first: the connection manager retries with backoff, which would turn
+        // a wrong password or a down server into a long hang instead of a prompt error.
+        let first_waiter = Self::dial_blocking(&client).await?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT));
@@ -55,9 +60,20 @@ impl RedisBroker {
         Ok(RedisBroker {
             client,
             con,
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(vec![first_waiter]),
             known_queues: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// A new connection for blocking commands.
+    async fn dial_blocking(client: &Client) -> Result<MultiplexedConnection> {
+        // No response timeout: BLPOP legitimately stays silent for its whole timeout.
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
     }
 
     /// A handle on the shared connection (cheap clone; it reconnects by itself after errors).
@@ -106,15 +122,7 @@ impl RedisBroker {
         if let Some(con) = lock(&self.waiters).pop() {
             return Ok((con, true));
         }
-        // No response timeout: BLPOP legitimately stays silent for its whole timeout.
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let con = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        Ok((con, false))
+        Ok((Self::dial_blocking(&self.client).await?, false))
     }
 
     /// One BLPOP on the wake list. Returns the connection if it is still usable.
@@ -135,116 +143,14 @@ impl RedisBroker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn protocol(script: &'static str, detail: String) -> Error {
-    Error::Protocol { script, detail }
-}
-
 /// Optional number as a script argument: '' stands for None.
 fn opt(n: Option<u64>) -> String {
     n.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn value_i64(v: &Value, script: &'static str) -> Result<i64> {
-    ::redis::from_redis_value_ref(v).map_err(|e| protocol(script, e.to_string()))
-}
-
-fn value_bytes(v: Value, script: &'static str) -> Result<Vec<u8>> {
-    ::redis::from_redis_value(v).map_err(|e| protocol(script, e.to_string()))
-}
-
-fn value_string(v: Value, script: &'static str) -> Result<String> {
-    ::redis::from_redis_value(v).map_err(|e| protocol(script, e.to_string()))
-}
-
-fn value_array(v: Value, script: &'static str) -> Result<Vec<Value>> {
-    match v {
-        Value::Array(items) => Ok(items),
-        other => Err(protocol(
-            script,
-            format!("expected an array, got {other:?}"),
-        )),
-    }
-}
-
-fn u32_of(n: i64, script: &'static str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
-}
-
-fn u64_of(n: i64, script: &'static str) -> Result<u64> {
-    u64::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
-}
-
-/// Parse the fetch reply: next_due, then 6 values per leased job.
-fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
-    const S: &str = "fetch";
-    let mut items = value_array(reply, S)?.into_iter();
-    let next_due = value_i64(
-        &items
-            .next()
-            .ok_or_else(|| protocol(S, "empty reply".into()))?,
-        S,
-    )?;
-    let rest: Vec<Value> = items.collect();
-    if rest.len() % 6 != 0 {
-        return Err(protocol(
-            S,
-            format!("{} values is not a multiple of 6", rest.len()),
-        ));
-    }
-    let mut jobs = Vec::with_capacity(rest.len() / 6);
-    let mut it = rest.into_iter();
-    while let (Some(id), Some(p), Some(a), Some(m), Some(t), Some(e)) = (
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-    ) {
-        jobs.push(Leased {
-            id: value_string(id, S)?,
-            payload: value_bytes(p, S)?,
-            attempt: u32_of(value_i64(&a, S)?, S)?,
-            max_attempts: u32_of(value_i64(&m, S)?, S)?,
-            token: u64_of(value_i64(&t, S)?, S)?,
-            enqueued_ms: u64_of(value_i64(&e, S)?, S)?,
-        });
-    }
-    let next_due_ms = u64::try_from(next_due).ok();
-    Ok(FetchOutcome { jobs, next_due_ms })
-}
-
-/// Parse the enqueue reply: id, created per job.
-fn parse_enqueue(reply: Value, expected: usize) -> Result<Vec<Enqueued>> {
-    const S: &str = "enqueue";
-    let items = value_array(reply, S)?;
-    if items.len() != expected * 2 {
-        return Err(protocol(
-            S,
-            format!("{} values for {expected} jobs", items.len()),
-        ));
-    }
-    let mut out = Vec::with_capacity(expected);
-    let mut it = items.into_iter();
-    while let (Some(id), Some(created)) = (it.next(), it.next()) {
-        out.push(Enqueued {
-            id: value_string(id, S)?,
-            created: value_i64(&created, S)? == 1,
-        });
-    }
-    Ok(out)
-}
-
-/// Two-integer replies (reap, retry_dead, purge).
-fn parse_pair(reply: Value, script: &'static str) -> Result<(u64, u64)> {
-    let pair: (u64, u64) =
-        ::redis::from_redis_value(reply).map_err(|e| protocol(script, e.to_string()))?;
-    Ok(pair)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Build a [`JobInfo`] from the job hash (`HGETALL`); `None` when the hash is gone.

@@ -9,6 +9,9 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, ToRedisArgs, Value};
 
+use super::{Enqueued, FetchOutcome, Leased};
+use crate::errors::{Error, Result};
+
 /// One script: its name (used in errors), file, source and how many `KEYS` it takes.
 #[derive(Debug)]
 pub struct ScriptDef {
@@ -156,6 +159,117 @@ impl Call {
             other => other,
         }
     }
+}
+
+// ---- Reply decoding: turns each script's documented output into broker types. ----
+
+/// The error for a reply that breaks the script's contract.
+pub(crate) fn protocol(script: &'static str, detail: String) -> Error {
+    Error::Protocol { script, detail }
+}
+
+/// Reply value as an integer.
+pub(crate) fn value_i64(v: &Value, script: &'static str) -> Result<i64> {
+    ::redis::from_redis_value_ref(v).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Reply value as raw bytes.
+pub(crate) fn value_bytes(v: Value, script: &'static str) -> Result<Vec<u8>> {
+    ::redis::from_redis_value(v).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Reply value as a string.
+pub(crate) fn value_string(v: Value, script: &'static str) -> Result<String> {
+    ::redis::from_redis_value(v).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Reply value as an array.
+pub(crate) fn value_array(v: Value, script: &'static str) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(protocol(
+            script,
+            format!("expected an array, got {other:?}"),
+        )),
+    }
+}
+
+/// Integer from a reply narrowed to u32.
+pub(crate) fn u32_of(n: i64, script: &'static str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
+}
+
+/// Integer from a reply narrowed to u64.
+pub(crate) fn u64_of(n: i64, script: &'static str) -> Result<u64> {
+    u64::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
+}
+
+/// Parse the fetch reply: next_due, then 6 values per leased job.
+pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
+    const S: &str = "fetch";
+    let mut items = value_array(reply, S)?.into_iter();
+    let next_due = value_i64(
+        &items
+            .next()
+            .ok_or_else(|| protocol(S, "empty reply".into()))?,
+        S,
+    )?;
+    let rest: Vec<Value> = items.collect();
+    if rest.len() % 6 != 0 {
+        return Err(protocol(
+            S,
+            format!("{} values is not a multiple of 6", rest.len()),
+        ));
+    }
+    let mut jobs = Vec::with_capacity(rest.len() / 6);
+    let mut it = rest.into_iter();
+    while let (Some(id), Some(p), Some(a), Some(m), Some(t), Some(e)) = (
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+    ) {
+        jobs.push(Leased {
+            id: value_string(id, S)?,
+            payload: value_bytes(p, S)?,
+            attempt: u32_of(value_i64(&a, S)?, S)?,
+            max_attempts: u32_of(value_i64(&m, S)?, S)?,
+            token: u64_of(value_i64(&t, S)?, S)?,
+            enqueued_ms: u64_of(value_i64(&e, S)?, S)?,
+        });
+    }
+    let next_due_ms = u64::try_from(next_due).ok();
+    Ok(FetchOutcome { jobs, next_due_ms })
+}
+
+/// Parse the enqueue reply: id, created per job.
+pub(crate) fn parse_enqueue(reply: Value, expected: usize) -> Result<Vec<Enqueued>> {
+    const S: &str = "enqueue";
+    let items = value_array(reply, S)?;
+    if items.len() != expected * 2 {
+        return Err(protocol(
+            S,
+            format!("{} values for {expected} jobs", items.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(expected);
+    let mut it = items.into_iter();
+    while let (Some(id), Some(created)) = (it.next(), it.next()) {
+        out.push(Enqueued {
+            id: value_string(id, S)?,
+            created: value_i64(&created, S)? == 1,
+        });
+    }
+    Ok(out)
+}
+
+/// Two-integer replies (reap, retry_dead, purge).
+pub(crate) fn parse_pair(reply: Value, script: &'static str) -> Result<(u64, u64)> {
+    let pair: (u64, u64) =
+        ::redis::from_redis_value(reply).map_err(|e| protocol(script, e.to_string()))?;
+    Ok(pair)
 }
 
 #[cfg(test)]
