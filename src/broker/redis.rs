@@ -165,10 +165,7 @@ fn parse_job(queue: &str, id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<O
     let num = |h: &HashMap<String, Vec<u8>>, f: &str| -> Result<Option<i64>> {
         text(h, f)
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<i64>()
-                    .map_err(|e| protocol(S, format!("field {f}: {e}")))
-            })
+            .map(|s| parse_int(&s).ok_or_else(|| protocol(S, format!("field {f}: {s:?}"))))
             .transpose()
     };
     let state_text = text(&h, "s").unwrap_or_default();
@@ -191,6 +188,15 @@ fn parse_job(queue: &str, id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<O
         result: h.remove("r"),
         error: h.remove("x"),
     }))
+}
+
+/// Integer hash field. Newer Redis/Valkey versions may write a Lua number such as
+/// 1761200000000 as `1.7612e+12`, so an exact float form is accepted too.
+fn parse_int(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().or_else(|| {
+        let f = s.parse::<f64>().ok()?;
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
 }
 
 fn check_priority(job: &NewJob) -> Result<()> {
@@ -541,5 +547,18 @@ impl Broker for RedisBroker {
     async fn now_ms(&self) -> Result<u64> {
         let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(&mut self.con()).await?;
         Ok(secs * 1000 + micros / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_int;
+
+    #[test]
+    fn integers_written_by_lua_parse_in_either_form() {
+        assert_eq!(parse_int("1761200000000"), Some(1_761_200_000_000));
+        assert_eq!(parse_int("1.7612e+12"), Some(1_761_200_000_000));
+        assert_eq!(parse_int("1.5"), None);
+        assert_eq!(parse_int("x"), None);
     }
 }

@@ -49,9 +49,9 @@ for i = 1, #popped, 2 do
     out[#out + 1] = id
     out[#out + 1] = j[1]
     out[#out + 1] = attempt
-    out[#out + 1] = j[3]
+    out[#out + 1] = tonumber(j[3])
     out[#out + 1] = token
-    out[#out + 1] = j[4]
+    out[#out + 1] = tonumber(j[4])
   end
 end
 if #leased > 0 then redis.call('ZADD', active, unpack(leased)) end
