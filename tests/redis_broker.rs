@@ -42,6 +42,20 @@ async fn fetch_orders_by_priority_then_fifo() {
 }
 
 #[tokio::test]
+async fn a_batch_of_100_is_enqueued_and_leased_in_one_call_each() {
+    let Some((_s, b)) = setup().await else { return };
+    let jobs: Vec<NewJob> = (0..150).map(|i| job(&format!("j{i:03}"), 3)).collect();
+    assert_eq!(b.enqueue("q", jobs).await.unwrap().len(), 150);
+    let got = b.fetch("q", 100, 30_000, "w").await.unwrap();
+    assert_eq!(got.jobs.len(), 100);
+    assert_eq!(
+        (got.jobs[0].id.as_str(), got.jobs[99].id.as_str()),
+        ("j000", "j099")
+    );
+    assert_eq!(b.counts("q").await.unwrap().queued, 50);
+}
+
+#[tokio::test]
 async fn delayed_and_eta_jobs_wait_until_due() {
     let Some((_s, b)) = setup().await else { return };
     let now = b.now_ms().await.unwrap();

@@ -15,9 +15,13 @@ use crate::errors::{Error, Result};
 /// One script: its name (used in errors), file, source and how many `KEYS` it takes.
 #[derive(Debug)]
 pub struct ScriptDef {
+    /// File stem, also used in [`crate::errors::Error::Protocol`].
     pub name: &'static str,
+    /// Path of the source relative to the crate root.
     pub file: &'static str,
+    /// The embedded Lua source.
     pub source: &'static str,
+    /// Number of `KEYS` the script takes (checked against its header in tests).
     pub keys: usize,
 }
 
