@@ -1,1 +1,136 @@
-//! placeholder
+//! Every Redis key asyncq uses is built here and nowhere else.
+//!
+//! All keys of one queue share the hash tag `{queue}`, so each Lua script touches a single cluster
+//! slot. Job hashes (`asyncq:{q}:job:<id>`) and idempotency keys (`asyncq:{q}:key:<key>`) are built
+//! inside the scripts from [`QueueKeys::prefix`], which therefore must stay in sync with the
+//! helpers below.
+
+use crate::errors::{Error, Result};
+
+/// Global set of every queue name ever enqueued to (never touched inside scripts).
+pub const QUEUES: &str = "asyncq:queues";
+/// Global ZSET worker id → last seen (broker ms).
+pub const WORKERS: &str = "asyncq:workers";
+
+/// Longest queue name accepted, in bytes.
+pub const MAX_QUEUE_NAME: usize = 200;
+
+/// Key of one worker's JSON info string (expires with the worker's TTL).
+pub fn worker(id: &str) -> String {
+    format!("asyncq:worker:{id}")
+}
+
+/// Reject names that would break the key schema: `{`/`}` would change the hash tag.
+pub fn validate_queue(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > MAX_QUEUE_NAME
+        || name.contains(['{', '}'])
+        || name.chars().any(char::is_control);
+    if bad {
+        return Err(Error::Payload(format!(
+            "invalid queue name {name:?}: must be 1..={MAX_QUEUE_NAME} bytes without '{{', '}}' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The keys of one queue. Build with [`QueueKeys::new`], which validates the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    prefix: String,
+}
+
+impl QueueKeys {
+    /// Keys for `queue`, or an error if the name is not usable.
+    pub fn new(queue: &str) -> Result<Self> {
+        validate_queue(queue)?;
+        Ok(QueueKeys {
+            prefix: format!("asyncq:{{{queue}}}:"),
+        })
+    }
+
+    /// `asyncq:{q}:` — scripts append `job:<id>` / `key:<key>` to it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// ZSET of ready jobs, score = (MAX_PRIORITY - priority) * 2^40 + seq.
+    pub fn ready(&self) -> String {
+        self.key("ready")
+    }
+
+    /// ZSET of delayed jobs and retries, score = due ms.
+    pub fn scheduled(&self) -> String {
+        self.key("scheduled")
+    }
+
+    /// ZSET of leased jobs, score = lease deadline ms.
+    pub fn active(&self) -> String {
+        self.key("active")
+    }
+
+    /// ZSET of dead-lettered jobs, score = time of death ms.
+    pub fn dead(&self) -> String {
+        self.key("dead")
+    }
+
+    /// Counter feeding the FIFO part of ready scores.
+    pub fn seq(&self) -> String {
+        self.key("seq")
+    }
+
+    /// LIST holding at most one element; `wait` blocks on it.
+    pub fn wake(&self) -> String {
+        self.key("wake")
+    }
+
+    /// HASH of lifetime counters `succeeded` and `failed`.
+    pub fn stats(&self) -> String {
+        self.key("stats")
+    }
+
+    /// HASH of one job.
+    pub fn job(&self, id: &str) -> String {
+        self.key(&format!("job:{id}"))
+    }
+
+    /// STRING idempotency key → job id.
+    pub fn idem(&self, key: &str) -> String {
+        self.key(&format!("key:{key}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_queue_hash_tag() {
+        let k = QueueKeys::new("emails").unwrap();
+        assert_eq!(k.ready(), "asyncq:{emails}:ready");
+        assert_eq!(k.job("42"), "asyncq:{emails}:job:42");
+        assert_eq!(k.idem("x"), "asyncq:{emails}:key:x");
+        for key in [
+            k.scheduled(),
+            k.active(),
+            k.dead(),
+            k.seq(),
+            k.wake(),
+            k.stats(),
+        ] {
+            assert!(key.starts_with(k.prefix()), "{key}");
+        }
+    }
+
+    #[test]
+    fn bad_queue_names_are_refused() {
+        for name in ["", "a{b", "a}b", "a\nb", &"x".repeat(MAX_QUEUE_NAME + 1)] {
+            assert!(QueueKeys::new(name).is_err(), "{name:?}");
+        }
+        assert!(QueueKeys::new("default").is_ok());
+    }
+}

@@ -1,12 +1,564 @@
-//! Redis broker (placeholder until implemented).
-use std::sync::Arc;
+//! Redis broker: every job state change is one Lua script (see `src/lua`), keys come from
+//! [`super::keys`], scripts are run through [`super::scripts`].
+//!
+//! Normal commands share one multiplexed, auto-reconnecting [`ConnectionManager`]. `wait` blocks
+//! in `BLPOP`, which would stall every request queued behind it on a multiplexed connection, so
+//! waits use dedicated connections from a small pool instead.
 
-use crate::errors::Result;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub struct RedisBroker;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::{AsyncConnectionConfig, Client, Value};
+use async_trait::async_trait;
+
+use super::keys::{self, QueueKeys};
+use super::scripts::{
+    parse_enqueue, parse_fetch, parse_pair, protocol, u32_of, value_i64, Call, ItemError, ScriptId,
+};
+use super::*;
+
+/// How many jobs a looping maintenance call (purge, retry all) handles per script run.
+const CHUNK: usize = 1000;
+/// Extra time a blocking wait gets beyond its own timeout before the client gives up on it.
+const WAIT_GRACE: Duration = Duration::from_secs(2);
+/// Response timeout of normal commands: a big batch script may take a while on a busy server.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A per-item script reply: status code, or the error the script reported for that item.
+type Item = std::result::Result<i64, ItemError>;
+
+/// A [`Broker`] backed by Redis (or Valkey).
+pub struct RedisBroker {
+    client: Client,
+    con: ConnectionManager,
+    /// Idle dedicated connections for blocking waits.
+    waiters: Mutex<Vec<MultiplexedConnection>>,
+    /// Queues already added to the global queue set by this instance.
+    known_queues: Mutex<HashSet<String>>,
+}
 
 impl RedisBroker {
-    pub async fn open(_url: &str) -> Result<Arc<dyn super::Broker>> {
-        unimplemented!("redis broker")
+    /// Connect to `redis://`, `rediss://` (TLS), `valkey://` or `valkeys://` URLs, with optional
+    /// `user:password@` and `/db`.
+    pub async fn open(url: &str) -> Result<Arc<dyn Broker>> {
+        Ok(Arc::new(Self::connect(url).await?))
+    }
+
+    /// Like [`RedisBroker::open`], returning the concrete type.
+    pub async fn connect(url: &str) -> Result<RedisBroker> {
+        let client = Client::open(url).map_err(|e| Error::BadUrl(format!("{url:?}: {e}")))?;
+        // Dial once plainly first: the connection manager retries with backoff, which would turn
+        // a wrong password or a down server into a long hang instead of a prompt error.
+        let first_waiter = Self::dial_blocking(&client).await?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        let con = client.get_connection_manager_with_config(config).await?;
+        Ok(RedisBroker {
+            client,
+            con,
+            waiters: Mutex::new(vec![first_waiter]),
+            known_queues: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// A new connection for blocking commands.
+    async fn dial_blocking(client: &Client) -> Result<MultiplexedConnection> {
+        // No response timeout: BLPOP legitimately stays silent for its whole timeout.
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// A handle on the shared connection (cheap clone; it reconnects by itself after errors).
+    fn con(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    async fn run(&self, call: &Call) -> Result<Value> {
+        Ok(call.invoke(&mut self.con()).await?)
+    }
+
+    /// Run a script that answers one integer code per item.
+    async fn run_items(&self, call: &Call, expected: usize) -> Result<Vec<Item>> {
+        let name = call.id().def().name;
+        let codes: Vec<i64> = ::redis::from_redis_value(self.run(call).await?)
+            .map_err(|e| protocol(name, e.to_string()))?;
+        if codes.len() != expected {
+            return Err(protocol(
+                name,
+                format!("{} replies for {expected} items", codes.len()),
+            ));
+        }
+        codes
+            .into_iter()
+            .map(|c| ItemError::split(c).ok_or_else(|| protocol(name, format!("unknown code {c}"))))
+            .collect()
+    }
+
+    /// Add the queue to the global queue set once per broker instance (outside any script, so
+    /// scripts stay within one cluster slot).
+    async fn remember_queue(&self, queue: &str) -> Result<()> {
+        if lock(&self.known_queues).contains(queue) {
+            return Ok(());
+        }
+        ::redis::cmd("SADD")
+            .arg(keys::QUEUES)
+            .arg(queue)
+            .query_async::<()>(&mut self.con())
+            .await?;
+        lock(&self.known_queues).insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// A dedicated connection for one blocking command: pooled if one is idle, else a new one.
+    async fn blocking_con(&self) -> Result<(MultiplexedConnection, bool)> {
+        if let Some(con) = lock(&self.waiters).pop() {
+            return Ok((con, true));
+        }
+        Ok((Self::dial_blocking(&self.client).await?, false))
+    }
+
+    /// One BLPOP on the wake list. Returns the connection if it is still usable.
+    async fn blpop(
+        mut con: MultiplexedConnection,
+        wake: &str,
+        timeout_ms: u64,
+    ) -> (::redis::RedisResult<()>, Option<MultiplexedConnection>) {
+        let mut cmd = ::redis::cmd("BLPOP");
+        cmd.arg(wake).arg(timeout_ms as f64 / 1000.0);
+        let limit = Duration::from_millis(timeout_ms) + WAIT_GRACE;
+        match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut con)).await {
+            Ok(Ok(_)) => (Ok(()), Some(con)),
+            Ok(Err(e)) => (Err(e), None),
+            // The server never answered: the connection is suspect, drop it; waking early is fine.
+            Err(_) => (Ok(()), None),
+        }
+    }
+}
+
+/// Optional number as a script argument: '' stands for None.
+fn opt(n: Option<u64>) -> String {
+    n.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Build a [`JobInfo`] from the job hash (`HGETALL`); `None` when the hash is gone.
+fn parse_job(queue: &str, id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<JobInfo>> {
+    const S: &str = "job";
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let text = |h: &HashMap<String, Vec<u8>>, f: &str| {
+        h.get(f).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let num = |h: &HashMap<String, Vec<u8>>, f: &str| -> Result<Option<i64>> {
+        text(h, f)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_int(&s).ok_or_else(|| protocol(S, format!("field {f}: {s:?}"))))
+            .transpose()
+    };
+    let state_text = text(&h, "s").unwrap_or_default();
+    let state = JobState::parse(&state_text)
+        .ok_or_else(|| protocol(S, format!("unknown state {state_text:?}")))?;
+    let to_u64 = |n: Option<i64>| n.and_then(|v| u64::try_from(v).ok());
+    Ok(Some(JobInfo {
+        id: id.to_owned(),
+        queue: queue.to_owned(),
+        state,
+        priority: num(&h, "pr")?.unwrap_or(0),
+        attempts: u32_of(num(&h, "a")?.unwrap_or(0), S)?,
+        max_attempts: u32_of(num(&h, "m")?.unwrap_or(0), S)?,
+        enqueued_ms: to_u64(num(&h, "e")?).unwrap_or(0),
+        due_ms: to_u64(num(&h, "d")?),
+        started_ms: to_u64(num(&h, "st")?),
+        finished_ms: to_u64(num(&h, "f")?),
+        worker: text(&h, "w"),
+        payload: h.remove("p").unwrap_or_default(),
+        result: h.remove("r"),
+        error: h.remove("x"),
+    }))
+}
+
+/// Integer hash field. Newer Redis/Valkey versions may write a Lua number such as
+/// 1761200000000 as `1.7612e+12`, so an exact float form is accepted too.
+fn parse_int(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().or_else(|| {
+        let f = s.parse::<f64>().ok()?;
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
+}
+
+fn check_priority(job: &NewJob) -> Result<()> {
+    if (0..=MAX_PRIORITY).contains(&job.priority) {
+        return Ok(());
+    }
+    Err(Error::Payload(format!(
+        "job {}: priority {} outside 0..={MAX_PRIORITY}",
+        job.id, job.priority
+    )))
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let k = QueueKeys::new(queue)?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        jobs.iter().try_for_each(check_priority)?;
+        self.remember_queue(queue).await?;
+        let mut call = Call::new(
+            ScriptId::Enqueue,
+            vec![k.ready(), k.scheduled(), k.seq(), k.wake()],
+        );
+        call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
+        for job in &jobs {
+            call.arg(&job.id)
+                .arg(job.payload.as_slice())
+                .arg(job.priority);
+            call.arg(opt(job.delay_ms))
+                .arg(opt(job.eta_ms))
+                .arg(job.max_attempts);
+            call.arg(job.key.as_deref().unwrap_or(""))
+                .arg(job.key_ttl_ms);
+        }
+        parse_enqueue(self.run(&call).await?, jobs.len())
+    }
+
+    async fn fetch(
+        &self,
+        queue: &str,
+        max: usize,
+        lease_ms: u64,
+        worker: &str,
+    ) -> Result<FetchOutcome> {
+        let k = QueueKeys::new(queue)?;
+        let mut call = Call::new(
+            ScriptId::Fetch,
+            vec![k.ready(), k.scheduled(), k.active(), k.wake()],
+        );
+        call.arg(k.prefix()).arg(max).arg(lease_ms).arg(worker);
+        parse_fetch(self.run(&call).await?)
+    }
+
+    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
+        let k = QueueKeys::new(queue)?;
+        if timeout_ms == 0 {
+            // BLPOP 0 would block forever; a zero timeout only consumes a pending wake-up.
+            ::redis::cmd("LPOP")
+                .arg(k.wake())
+                .query_async::<()>(&mut self.con())
+                .await?;
+            return Ok(());
+        }
+        let (con, pooled) = self.blocking_con().await?;
+        let (mut result, mut back) = Self::blpop(con, &k.wake(), timeout_ms).await;
+        if pooled
+            && result
+                .as_ref()
+                .is_err_and(|e| e.is_unrecoverable_error() || e.is_io_error())
+        {
+            // An idle pooled connection may have died with a server restart: retry on a fresh one.
+            let (con, _) = self.blocking_con().await?;
+            (result, back) = Self::blpop(con, &k.wake(), timeout_ms).await;
+        }
+        if let Some(con) = back {
+            lock(&self.waiters).push(con);
+        }
+        Ok(result?)
+    }
+
+    async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
+        let k = QueueKeys::new(queue)?;
+        if acks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = Call::new(ScriptId::Ack, vec![k.active(), k.stats()]);
+        call.arg(k.prefix());
+        for a in &acks {
+            call.arg(&a.lease.id)
+                .arg(a.lease.token)
+                .arg(a.result.as_slice())
+                .arg(a.result_ttl_ms);
+        }
+        let items = self.run_items(&call, acks.len()).await?;
+        Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+    }
+
+    async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
+        let k = QueueKeys::new(queue)?;
+        if fails.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = vec![k.active(), k.scheduled(), k.dead(), k.stats(), k.wake()];
+        let mut call = Call::new(ScriptId::Fail, keys);
+        call.arg(k.prefix());
+        for f in &fails {
+            call.arg(&f.lease.id)
+                .arg(f.lease.token)
+                .arg(f.error.as_slice());
+            call.arg(opt(f.retry_delay_ms)).arg(f.dead_ttl_ms);
+        }
+        let items = self.run_items(&call, fails.len()).await?;
+        items
+            .into_iter()
+            .map(|r| match r {
+                Ok(1) => Ok(FailOutcome::Retrying),
+                Ok(2) => Ok(FailOutcome::Dead),
+                Err(_) => Ok(FailOutcome::Stale),
+                Ok(c) => Err(protocol("fail", format!("unknown status {c}"))),
+            })
+            .collect()
+    }
+
+    async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
+        let k = QueueKeys::new(queue)?;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = Call::new(ScriptId::Release, vec![k.active(), k.ready(), k.wake()]);
+        call.arg(k.prefix());
+        for l in &leases {
+            call.arg(&l.id).arg(l.token);
+        }
+        let items = self.run_items(&call, leases.len()).await?;
+        Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+    }
+
+    async fn heartbeat(
+        &self,
+        queue: &str,
+        leases: Vec<Lease>,
+        lease_ms: u64,
+    ) -> Result<HeartbeatOutcome> {
+        let k = QueueKeys::new(queue)?;
+        let mut out = HeartbeatOutcome::default();
+        if leases.is_empty() {
+            return Ok(out);
+        }
+        let mut call = Call::new(ScriptId::Heartbeat, vec![k.active()]);
+        call.arg(k.prefix()).arg(lease_ms);
+        for l in &leases {
+            call.arg(&l.id).arg(l.token);
+        }
+        let items = self.run_items(&call, leases.len()).await?;
+        for (lease, item) in leases.into_iter().zip(items) {
+            match item {
+                Ok(2) => out.cancel.push(lease.id),
+                Ok(_) => {}
+                Err(_) => out.lost.push(lease.id),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
+        let k = QueueKeys::new(queue)?;
+        let keys = vec![k.active(), k.ready(), k.scheduled(), k.dead(), k.wake()];
+        let mut call = Call::new(ScriptId::Reap, keys);
+        call.arg(k.prefix()).arg(dead_ttl_ms);
+        let (requeued, dead) = parse_pair(self.run(&call).await?, "reap")?;
+        Ok(ReapOutcome { requeued, dead })
+    }
+
+    async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
+        let k = QueueKeys::new(queue)?;
+        let hash: HashMap<String, Vec<u8>> = ::redis::cmd("HGETALL")
+            .arg(k.job(id))
+            .query_async(&mut self.con())
+            .await?;
+        parse_job(queue, id, hash)
+    }
+
+    async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
+        let k = QueueKeys::new(queue)?;
+        let mut call = Call::new(ScriptId::Cancel, vec![k.ready(), k.scheduled()]);
+        call.arg(k.prefix()).arg(id);
+        let code = value_i64(&self.run(&call).await?, "cancel")?;
+        match ItemError::split(code) {
+            Some(Ok(1)) => Ok(CancelOutcome::Cancelled),
+            Some(Ok(2)) => Ok(CancelOutcome::Requested),
+            Some(Ok(3)) => Ok(CancelOutcome::Finished),
+            Some(Err(ItemError::MissingJob)) => Ok(CancelOutcome::NotFound),
+            _ => Err(protocol("cancel", format!("unknown code {code}"))),
+        }
+    }
+
+    async fn counts(&self, queue: &str) -> Result<QueueCounts> {
+        let k = QueueKeys::new(queue)?;
+        let mut pipe = ::redis::pipe();
+        pipe.zcard(k.scheduled())
+            .zcard(k.ready())
+            .zcard(k.active())
+            .zcard(k.dead());
+        pipe.hget(k.stats(), "succeeded").hget(k.stats(), "failed");
+        type Reply = (u64, u64, u64, u64, Option<u64>, Option<u64>);
+        let (scheduled, queued, running, dead, ok, failed): Reply =
+            pipe.query_async(&mut self.con()).await?;
+        Ok(QueueCounts {
+            scheduled,
+            queued,
+            running,
+            dead,
+            succeeded_total: ok.unwrap_or(0),
+            failed_total: failed.unwrap_or(0),
+        })
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(keys::QUEUES)
+            .query_async(&mut self.con())
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn dead_ids(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
+        let k = QueueKeys::new(queue)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids = ::redis::cmd("ZRANGE")
+            .arg(k.dead())
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(ids)
+    }
+
+    async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {
+        let k = QueueKeys::new(queue)?;
+        let new_call = || {
+            let mut call = Call::new(ScriptId::RetryDead, vec![k.dead(), k.ready(), k.wake()]);
+            call.arg(k.prefix()).arg(CHUNK);
+            call
+        };
+        if let Some(ids) = ids {
+            let mut moved = 0;
+            for chunk in ids.chunks(CHUNK) {
+                let mut call = new_call();
+                for id in chunk {
+                    call.arg(id);
+                }
+                moved += parse_pair(self.run(&call).await?, "retry_dead")?.0;
+            }
+            return Ok(moved);
+        }
+        let mut moved = 0;
+        loop {
+            let (n, processed) = parse_pair(self.run(&new_call()).await?, "retry_dead")?;
+            moved += n;
+            if processed < CHUNK as u64 {
+                return Ok(moved);
+            }
+        }
+    }
+
+    async fn purge(&self, queue: &str) -> Result<u64> {
+        let k = QueueKeys::new(queue)?;
+        let mut call = Call::new(ScriptId::Purge, vec![k.ready(), k.scheduled(), k.dead()]);
+        call.arg(k.prefix()).arg(CHUNK);
+        let mut total = 0;
+        loop {
+            let (deleted, remaining) = parse_pair(self.run(&call).await?, "purge")?;
+            total += deleted;
+            if deleted == 0 || remaining == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()> {
+        let now = self.now_ms().await?;
+        let mut pipe = ::redis::pipe();
+        pipe.zadd(keys::WORKERS, &worker.id, now).ignore();
+        let info_key = keys::worker(&worker.id);
+        if ttl_ms > 0 {
+            pipe.pset_ex(info_key, &worker.info, ttl_ms).ignore();
+        } else {
+            pipe.set(info_key, &worker.info).ignore();
+        }
+        pipe.query_async::<()>(&mut self.con()).await?;
+        Ok(())
+    }
+
+    async fn unregister_worker(&self, id: &str) -> Result<()> {
+        let mut pipe = ::redis::pipe();
+        pipe.zrem(keys::WORKERS, id)
+            .ignore()
+            .del(keys::worker(id))
+            .ignore();
+        pipe.query_async::<()>(&mut self.con()).await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let seen: Vec<(String, f64)> = ::redis::cmd("ZRANGE")
+            .arg(keys::WORKERS)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.con())
+            .await?;
+        if seen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for (id, _) in &seen {
+            pipe.get(keys::worker(id));
+        }
+        let infos: Vec<Option<String>> = pipe.query_async(&mut self.con()).await?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for ((id, last_seen), info) in seen.into_iter().zip(infos) {
+            match info {
+                Some(info) => live.push(WorkerInfo {
+                    id,
+                    info,
+                    last_seen_ms: last_seen as u64,
+                }),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            // The info key expired: the worker stopped heartbeating. Forget it.
+            ::redis::cmd("ZREM")
+                .arg(keys::WORKERS)
+                .arg(&gone)
+                .query_async::<()>(&mut self.con())
+                .await?;
+        }
+        Ok(live)
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(&mut self.con()).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_int;
+
+    #[test]
+    fn integers_written_by_lua_parse_in_either_form() {
+        assert_eq!(parse_int("1761200000000"), Some(1_761_200_000_000));
+        assert_eq!(parse_int("1.7612e+12"), Some(1_761_200_000_000));
+        assert_eq!(parse_int("1.5"), None);
+        assert_eq!(parse_int("x"), None);
     }
 }

@@ -1,1 +1,402 @@
-//! placeholder
+//! Registry of the Lua scripts behind the Redis broker.
+//!
+//! Each script is embedded at compile time and invoked by SHA1 (`EVALSHA`). When the server does
+//! not know the script (restart, failover, `SCRIPT FLUSH`) the call is repeated once with `EVAL`,
+//! which also caches it again, so a lost script cache never surfaces as an error.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, ToRedisArgs, Value};
+
+use super::{Enqueued, FetchOutcome, Leased};
+use crate::errors::{Error, Result};
+
+/// One script: its name (used in errors), file, source and how many `KEYS` it takes.
+#[derive(Debug)]
+pub struct ScriptDef {
+    /// File stem, also used in [`crate::errors::Error::Protocol`].
+    pub name: &'static str,
+    /// Path of the source relative to the crate root.
+    pub file: &'static str,
+    /// The embedded Lua source.
+    pub source: &'static str,
+    /// Number of `KEYS` the script takes (checked against its header in tests).
+    pub keys: usize,
+}
+
+/// Names every script; the discriminant indexes [`REGISTRY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptId {
+    Enqueue,
+    Fetch,
+    Ack,
+    Fail,
+    Release,
+    Heartbeat,
+    Reap,
+    Cancel,
+    RetryDead,
+    Purge,
+}
+
+macro_rules! script {
+    ($name:literal, $keys:literal) => {
+        ScriptDef {
+            name: $name,
+            file: concat!("src/lua/", $name, ".lua"),
+            source: include_str!(concat!("../lua/", $name, ".lua")),
+            keys: $keys,
+        }
+    };
+}
+
+/// Every script, in [`ScriptId`] order.
+pub static REGISTRY: [ScriptDef; 10] = [
+    script!("enqueue", 4),
+    script!("fetch", 4),
+    script!("ack", 2),
+    script!("fail", 5),
+    script!("release", 3),
+    script!("heartbeat", 1),
+    script!("reap", 5),
+    script!("cancel", 2),
+    script!("retry_dead", 3),
+    script!("purge", 3),
+];
+
+/// SHA1 of each script, computed once.
+static SHAS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    REGISTRY
+        .iter()
+        .map(|def| sha1_smol::Sha1::from(def.source).digest().to_string())
+        .collect()
+});
+
+impl ScriptId {
+    /// The registry entry of this script.
+    pub fn def(self) -> &'static ScriptDef {
+        &REGISTRY[self as usize]
+    }
+
+    /// Hex SHA1 of the script source, as Redis names it.
+    pub fn sha(self) -> &'static str {
+        &SHAS[self as usize]
+    }
+}
+
+/// The negative per-item codes scripts return; the one Rust mirror of the Lua error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemError {
+    /// -1: the token does not match, or the job is no longer running.
+    StaleToken,
+    /// -2: no record for the job id.
+    MissingJob,
+}
+
+impl ItemError {
+    /// Split a per-item reply into a non-negative status or a known error code.
+    /// `None` for a negative code no script defines.
+    pub fn split(code: i64) -> Option<std::result::Result<i64, ItemError>> {
+        match code {
+            c if c >= 0 => Some(Ok(c)),
+            -1 => Some(Err(ItemError::StaleToken)),
+            -2 => Some(Err(ItemError::MissingJob)),
+            _ => None,
+        }
+    }
+}
+
+/// One invocation being built: keys are fixed up front, arguments appended in order.
+#[derive(Debug)]
+pub struct Call {
+    id: ScriptId,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    /// Start a call of `id` with its keys (their count must match the registry).
+    pub fn new(id: ScriptId, keys: Vec<String>) -> Self {
+        debug_assert_eq!(
+            keys.len(),
+            id.def().keys,
+            "wrong KEYS count for {}",
+            id.def().name
+        );
+        Call {
+            id,
+            keys,
+            args: Vec::new(),
+        }
+    }
+
+    /// Append one argument (numbers are sent in decimal, bytes as they are).
+    pub fn arg<T: ToRedisArgs>(&mut self, value: T) -> &mut Self {
+        self.args.extend(value.to_redis_args());
+        self
+    }
+
+    /// The script this call runs.
+    pub fn id(&self) -> ScriptId {
+        self.id
+    }
+
+    fn command(&self, verb: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script).arg(self.keys.len()).arg(&self.keys);
+        for arg in &self.args {
+            cmd.arg(arg.as_slice());
+        }
+        cmd
+    }
+
+    /// Run by SHA; on `NOSCRIPT` send the source once with `EVAL` (which re-caches it).
+    pub async fn invoke<C: ConnectionLike>(&self, con: &mut C) -> RedisResult<Value> {
+        let by_sha = self.command("EVALSHA", self.id.sha());
+        match by_sha.query_async::<Value>(con).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.command("EVAL", self.id.def().source)
+                    .query_async(con)
+                    .await
+            }
+            other => other,
+        }
+    }
+}
+
+// ---- Reply decoding: turns each script's documented output into broker types. ----
+
+/// The error for a reply that breaks the script's contract.
+pub(crate) fn protocol(script: &'static str, detail: String) -> Error {
+    Error::Protocol { script, detail }
+}
+
+/// Reply value as an integer.
+pub(crate) fn value_i64(v: &Value, script: &'static str) -> Result<i64> {
+    ::redis::from_redis_value_ref(v).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Reply value as raw bytes.
+pub(crate) fn value_bytes(v: Value, script: &'static str) -> Result<Vec<u8>> {
+    ::redis::from_redis_value(v).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Reply value as a string.
+pub(crate) fn value_string(v: Value, script: &'static str) -> Result<String> {
+    ::redis::from_redis_value(v).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Reply value as an array.
+pub(crate) fn value_array(v: Value, script: &'static str) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(protocol(
+            script,
+            format!("expected an array, got {other:?}"),
+        )),
+    }
+}
+
+/// Integer from a reply narrowed to u32.
+pub(crate) fn u32_of(n: i64, script: &'static str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
+}
+
+/// Integer from a reply narrowed to u64.
+pub(crate) fn u64_of(n: i64, script: &'static str) -> Result<u64> {
+    u64::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
+}
+
+/// Parse the fetch reply: next_due, then 6 values per leased job.
+pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
+    const S: &str = "fetch";
+    let mut items = value_array(reply, S)?.into_iter();
+    let next_due = value_i64(
+        &items
+            .next()
+            .ok_or_else(|| protocol(S, "empty reply".into()))?,
+        S,
+    )?;
+    let rest: Vec<Value> = items.collect();
+    if rest.len() % 6 != 0 {
+        return Err(protocol(
+            S,
+            format!("{} values is not a multiple of 6", rest.len()),
+        ));
+    }
+    let mut jobs = Vec::with_capacity(rest.len() / 6);
+    let mut it = rest.into_iter();
+    while let (Some(id), Some(p), Some(a), Some(m), Some(t), Some(e)) = (
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+    ) {
+        jobs.push(Leased {
+            id: value_string(id, S)?,
+            payload: value_bytes(p, S)?,
+            attempt: u32_of(value_i64(&a, S)?, S)?,
+            max_attempts: u32_of(value_i64(&m, S)?, S)?,
+            token: u64_of(value_i64(&t, S)?, S)?,
+            enqueued_ms: u64_of(value_i64(&e, S)?, S)?,
+        });
+    }
+    let next_due_ms = u64::try_from(next_due).ok();
+    Ok(FetchOutcome { jobs, next_due_ms })
+}
+
+/// Parse the enqueue reply: id, created per job.
+pub(crate) fn parse_enqueue(reply: Value, expected: usize) -> Result<Vec<Enqueued>> {
+    const S: &str = "enqueue";
+    let items = value_array(reply, S)?;
+    if items.len() != expected * 2 {
+        return Err(protocol(
+            S,
+            format!("{} values for {expected} jobs", items.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(expected);
+    let mut it = items.into_iter();
+    while let (Some(id), Some(created)) = (it.next(), it.next()) {
+        out.push(Enqueued {
+            id: value_string(id, S)?,
+            created: value_i64(&created, S)? == 1,
+        });
+    }
+    Ok(out)
+}
+
+/// Two-integer replies (reap, retry_dead, purge).
+pub(crate) fn parse_pair(reply: Value, script: &'static str) -> Result<(u64, u64)> {
+    let pair: (u64, u64) =
+        ::redis::from_redis_value(reply).map_err(|e| protocol(script, e.to_string()))?;
+    Ok(pair)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The leading comment block of a script.
+    fn header(source: &str) -> Vec<&str> {
+        source.lines().take_while(|l| l.starts_with("--")).collect()
+    }
+
+    /// Index `n` of header lines like `-- KEYS[n] ...` / `-- ARGV[n..] ...`, and whether variadic.
+    fn documented(header: &[&str], what: &str) -> Vec<(usize, bool)> {
+        let tag = format!("-- {what}[");
+        header
+            .iter()
+            .filter_map(|l| l.strip_prefix(&tag))
+            .map(|rest| {
+                let end = rest.find(']').expect("closing bracket");
+                let inner = &rest[..end];
+                let variadic = inner.ends_with("..");
+                (
+                    inner.trim_end_matches("..").parse().expect("index"),
+                    variadic,
+                )
+            })
+            .collect()
+    }
+
+    /// Literal indexes `X[n]` the body uses.
+    fn used(body: &str, what: &str) -> Vec<usize> {
+        let tag = format!("{what}[");
+        body.match_indices(&tag)
+            .filter_map(|(at, _)| {
+                let rest = &body[at + tag.len()..];
+                rest[..rest.find(']')?].parse().ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn headers_match_the_registry() {
+        for def in &REGISTRY {
+            let head = header(def.source);
+            let body = &def.source[head.iter().map(|l| l.len() + 1).sum::<usize>()..];
+            assert!(
+                head[0].starts_with(&format!("-- {}.lua:", def.name)),
+                "{}",
+                def.file
+            );
+            for section in ["-- Output:", "-- Errors:"] {
+                assert!(
+                    head.iter().any(|l| l.starts_with(section)),
+                    "{} lacks {section}",
+                    def.file
+                );
+            }
+            let keys = documented(&head, "KEYS");
+            let expected: Vec<(usize, bool)> = (1..=def.keys).map(|n| (n, false)).collect();
+            assert_eq!(keys, expected, "{}: KEYS in header vs registry", def.file);
+            for n in used(body, "KEYS") {
+                assert!(n <= def.keys, "{} uses undocumented KEYS[{n}]", def.file);
+            }
+            check_argv(def, &head, body);
+        }
+    }
+
+    fn check_argv(def: &ScriptDef, head: &[&str], body: &str) {
+        let argv = documented(head, "ARGV");
+        for &(n, variadic) in &argv {
+            if variadic {
+                let looped = format!("for i = {n}, #ARGV");
+                assert!(
+                    body.contains(&looped),
+                    "{}: ARGV[{n}..] never looped",
+                    def.file
+                );
+            } else {
+                assert!(
+                    used(body, "ARGV").contains(&n),
+                    "{}: ARGV[{n}] unused",
+                    def.file
+                );
+            }
+        }
+        for n in used(body, "ARGV") {
+            assert!(
+                argv.iter().any(|&(d, _)| d == n),
+                "{}: ARGV[{n}] undocumented",
+                def.file
+            );
+        }
+    }
+
+    #[test]
+    fn shas_are_hex_sha1_of_the_source() {
+        use ScriptId::*;
+        let all = [
+            Enqueue, Fetch, Ack, Fail, Release, Heartbeat, Reap, Cancel, RetryDead, Purge,
+        ];
+        let names: Vec<&str> = all.iter().map(|id| id.def().name).collect();
+        let expected = [
+            "enqueue",
+            "fetch",
+            "ack",
+            "fail",
+            "release",
+            "heartbeat",
+            "reap",
+        ];
+        assert_eq!(&names[..7], expected);
+        assert_eq!(&names[7..], ["cancel", "retry_dead", "purge"]);
+        for id in all {
+            assert_eq!(id.sha().len(), 40);
+        }
+        assert_ne!(Ack.sha(), Fail.sha());
+    }
+
+    #[test]
+    fn item_codes_split() {
+        assert_eq!(ItemError::split(2), Some(Ok(2)));
+        assert_eq!(ItemError::split(-1), Some(Err(ItemError::StaleToken)));
+        assert_eq!(ItemError::split(-2), Some(Err(ItemError::MissingJob)));
+        assert_eq!(ItemError::split(-9), None);
+    }
+}

@@ -1,0 +1,39 @@
+-- ack.lua: record a batch of successes. Accepted only for a 'running' job holding the token.
+-- The record (and its idempotency key) then expires after result_ttl_ms.
+--
+-- KEYS[1] active     ZSET id -> lease deadline ms
+-- KEYS[2] stats      HASH lifetime counters
+-- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[2..] per ack, 4 values: id, token, result, result_ttl_ms (0: keep forever)
+--
+-- Output: array, per ack: 1 accepted, or an error code
+-- Errors: -1 stale token (or job not running), -2 job missing
+
+local active, stats = KEYS[1], KEYS[2]
+local prefix = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, ok = {}, 0
+
+for i = 2, #ARGV, 4 do
+  local id, token, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+  local jk = prefix .. 'job:' .. id
+  local j = redis.call('HMGET', jk, 's', 't', 'k')
+  if not j[1] then
+    out[#out + 1] = -2
+  elseif j[1] ~= 'running' or j[2] ~= token then
+    out[#out + 1] = -1
+  else
+    redis.call('HSET', jk, 's', 'succeeded', 'r', ARGV[i + 2], 'f', now)
+    redis.call('ZREM', active, id)
+    if ttl > 0 then
+      redis.call('PEXPIRE', jk, ttl)
+      if j[3] then redis.call('PEXPIRE', prefix .. 'key:' .. j[3], ttl) end
+    end
+    out[#out + 1] = 1
+    ok = ok + 1
+  end
+end
+
+if ok > 0 then redis.call('HINCRBY', stats, 'succeeded', ok) end
+return out

@@ -1,0 +1,30 @@
+-- cancel.lua: cancel one job. Waiting jobs (queued, scheduled, failed awaiting retry) become
+-- 'cancelled' and leave every set; a running job gets a cancel flag its worker sees at the next
+-- heartbeat; finished jobs are left alone.
+--
+-- KEYS[1] ready      ZSET id -> ready score
+-- KEYS[2] scheduled  ZSET id -> due ms
+-- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[2] id         job id
+--
+-- Output: integer: 1 cancelled, 2 cancellation requested, 3 already finished, or an error code
+-- Errors: -2 job missing
+
+local ready, scheduled = KEYS[1], KEYS[2]
+local prefix, id = ARGV[1], ARGV[2]
+local jk = prefix .. 'job:' .. id
+local state = redis.call('HGET', jk, 's')
+if not state then return -2 end
+if state == 'queued' or state == 'scheduled' or state == 'failed' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', jk, 's', 'cancelled', 'f', now)
+  redis.call('ZREM', ready, id)
+  redis.call('ZREM', scheduled, id)
+  return 1
+end
+if state == 'running' then
+  redis.call('HSET', jk, 'c', 1)
+  return 2
+end
+return 3

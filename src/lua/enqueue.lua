@@ -1,0 +1,76 @@
+-- enqueue.lua: write a batch of jobs in one call (ready now, or scheduled when due later).
+-- A job whose idempotency key still lives is not written; the existing job's id is returned.
+-- The per-queue sequence is advanced once for the batch; ready score = band * 2^40 + seq, so
+-- order is priority first and FIFO within one priority. Idle waiters are woken.
+--
+-- KEYS[1] ready      ZSET id -> ready score
+-- KEYS[2] scheduled  ZSET id -> due ms
+-- KEYS[3] seq        STRING per-queue FIFO counter
+-- KEYS[4] wake       LIST holding at most one wake token
+-- ARGV[1] prefix     'asyncq:{q}:' (job and idempotency keys are built from it)
+-- ARGV[2] count      number of jobs in the batch
+-- ARGV[3] max_prio   MAX_PRIORITY (priority bands are counted down from it)
+-- ARGV[4..] per job, 8 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
+--           idempotency key|'', key_ttl_ms (0: the key never expires)
+--
+-- Output: flat array, per job: id, created (1 new, 0 idempotency key matched an existing job)
+-- Errors: none (arguments are validated by the caller)
+
+local ready, scheduled, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, count, maxprio = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = redis.call('INCRBY', seqkey, count) - count
+local out, created = {}, 0
+
+for i = 4, #ARGV, 8 do
+  local id, key = ARGV[i], ARGV[i + 6]
+  local existing = false
+  if key ~= '' then existing = redis.call('GET', prefix .. 'key:' .. key) end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+  else
+    seq = seq + 1
+    local prio = tonumber(ARGV[i + 2])
+    local rs = (maxprio - prio) * 1099511627776 + seq
+    local due = now
+    if ARGV[i + 4] ~= '' then
+      due = tonumber(ARGV[i + 4])
+    elseif ARGV[i + 3] ~= '' then
+      due = now + tonumber(ARGV[i + 3])
+    end
+    local jk = prefix .. 'job:' .. id
+    local fields = {'p', ARGV[i + 1], 'a', 0, 'm', ARGV[i + 5], 'pr', prio, 'rs', rs, 'e', now, 't', 0}
+    if key ~= '' then
+      local ttl = tonumber(ARGV[i + 7])
+      if ttl > 0 then
+        redis.call('SET', prefix .. 'key:' .. key, id, 'PX', ttl)
+      else
+        redis.call('SET', prefix .. 'key:' .. key, id)
+      end
+      fields[#fields + 1] = 'k'
+      fields[#fields + 1] = key
+    end
+    fields[#fields + 1] = 's'
+    if due > now then
+      fields[#fields + 1] = 'scheduled'
+      fields[#fields + 1] = 'd'
+      fields[#fields + 1] = due
+      redis.call('ZADD', scheduled, due, id)
+    else
+      fields[#fields + 1] = 'queued'
+      redis.call('ZADD', ready, rs, id)
+    end
+    redis.call('HSET', jk, unpack(fields))
+    out[#out + 1] = id
+    out[#out + 1] = 1
+    created = created + 1
+  end
+end
+
+-- Wake even for scheduled jobs: a waiter may be sleeping past the new job's due time.
+if created > 0 and redis.call('LLEN', wake) == 0 then
+  redis.call('RPUSH', wake, 1)
+end
+return out

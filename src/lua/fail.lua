@@ -1,0 +1,53 @@
+-- fail.lua: record a batch of failures. With a retry delay and attempts left the job waits in
+-- the scheduled set (state 'failed'); otherwise it is dead-lettered and its record expires after
+-- dead_ttl_ms. Either way the lifetime 'failed' counter grows.
+--
+-- KEYS[1] active     ZSET id -> lease deadline ms
+-- KEYS[2] scheduled  ZSET id -> due ms
+-- KEYS[3] dead       ZSET id -> time of death ms
+-- KEYS[4] stats      HASH lifetime counters
+-- KEYS[5] wake       LIST holding at most one wake token
+-- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[2..] per failure, 5 values: id, token, error record, retry_delay_ms|'' (none: dead now),
+--           dead_ttl_ms (0: keep forever)
+--
+-- Output: array, per failure: 1 retrying, 2 dead, or an error code
+-- Errors: -1 stale token (or job not running), -2 job missing
+
+local active, scheduled, dead, stats, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out, failed, retrying = {}, 0, 0
+
+for i = 2, #ARGV, 5 do
+  local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local jk = prefix .. 'job:' .. id
+  local j = redis.call('HMGET', jk, 's', 't', 'a', 'm')
+  if not j[1] then
+    out[#out + 1] = -2
+  elseif j[1] ~= 'running' or j[2] ~= token then
+    out[#out + 1] = -1
+  else
+    redis.call('ZREM', active, id)
+    if delay ~= '' and tonumber(j[3]) < tonumber(j[4]) then
+      local due = now + tonumber(delay)
+      redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', due)
+      redis.call('ZADD', scheduled, due, id)
+      out[#out + 1] = 1
+      retrying = retrying + 1
+    else
+      redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now)
+      redis.call('ZADD', dead, now, id)
+      local ttl = tonumber(ARGV[i + 4])
+      if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
+      out[#out + 1] = 2
+    end
+    failed = failed + 1
+  end
+end
+
+if failed > 0 then redis.call('HINCRBY', stats, 'failed', failed) end
+-- A retry may be due before a sleeping waiter's timeout: wake it to recompute.
+if retrying > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+return out

@@ -1,0 +1,65 @@
+-- fetch.lua: promote due scheduled jobs, then lease up to `max` ready jobs in ready order.
+-- Each leased job gets attempts + 1, a fresh fencing token (token + 1), state 'running', its
+-- start time, its worker and a lease deadline in the active set.
+--
+-- KEYS[1] ready      ZSET id -> ready score
+-- KEYS[2] scheduled  ZSET id -> due ms
+-- KEYS[3] active     ZSET id -> lease deadline ms
+-- KEYS[4] wake       LIST holding at most one wake token
+-- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[2] max        most jobs to lease (0: only promote and report next_due)
+-- ARGV[3] lease_ms   lease length
+-- ARGV[4] worker     id of the leasing worker
+--
+-- Output: flat array: next_due (ms until the earliest scheduled job is due, -1: none), then per
+--         leased job 6 values: id, payload, attempt, max_attempts, token, enqueued_ms
+-- Errors: none (ids in ready whose job hash vanished are dropped silently)
+
+local ready, scheduled, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, max, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Promote in bounded chunks so one call never blocks Redis for long; the rest goes next call.
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  local jk = prefix .. 'job:' .. id
+  local rs = redis.call('HGET', jk, 'rs')
+  if rs then
+    redis.call('ZADD', ready, rs, id)
+    redis.call('HSET', jk, 's', 'queued')
+  end
+end
+if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end
+
+local out = {-1}
+local leased = {}
+local deadline = now + lease
+local popped = {}
+if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local jk = prefix .. 'job:' .. id
+  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't')
+  if j[1] then
+    local attempt, token = tonumber(j[2]) + 1, tonumber(j[5]) + 1
+    redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
+    leased[#leased + 1] = deadline
+    leased[#leased + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = j[1]
+    out[#out + 1] = attempt
+    out[#out + 1] = tonumber(j[3])
+    out[#out + 1] = token
+    out[#out + 1] = tonumber(j[4])
+  end
+end
+if #leased > 0 then redis.call('ZADD', active, unpack(leased)) end
+
+local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+if first[1] then out[1] = math.max(0, tonumber(first[2]) - now) end
+-- Jobs remain: pass the wake-up on so another idle worker takes them.
+if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
+  redis.call('RPUSH', wake, 1)
+end
+return out

@@ -1,0 +1,30 @@
+-- heartbeat.lua: extend a batch of leases to now + lease_ms. Only a 'running' job holding the
+-- token is extended; the reply also says whether its cancellation was requested.
+--
+-- KEYS[1] active     ZSET id -> lease deadline ms
+-- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[2] lease_ms   new lease length from now
+-- ARGV[3..] per lease, 2 values: id, token
+--
+-- Output: array, per lease: 1 extended, 2 extended and cancellation requested, or an error code
+-- Errors: -1 stale token (or job not running), -2 job missing
+
+local active = KEYS[1]
+local prefix, lease = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local j = redis.call('HMGET', prefix .. 'job:' .. id, 's', 't', 'c')
+  if not j[1] then
+    out[#out + 1] = -2
+  elseif j[1] ~= 'running' or j[2] ~= token then
+    out[#out + 1] = -1
+  else
+    redis.call('ZADD', active, 'XX', now + lease, id)
+    if j[3] == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
+  end
+end
+return out
