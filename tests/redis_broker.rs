@@ -255,7 +255,7 @@ async fn heartbeat_extends_leases_and_reports_lost_and_cancelled() {
 }
 
 #[tokio::test]
-async fn reap_recovers_expired_leases_and_dead_letters_exhausted_ones() {
+async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall() {
     let Some((_s, b)) = setup().await else { return };
     b.enqueue(
         "q",
@@ -283,12 +283,20 @@ async fn reap_recovers_expired_leases_and_dead_letters_exhausted_ones() {
     let second = b.fetch("q", 1, 30, "w").await.unwrap().jobs.remove(0);
     assert_eq!(second.attempt, 2);
     tokio::time::sleep(Duration::from_millis(60)).await;
+    let reaped = b.reap("q", 60_000).await.unwrap();
     assert_eq!(
-        b.reap("q", 60_000).await.unwrap(),
-        ReapOutcome {
-            requeued: 0,
-            dead: 1
-        }
+        (reaped.requeued, reaped.dead),
+        (1, 0),
+        "stalls are not retries"
+    );
+    let second = b.fetch("q", 1, 30, "w").await.unwrap().jobs.remove(0);
+    assert_eq!(second.attempt, 3);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let reaped = b.reap("q", 60_000).await.unwrap();
+    assert_eq!(
+        (reaped.requeued, reaped.dead),
+        (0, 1),
+        "third stall dead-letters"
     );
     assert_eq!(
         b.fail("q", vec![fail_of(&second, None)]).await.unwrap(),

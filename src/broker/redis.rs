@@ -367,7 +367,7 @@ impl Broker for RedisBroker {
         let k = QueueKeys::new(queue)?;
         let keys = vec![k.active(), k.ready(), k.scheduled(), k.dead(), k.wake()];
         let mut call = Call::new(ScriptId::Reap, keys);
-        call.arg(k.prefix()).arg(dead_ttl_ms);
+        call.arg(k.prefix()).arg(dead_ttl_ms).arg(MAX_STALLS);
         let (requeued, dead) = parse_pair(self.run(&call).await?, "reap")?;
         Ok(ReapOutcome { requeued, dead })
     }

@@ -23,7 +23,7 @@ for _, id in ipairs(ids) do
   local jk = prefix .. 'job:' .. id
   local j = redis.call('HMGET', jk, 's', 't', 'rs')
   if j[1] == 'dead' then
-    redis.call('HSET', jk, 's', 'queued', 'a', 0, 't', tonumber(j[2]) + 1, 'c', 0)
+    redis.call('HSET', jk, 's', 'queued', 'a', 0, 'sl', 0, 't', tonumber(j[2]) + 1, 'c', 0)
     redis.call('PERSIST', jk)
     redis.call('ZADD', ready, j[3], id)
     moved = moved + 1

@@ -366,12 +366,20 @@ async fn reap_requeues_expired_lease_then_dead_letters_on_third_stall() {
     );
     b.advance(LEASE + 1);
     let reaped = b.reap(Q, DAY).await.unwrap();
-    assert_eq!((reaped.requeued, reaped.dead), (1, 0), "stalls are not retries");
+    assert_eq!(
+        (reaped.requeued, reaped.dead),
+        (1, 0),
+        "stalls are not retries"
+    );
     let third = fetch(&b, 1).await;
     assert_eq!((third[0].id.as_str(), third[0].attempt), ("a", 3));
     b.advance(LEASE + 1);
     let reaped = b.reap(Q, DAY).await.unwrap();
-    assert_eq!((reaped.requeued, reaped.dead), (0, 1), "third stall dead-letters");
+    assert_eq!(
+        (reaped.requeued, reaped.dead),
+        (0, 1),
+        "third stall dead-letters"
+    );
 
     let info = b.job(Q, "a").await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Dead);
