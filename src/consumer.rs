@@ -426,7 +426,7 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let ids: Vec<String> = acks.iter().map(|a| a.lease.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.ack(q, acks.clone())).await;
-        sh.settle(ids, res.iter().map(|ok| *ok), &sh.stats.acked);
+        sh.settle(ids, res.iter().copied(), &sh.stats.acked);
     }
     if !fails.is_empty() {
         let ids: Vec<String> = fails.iter().map(|f| f.lease.id.clone()).collect();
@@ -439,7 +439,7 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let ids: Vec<String> = releases.iter().map(|l| l.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.release(q, releases.clone())).await;
-        sh.settle(ids, res.iter().map(|ok| *ok), &sh.stats.released);
+        sh.settle(ids, res.iter().copied(), &sh.stats.released);
     }
     for tx in waiters {
         let _ = tx.send(());

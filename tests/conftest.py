@@ -37,8 +37,20 @@ class RedisServer:
             pytest.skip("redis-server not installed")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="asyncq-redis-")
-        self.args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", self.dir, *extra]
+        self.args = [
+            REDIS,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            *extra,
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -50,9 +62,10 @@ class RedisServer:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
-            ) as s:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
+            ):
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
                     return
@@ -60,8 +73,13 @@ class RedisServer:
         raise RuntimeError("redis-server did not start")
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
-                             text=True, check=True, timeout=10)
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
         return out.stdout.strip()
 
     def stop(self) -> None:

@@ -53,9 +53,17 @@ async def test_values_round_trip(app: asyncq.App) -> None:
         return value
 
     value = {
-        "none": None, "big": 2**100, "neg": -(2**70), "f": 1.5, "b": b"\x00\xff",
-        "t": (1, (2, 3)), "l": [1, "x"], "dt": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
-        "d": dt.date(2024, 5, 1), "u": uuid.UUID(int=7), "dec": decimal.Decimal("1.10"),
+        "none": None,
+        "big": 2**100,
+        "neg": -(2**70),
+        "f": 1.5,
+        "b": b"\x00\xff",
+        "t": (1, (2, 3)),
+        "l": [1, "x"],
+        "dt": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
+        "d": dt.date(2024, 5, 1),
+        "u": uuid.UUID(int=7),
+        "dec": decimal.Decimal("1.10"),
         7: "int key",
     }
     async with running(app):
@@ -95,8 +103,11 @@ async def test_delay_and_eta_honoured(app: asyncq.App, how: str) -> None:
     async with running(app):
         await asyncio.sleep(0.2)  # the worker is idle and blocked on the broker
         due = time.time() + 0.5
-        opts = stamp.options(delay=0.5) if how == "delay" else stamp.options(
-            eta=dt.datetime.fromtimestamp(due, dt.UTC))
+        opts = (
+            stamp.options(delay=0.5)
+            if how == "delay"
+            else stamp.options(eta=dt.datetime.fromtimestamp(due, dt.UTC))
+        )
         job = await opts.enqueue()
         assert await job.status() == "scheduled"
         await job.result(timeout=10)
@@ -286,8 +297,13 @@ async def test_middleware_hooks(broker_url: str, queue: str) -> None:
         await (await ok.enqueue()).result(timeout=10)
         with pytest.raises(asyncq.JobFailed):
             await (await bad.enqueue()).result(timeout=10)
-    assert seen[:5] == ["before_enqueue", "after_enqueue", "before_execute", "after_execute",
-                        "on_success:1"]
+    assert seen[:5] == [
+        "before_enqueue",
+        "after_enqueue",
+        "before_execute",
+        "after_execute",
+        "on_success:1",
+    ]
     assert seen[5:].count("on_retry") == 1 and seen[-1] == "on_failure"
 
 
@@ -298,8 +314,15 @@ async def test_stale_ack_refused_after_lease_expiry(broker_url: str, queue: str)
     async def job_fn() -> None: ...
 
     handle = await job_fn.enqueue()
-    kw = dict(lease=0.3, heartbeat=60.0, reap=0.1, idle_wait=1.0, result_ttl=60.0,
-              dead_ttl=60.0, max_payload=1 << 20)
+    kw = dict(
+        lease=0.3,
+        heartbeat=60.0,
+        reap=0.1,
+        idle_wait=1.0,
+        result_ttl=60.0,
+        dead_ttl=60.0,
+        max_payload=1 << 20,
+    )
     first = await app.broker.consumer(queue, "w1", [job_fn.name], **kw)
     (job1,) = await first.fetch(10)
     second = await app.broker.consumer(queue, "w2", [job_fn.name], **kw)

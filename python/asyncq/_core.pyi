@@ -3,6 +3,17 @@
 from collections.abc import Awaitable
 from typing import Any, final
 
+__all__ = [
+    "AsyncqError",
+    "Broker",
+    "BrokerError",
+    "Consumer",
+    "Job",
+    "JobInfo",
+    "PayloadError",
+    "__version__",
+]
+
 __version__: str
 
 class AsyncqError(Exception): ...
@@ -85,9 +96,7 @@ class Consumer:
     def close(self, timeout: float) -> Awaitable[bool]: ...
     def stats(self) -> dict[str, int]: ...
 
-EnqueueOptions = tuple[
-    int, float | None, int, float | None, float | None, str | None, float, int
-]
+_EnqueueOptions = tuple[int, float | None, int, float | None, float | None, str | None, float, int]
 
 @final
 class Broker:
@@ -100,7 +109,7 @@ class Broker:
         task: str,
         arg_names: list[str],
         items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
-        options: EnqueueOptions,
+        options: _EnqueueOptions,
     ) -> Awaitable[list[tuple[str, bool]]]: ...
     def enqueue_blocking(
         self,
@@ -108,7 +117,7 @@ class Broker:
         task: str,
         arg_names: list[str],
         items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
-        options: EnqueueOptions,
+        options: _EnqueueOptions,
     ) -> list[tuple[str, bool]]: ...
     def enqueue_raw(
         self, queue: str, payloads: list[bytes], max_attempts: int

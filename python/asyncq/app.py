@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from ._core import Broker
 from .backoff import Exponential
 from .job import JobHandle
-from .middleware import Middleware
+from .middleware import Middleware, call_hook
 from .task import EnqueueOptions, Task, TaskConfig
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .worker import Worker
 
 __all__ = ["App"]
 
@@ -81,7 +78,7 @@ class App:
         return f"App({self.url!r}, tasks={len(self.tasks)})"
 
     @overload
-    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...  # type: ignore[overload-overlap]
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -203,12 +200,12 @@ class App:
         Returns:
             The worker (call ``await worker.run()``).
         """
-        from .worker import Worker
-
         return Worker(self, queues, **kwargs)
 
     async def run_before_enqueue(
-        self, task: Task[Any, Any], items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+        self,
+        task: Task[Any, Any],
+        items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
         opts: EnqueueOptions,
     ) -> None:
         """Run every middleware's ``before_enqueue`` for a batch."""
@@ -225,13 +222,6 @@ class App:
                 await call_hook(mw.after_enqueue, task, handle)
 
 
-async def call_hook(hook: Callable[..., Any], *args: Any) -> None:
-    """Call a middleware hook that may be sync or async."""
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        await result
-
-
 class _TaskDecorator:
     """What ``@app.task(...)`` returns: turns a function into a typed Task."""
 
@@ -239,7 +229,7 @@ class _TaskDecorator:
         self._register = register
 
     @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...  # type: ignore[overload-overlap]
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...

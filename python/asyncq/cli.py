@@ -91,10 +91,10 @@ def load_config(path: str | None) -> dict[str, Any]:
     """
     if path is None:
         return {}
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        raise UsageError("--config needs Python 3.11+ (tomllib)") from None
+    if sys.version_info < (3, 11):
+        raise UsageError("--config needs Python 3.11+ (tomllib)")
+    tomllib: Any = importlib.import_module("tomllib")
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -104,8 +104,9 @@ def load_config(path: str | None) -> dict[str, Any]:
     return dict(section) if isinstance(section, dict) else {}
 
 
-def _run(main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
-         args: argparse.Namespace) -> int:
+def _run(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
+) -> int:
     debug = getattr(args, "log_level", "info") == "debug"
     try:
         return asyncio.run(main(args))
@@ -138,8 +139,10 @@ def worker_parser() -> argparse.ArgumentParser:
 
 async def _worker(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    configure_logging(args.log_level or cfg.get("log_level", "info"),
-                      args.log_format or cfg.get("log_format", "text"))
+    configure_logging(
+        args.log_level or cfg.get("log_level", "info"),
+        args.log_format or cfg.get("log_format", "text"),
+    )
     app_path = args.app or cfg.get("app")
     if not app_path:
         raise UsageError("no app given: asyncq-worker package.module:app")
@@ -147,7 +150,9 @@ async def _worker(args: argparse.Namespace) -> int:
     concurrency = int(args.concurrency or cfg.get("concurrency", 50))
     queues = parse_queues(args.queues or cfg.get("queues"), concurrency)
     worker = app.worker(
-        queues, concurrency=concurrency, threads=args.threads or cfg.get("threads"),
+        queues,
+        concurrency=concurrency,
+        threads=args.threads or cfg.get("threads"),
         grace=float(args.grace if args.grace is not None else cfg.get("grace", 30.0)),
     )
     try:
@@ -169,11 +174,13 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 def admin_parser() -> argparse.ArgumentParser:
     """The ``asyncq`` argument parser."""
     p = argparse.ArgumentParser(prog="asyncq", description="Inspect and manage asyncq queues.")
-    p.add_argument("--url", default=os.environ.get("ASYNCQ_URL", DEFAULT_URL),
-                   help="broker URL (default $ASYNCQ_URL or %(default)s)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("ASYNCQ_URL", DEFAULT_URL),
+        help="broker URL (default $ASYNCQ_URL or %(default)s)",
+    )
     p.add_argument("--app", help="take the broker URL from this App (package.module:app)")
-    p.add_argument("--log-level", default="warning",
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--version", action="version", version=f"asyncq {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="queues with counts per state, and live workers")
@@ -221,11 +228,19 @@ async def _job(broker: Broker, args: argparse.Namespace) -> int:
         info = await broker.job(queue, args.id)
         if info is not None:
             out = {
-                "id": info.id, "queue": info.queue, "task": info.task, "state": info.state,
-                "attempts": info.attempts, "max_attempts": info.max_attempts,
-                "priority": info.priority, "enqueued_at": info.enqueued_at,
-                "started_at": info.started_at, "finished_at": info.finished_at,
-                "worker": info.worker, "result": info.result, "error": info.error,
+                "id": info.id,
+                "queue": info.queue,
+                "task": info.task,
+                "state": info.state,
+                "attempts": info.attempts,
+                "max_attempts": info.max_attempts,
+                "priority": info.priority,
+                "enqueued_at": info.enqueued_at,
+                "started_at": info.started_at,
+                "finished_at": info.finished_at,
+                "worker": info.worker,
+                "result": info.result,
+                "error": info.error,
             }
             print(json.dumps(out, indent=2, default=repr))
             return 0
@@ -252,18 +267,17 @@ async def _retry(broker: Broker, args: argparse.Namespace) -> int:
 
 
 async def _purge(broker: Broker, args: argparse.Namespace) -> int:
-    if not args.yes and sys.stdin.isatty():
-        answer = input(f"delete every queued, scheduled and dead job of {args.queue!r}? [y/N] ")
-        if answer.strip().lower() != "y":
-            print("nothing deleted")
-            return 1
     n = await broker.purge(args.queue)
     print(f"deleted {n} job(s) from {args.queue!r}")
     return 0
 
 
 _COMMANDS: dict[str, Callable[[Broker, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-    "info": _info, "job": _job, "enqueue": _enqueue, "retry": _retry, "purge": _purge,
+    "info": _info,
+    "job": _job,
+    "enqueue": _enqueue,
+    "retry": _retry,
+    "purge": _purge,
 }
 
 
@@ -279,4 +293,9 @@ async def _admin(args: argparse.Namespace) -> int:
 def admin_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncq``."""
     args = admin_parser().parse_args(argv)
+    if args.command == "purge" and not args.yes and sys.stdin.isatty():
+        answer = input(f"delete every queued, scheduled and dead job of {args.queue!r}? [y/N] ")
+        if answer.strip().lower() != "y":
+            print("nothing deleted")
+            return 1
     return _run(_admin, args)

@@ -8,6 +8,8 @@ lose the job.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,14 +17,17 @@ if TYPE_CHECKING:
     from .job import JobHandle
     from .task import EnqueueOptions, Task
 
-__all__ = ["Middleware"]
+__all__ = ["Middleware", "call_hook"]
 
 
 class Middleware:
     """Base class with documented no-op hooks."""
 
     async def before_enqueue(
-        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         options: EnqueueOptions,
     ) -> None:
         """Called before a job is written. Raise to refuse the enqueue."""
@@ -44,3 +49,10 @@ class Middleware:
 
     async def on_retry(self, ctx: JobContext, exc: BaseException) -> None:
         """Called when the task failed and will be retried."""
+
+
+async def call_hook(hook: Callable[..., Any], *args: Any) -> None:
+    """Call a middleware hook that may be sync or async."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        await result

@@ -197,12 +197,21 @@ class BoundTask(Generic[P, R]):
     def _queue(self) -> str:
         return self.opts.queue or self.task.config.queue
 
-    def _core_options(self) -> tuple[int, float | None, int, float | None, float | None,
-                                     str | None, float, int]:
+    def _core_options(
+        self,
+    ) -> tuple[int, float | None, int, float | None, float | None, str | None, float, int]:
         cfg, app, o = self.task.config, self.task.app, self.opts
         priority = cfg.priority if o.priority is None else o.priority
-        return (cfg.retries + 1, cfg.timeout, priority, o.delay, o.eta, o.key,
-                app.key_ttl, app.max_payload)
+        return (
+            cfg.retries + 1,
+            cfg.timeout,
+            priority,
+            o.delay,
+            o.eta,
+            o.key,
+            app.key_ttl,
+            app.max_payload,
+        )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job with these options (see :meth:`Task.enqueue`)."""
@@ -237,4 +246,3 @@ class BoundTask(Generic[P, R]):
         if app.middleware:
             await app.run_after_enqueue(task, handles)
         return handles
-

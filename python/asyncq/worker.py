@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import BrokerError, Consumer, Job
 from ._threads import ThreadPool, default_size
-from .app import call_hook
 from .context import JobContext, _current
+from .middleware import call_hook
 
 if TYPE_CHECKING:
     from .app import App
@@ -106,7 +107,7 @@ class Worker:
             BrokerError: The broker could not be reached at start.
         """
         await self._open_lanes()
-        background = [asyncio.ensure_future(self._register_loop())]
+        background: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._register_loop())]
         for lane in self._lanes:
             background.append(asyncio.ensure_future(self._consume(lane)))
             background.append(asyncio.ensure_future(self._watch(lane)))
@@ -134,9 +135,15 @@ class Worker:
         app, names = self.app, list(self.app.tasks)
         for queue, limit in self.queues.items():
             consumer = await app.broker.consumer(
-                queue, self.worker_id, names,
-                lease=app.lease, heartbeat=app.heartbeat, reap=app.reaper,
-                idle_wait=self.idle_wait, result_ttl=app.result_ttl, dead_ttl=app.dead_ttl,
+                queue,
+                self.worker_id,
+                names,
+                lease=app.lease,
+                heartbeat=app.heartbeat,
+                reap=app.reaper,
+                idle_wait=self.idle_wait,
+                result_ttl=app.result_ttl,
+                dead_ttl=app.dead_ttl,
                 max_payload=app.max_payload,
             )
             self._lanes.append(_Lane(queue, limit, consumer))
@@ -153,8 +160,11 @@ class Worker:
             log.warning("second %s: stopping now, handing running jobs back", sig.name)
             self.stop(now=True)
         else:
-            log.info("%s: finishing running jobs (up to %ss), send again to stop now",
-                     sig.name, self.grace)
+            log.info(
+                "%s: finishing running jobs (up to %ss), send again to stop now",
+                sig.name,
+                self.grace,
+            )
             self.stop()
 
     async def _shutdown(self, background: list[asyncio.Future[Any]]) -> None:
@@ -162,8 +172,9 @@ class Worker:
         running = [t for lane in self._lanes for t, _ in lane.running.values()]
         if running and not self._now.is_set():
             now_wait = asyncio.ensure_future(self._now.wait())
-            await asyncio.wait([*running, now_wait], timeout=self.grace,
-                               return_when=asyncio.ALL_COMPLETED)
+            await asyncio.wait(
+                [*running, now_wait], timeout=self.grace, return_when=asyncio.ALL_COMPLETED
+            )
             now_wait.cancel()
         await self._release_unfinished()
         for fut in background:
@@ -177,10 +188,8 @@ class Worker:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        try:
+        with contextlib.suppress(BrokerError):
             await self.app.broker.unregister_worker(self.worker_id)
-        except BrokerError:
-            pass
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
 
     async def _release_unfinished(self) -> None:
@@ -192,15 +201,18 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _register_loop(self) -> None:
-        info = json.dumps({
-            "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
-            "started_at": self.stats.started_at,
-        })
+        info = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "started_at": self.stats.started_at,
+            }
+        )
         while True:
-            try:
+            # The consumers log broker outages once per state change; no need to here.
+            with contextlib.suppress(BrokerError):
                 await self.app.broker.register_worker(self.worker_id, info, self.app.lease * 2)
-            except BrokerError:
-                pass  # the consumers log broker outages once per state change
             await asyncio.sleep(self.app.heartbeat)
 
     # ---- consuming -------------------------------------------------------------------------
@@ -234,10 +246,13 @@ class Worker:
                 self._cancel_requested.add(detail)
                 entry[0].cancel()
         elif kind == "lost":
-            log.warning("job %s: lease lost (taken over after expiry); its outcome will be "
-                        "refused", detail)
+            log.warning(
+                "job %s: lease lost (taken over after expiry); its outcome will be refused", detail
+            )
         elif kind == "broker_down":
-            log.error("queue %s: broker unreachable (%s); retrying with backoff", lane.queue, detail)
+            log.error(
+                "queue %s: broker unreachable (%s); retrying with backoff", lane.queue, detail
+            )
         elif kind == "broker_up":
             log.warning("queue %s: broker reachable again", lane.queue)
         elif kind == "refused":
@@ -250,8 +265,9 @@ class Worker:
 
     async def _execute(self, lane: _Lane, job: Job) -> None:
         task = self.app.tasks[job.task]
-        ctx = JobContext(job.id, job.task, job.queue, job.attempt, job.max_attempts, job.token,
-                         job.enqueued_at)
+        ctx = JobContext(
+            job.id, job.task, job.queue, job.attempt, job.max_attempts, job.token, job.enqueued_at
+        )
         _current.set(ctx)
         mw = self.app.middleware
         started = time.monotonic()
@@ -298,8 +314,9 @@ class Worker:
     def _on_cancelled(self, lane: _Lane, job: Job) -> None:
         if job.id in self._cancel_requested:
             self._cancel_requested.discard(job.id)
-            lane.consumer.fail(job, "JobCancelled", "cancelled while running", "", "cancelled",
-                               None)
+            lane.consumer.fail(
+                job, "JobCancelled", "cancelled while running", "", "cancelled", None
+            )
             self.stats.failed += 1
             log.info("job %s (%s) cancelled on request", job.id, job.task)
         else:
@@ -307,8 +324,13 @@ class Worker:
             self.stats.released += 1
 
     async def _on_error(
-        self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext,
-        exc: Exception, elapsed: float,
+        self,
+        lane: _Lane,
+        task: Task[Any, Any],
+        job: Job,
+        ctx: JobContext,
+        exc: Exception,
+        elapsed: float,
     ) -> None:
         for m in self.app.middleware:
             await call_hook(m.after_execute, ctx)
@@ -322,13 +344,26 @@ class Worker:
         lane.consumer.fail(job, type(exc).__qualname__, message, tb, reason, retry)
         if will_retry:
             self.stats.retried += 1
-            log.info("job %s (%s) attempt %d/%d failed, will retry: %s: %s", job.id, job.task,
-                     job.attempt, job.max_attempts, type(exc).__name__, message)
+            log.info(
+                "job %s (%s) attempt %d/%d failed, will retry: %s: %s",
+                job.id,
+                job.task,
+                job.attempt,
+                job.max_attempts,
+                type(exc).__name__,
+                message,
+            )
             hook = "on_retry"
         else:
             self.stats.failed += 1
-            log.warning("job %s (%s) failed for good after %d attempt(s): %s: %s", job.id,
-                        job.task, job.attempt, type(exc).__name__, message)
+            log.warning(
+                "job %s (%s) failed for good after %d attempt(s): %s: %s",
+                job.id,
+                job.task,
+                job.attempt,
+                type(exc).__name__,
+                message,
+            )
             hook = "on_failure"
         for m in self.app.middleware:
             await call_hook(getattr(m, hook), ctx, exc)
