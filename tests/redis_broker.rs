@@ -566,3 +566,22 @@ async fn connection_loss_is_an_error_and_the_broker_reconnects() {
     b.enqueue("q", vec![job("a", 1)]).await.unwrap();
     b.wait("q", 1_000).await.unwrap();
 }
+
+#[tokio::test]
+async fn bulk_enqueue_larger_than_one_script_chunk_keeps_fifo() {
+    let Some((_s, b)) = setup().await else { return };
+    let jobs: Vec<NewJob> = (0..2500).map(|i| job(&format!("j{i:05}"), 0)).collect();
+    let out = b.enqueue("q", jobs).await.unwrap();
+    assert_eq!(out.len(), 2500);
+    assert!(out.iter().all(|e| e.created));
+    let mut seen = Vec::new();
+    loop {
+        let got = b.fetch("q", 1000, 30_000, "w").await.unwrap();
+        if got.jobs.is_empty() {
+            break;
+        }
+        seen.extend(got.jobs.into_iter().map(|j| j.id));
+    }
+    let expected: Vec<String> = (0..2500).map(|i| format!("j{i:05}")).collect();
+    assert_eq!(seen, expected);
+}

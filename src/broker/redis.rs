@@ -19,6 +19,9 @@ use super::scripts::{
 };
 use super::*;
 
+/// Most jobs per enqueue script call: the script unpacks two set entries per job, and Lua's
+/// `unpack` stops at about 8,000 values.
+const ENQUEUE_CHUNK: usize = 1000;
 /// How many jobs a looping maintenance call (purge, retry all) handles per script run.
 const CHUNK: usize = 1000;
 /// Extra time a blocking wait gets beyond its own timeout before the client gives up on it.
@@ -79,6 +82,26 @@ impl RedisBroker {
     /// A handle on the shared connection (cheap clone; it reconnects by itself after errors).
     fn con(&self) -> ConnectionManager {
         self.con.clone()
+    }
+
+    /// One enqueue script call for at most `ENQUEUE_CHUNK` jobs.
+    async fn enqueue_chunk(&self, k: &QueueKeys, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        let mut call = Call::new(
+            ScriptId::Enqueue,
+            vec![k.ready(), k.scheduled(), k.seq(), k.wake()],
+        );
+        call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
+        for job in jobs {
+            call.arg(&job.id)
+                .arg(job.payload.as_slice())
+                .arg(job.priority);
+            call.arg(opt(job.delay_ms))
+                .arg(opt(job.eta_ms))
+                .arg(job.max_attempts);
+            call.arg(job.key.as_deref().unwrap_or(""))
+                .arg(job.key_ttl_ms);
+        }
+        parse_enqueue(self.run(&call).await?, jobs.len())
     }
 
     async fn run(&self, call: &Call) -> Result<Value> {
@@ -218,22 +241,16 @@ impl Broker for RedisBroker {
         }
         jobs.iter().try_for_each(check_priority)?;
         self.remember_queue(queue).await?;
-        let mut call = Call::new(
-            ScriptId::Enqueue,
-            vec![k.ready(), k.scheduled(), k.seq(), k.wake()],
-        );
-        call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
-        for job in &jobs {
-            call.arg(&job.id)
-                .arg(job.payload.as_slice())
-                .arg(job.priority);
-            call.arg(opt(job.delay_ms))
-                .arg(opt(job.eta_ms))
-                .arg(job.max_attempts);
-            call.arg(job.key.as_deref().unwrap_or(""))
-                .arg(job.key_ttl_ms);
+        // Chunks go out together on the multiplexed connection: one round trip in practice,
+        // while each script call stays within Lua's unpack limit.
+        let calls = jobs
+            .chunks(ENQUEUE_CHUNK)
+            .map(|chunk| self.enqueue_chunk(&k, chunk));
+        let mut out = Vec::with_capacity(jobs.len());
+        for part in futures::future::join_all(calls).await {
+            out.extend(part?);
         }
-        parse_enqueue(self.run(&call).await?, jobs.len())
+        Ok(out)
     }
 
     async fn fetch(

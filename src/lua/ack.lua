@@ -14,6 +14,7 @@ local prefix = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, ok = {}, 0
+local done = {} -- removed from the active set with one ZREM for the whole batch
 
 for i = 2, #ARGV, 4 do
   local id, token, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
@@ -25,7 +26,7 @@ for i = 2, #ARGV, 4 do
     out[#out + 1] = -1
   else
     redis.call('HSET', jk, 's', 'succeeded', 'r', ARGV[i + 2], 'f', now)
-    redis.call('ZREM', active, id)
+    done[#done + 1] = id
     if ttl > 0 then
       redis.call('PEXPIRE', jk, ttl)
       if j[3] then redis.call('PEXPIRE', prefix .. 'key:' .. j[3], ttl) end
@@ -35,5 +36,8 @@ for i = 2, #ARGV, 4 do
   end
 end
 
-if ok > 0 then redis.call('HINCRBY', stats, 'succeeded', ok) end
+if ok > 0 then
+  redis.call('ZREM', active, unpack(done))
+  redis.call('HINCRBY', stats, 'succeeded', ok)
+end
 return out

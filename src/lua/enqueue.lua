@@ -22,6 +22,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = redis.call('INCRBY', seqkey, count) - count
 local out, created = {}, 0
+-- Set entries are gathered and added with one ZADD per set: one command instead of one per job.
+local now_ready, later = {}, {}
 
 for i = 4, #ARGV, 8 do
   local id, key = ARGV[i], ARGV[i + 6]
@@ -57,10 +59,12 @@ for i = 4, #ARGV, 8 do
       fields[#fields + 1] = 'scheduled'
       fields[#fields + 1] = 'd'
       fields[#fields + 1] = due
-      redis.call('ZADD', scheduled, due, id)
+      later[#later + 1] = due
+      later[#later + 1] = id
     else
       fields[#fields + 1] = 'queued'
-      redis.call('ZADD', ready, rs, id)
+      now_ready[#now_ready + 1] = rs
+      now_ready[#now_ready + 1] = id
     end
     redis.call('HSET', jk, unpack(fields))
     out[#out + 1] = id
@@ -68,6 +72,9 @@ for i = 4, #ARGV, 8 do
     created = created + 1
   end
 end
+
+if #now_ready > 0 then redis.call('ZADD', ready, unpack(now_ready)) end
+if #later > 0 then redis.call('ZADD', scheduled, unpack(later)) end
 
 -- Wake even for scheduled jobs: a waiter may be sleeping past the new job's due time.
 if created > 0 and redis.call('LLEN', wake) == 0 then
