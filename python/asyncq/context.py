@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
+from ._core import Job
+
 __all__ = ["JobContext", "current_job"]
 
 
@@ -30,8 +32,16 @@ class JobContext:
     token: int
     enqueued_at: float
 
+    @classmethod
+    def of(cls, job: Job) -> JobContext:
+        """Build the context of a leased job."""
+        return cls(
+            job.id, job.task, job.queue, job.attempt, job.max_attempts, job.token, job.enqueued_at
+        )
 
-_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("asyncq_job")
+
+# The worker stores the leased Job itself (no allocation per job); contexts are built on demand.
+_current: contextvars.ContextVar[Job] = contextvars.ContextVar("asyncq_job")
 
 
 def current_job() -> JobContext:
@@ -43,4 +53,4 @@ def current_job() -> JobContext:
     Raises:
         LookupError: When called outside a job.
     """
-    return _current.get()
+    return JobContext.of(_current.get())

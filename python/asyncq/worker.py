@@ -264,17 +264,21 @@ class Worker:
     # ---- executing -------------------------------------------------------------------------
 
     async def _execute(self, lane: _Lane, job: Job) -> None:
+        # The hot path: no allocation or await beyond the task's own when no middleware is set.
         task = self.app.tasks[job.task]
-        ctx = JobContext(
-            job.id, job.task, job.queue, job.attempt, job.max_attempts, job.token, job.enqueued_at
-        )
-        _current.set(ctx)
-        mw = self.app.middleware
+        _current.set(job)
+        ctx = JobContext.of(job) if self.app.middleware else None
         started = time.monotonic()
         try:
-            for m in mw:
-                await call_hook(m.before_execute, ctx)
-            result = await self._call(task, job)
+            if ctx is not None:
+                for m in self.app.middleware:
+                    await call_hook(m.before_execute, ctx)
+            if task.is_async:
+                aw = task.fn(*job.args, **job.kwargs)
+            else:
+                aw = self._pool.run(task.fn, job.args, job.kwargs)
+            timeout = task.config.timeout
+            result = await (aw if timeout is None else asyncio.wait_for(aw, timeout))
         except asyncio.CancelledError:
             self._on_cancelled(lane, job)
         except Exception as exc:
@@ -285,21 +289,12 @@ class Worker:
             del lane.running[job.id]
             lane.slot_free.set()
 
-    async def _call(self, task: Task[Any, Any], job: Job) -> Any:
-        if task.is_async:
-            aw = task.fn(*job.args, **job.kwargs)
-        else:
-            aw = self._pool.run(task.fn, job.args, job.kwargs)
-        timeout = task.config.timeout
-        if timeout is None:
-            return await aw
-        return await asyncio.wait_for(aw, timeout)
-
     async def _on_success(
-        self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext, result: Any
+        self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext | None, result: Any
     ) -> None:
-        for m in self.app.middleware:
-            await call_hook(m.after_execute, ctx)
+        if ctx is not None:
+            for m in self.app.middleware:
+                await call_hook(m.after_execute, ctx)
         try:
             lane.consumer.ack(job, result, task.config.result_ttl)
         except TypeError as exc:
@@ -308,8 +303,9 @@ class Worker:
             log.error("job %s (%s): result not serializable: %s", job.id, job.task, exc)
             return
         self.stats.succeeded += 1
-        for m in self.app.middleware:
-            await call_hook(m.on_success, ctx, result)
+        if ctx is not None:
+            for m in self.app.middleware:
+                await call_hook(m.on_success, ctx, result)
 
     def _on_cancelled(self, lane: _Lane, job: Job) -> None:
         if job.id in self._cancel_requested:
@@ -328,12 +324,13 @@ class Worker:
         lane: _Lane,
         task: Task[Any, Any],
         job: Job,
-        ctx: JobContext,
+        ctx: JobContext | None,
         exc: Exception,
         elapsed: float,
     ) -> None:
-        for m in self.app.middleware:
-            await call_hook(m.after_execute, ctx)
+        if ctx is not None:
+            for m in self.app.middleware:
+                await call_hook(m.after_execute, ctx)
         timeout = task.config.timeout
         timed_out = isinstance(exc, TimeoutError) and timeout is not None and elapsed >= timeout
         reason = "timeout" if timed_out else "exception"
@@ -365,5 +362,6 @@ class Worker:
                 message,
             )
             hook = "on_failure"
-        for m in self.app.middleware:
-            await call_hook(getattr(m, hook), ctx, exc)
+        if ctx is not None:
+            for m in self.app.middleware:
+                await call_hook(getattr(m, hook), ctx, exc)
