@@ -125,7 +125,10 @@ where
     let (fut_ref, loop_ref) = (py_fut.clone().unbind(), event_loop.unbind());
     let task = rt.spawn(async move {
         let out = fut.await;
-        let _ = tokio::task::spawn_blocking(move || complete(fut_ref, loop_ref, out));
+        // Detached: the completion runs even if this task is aborted meanwhile.
+        drop(tokio::task::spawn_blocking(move || {
+            complete(fut_ref, loop_ref, out)
+        }));
     });
     py_fut.call_method1("add_done_callback", (AbortOnCancel(task.abort_handle()),))?;
     Ok(py_fut)
