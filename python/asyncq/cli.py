@@ -113,7 +113,8 @@ def _run(
     except (UsageError, AsyncqError, ValueError, TypeError) as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # One line: some driver errors span several (e.g. a non-Redis server's reply).
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -168,13 +168,17 @@ class Worker:
             self.stop()
 
     async def _shutdown(self, background: list[asyncio.Future[Any]]) -> None:
-        self.stop()
+        if not self._stop.is_set():  # a second stop() would skip the grace period
+            self.stop()
         running = [t for lane in self._lanes for t, _ in lane.running.values()]
         if running and not self._now.is_set():
+            # Until every job is done, a second signal, or the grace period ends.
+            all_done = asyncio.ensure_future(asyncio.wait(running))
             now_wait = asyncio.ensure_future(self._now.wait())
             await asyncio.wait(
-                [*running, now_wait], timeout=self.grace, return_when=asyncio.ALL_COMPLETED
+                [all_done, now_wait], timeout=self.grace, return_when=asyncio.FIRST_COMPLETED
             )
+            all_done.cancel()
             now_wait.cancel()
         await self._release_unfinished()
         for fut in background:
