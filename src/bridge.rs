@@ -1,17 +1,22 @@
 //! The only place that turns Rust futures into Python awaitables or blocks on them.
 //!
-//! Everything passed in must already be owned Rust data: the GIL is never held inside a tokio task.
+//! Everything passed in must already be owned Rust data, and no tokio thread ever attaches to
+//! Python. A finished future is pushed onto its event loop's completion queue, and the loop is
+//! woken through a socket it watches with `add_reader`; the loop's own thread then converts the
+//! output to Python objects and settles the asyncio futures, many per wake-up under load.
 //!
-//! Exit safety: a finished future is handed to its asyncio loop from a tokio blocking thread that
-//! attaches to Python. If the interpreter starts finalizing while such a thread is attached (the
-//! main thread can run to exit while it waits in `call_soon_threadsafe`'s socket write), CPython
-//! aborts or segfaults the process. So completions are counted, and an `atexit` hook (installed by
-//! [`install_exit_hook`], run before finalization starts) turns new completions away and waits,
-//! with the GIL released, for the running ones to detach.
+//! Why not `call_soon_threadsafe` from a thread holding the GIL (what pyo3-async-runtimes does)?
+//! That costs a GIL acquisition on a foreign thread per completion, fights the loop thread for
+//! the GIL, and lets a foreign thread be inside Python while the interpreter finalizes, which
+//! aborts the process at exit. Here the tokio side only locks a mutex and writes one byte.
+// NOTE: awaited `Broker.now()` on memory:// cost 78 us per call through pyo3-async-runtimes' bridge
+// on this 2-core host under load; see docs/performance.md for the figures after this change.
 
 use std::future::Future;
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -21,44 +26,109 @@ use tokio::task::AbortHandle;
 use crate::errors::Result;
 use crate::runtime;
 
-/// `(exiting, completions attached to Python right now)`.
-static COMPLETIONS: Mutex<(bool, usize)> = Mutex::new((false, 0));
-static DETACHED: Condvar = Condvar::new();
-/// Longest the exit hook waits for completions to detach.
-const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// Turns a finished output into a Python object; runs on the loop's thread.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-fn completions() -> std::sync::MutexGuard<'static, (bool, usize)> {
-    COMPLETIONS.lock().unwrap_or_else(|p| p.into_inner())
+/// A finished Rust future waiting to settle its asyncio future.
+struct Completion {
+    fut: Py<PyAny>,
+    convert: Convert,
 }
 
-/// Register the exit hook; called once from module init.
-pub fn install_exit_hook(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let hook = wrap_pyfunction!(quiesce, m)?;
-    m.py().import("atexit")?.call_method1("register", (hook,))?;
-    Ok(())
+/// Per event loop: the completion queue and the socket pair that wakes the loop.
+struct Inbox {
+    queue: Mutex<Vec<Completion>>,
+    /// Written by tokio threads (one byte when the queue turns non-empty).
+    tx: UnixStream,
+    /// Watched by the loop with `add_reader`.
+    rx: UnixStream,
 }
 
-/// atexit: no completion attaches to Python from now on; wait for those attached to finish.
-#[pyfunction]
-fn quiesce(py: Python<'_>) {
-    py.detach(|| {
-        let mut guard = completions();
-        guard.0 = true;
-        let _ = DETACHED
-            .wait_timeout_while(guard, EXIT_WAIT, |g| g.1 > 0)
-            .unwrap_or_else(|p| p.into_inner());
-    });
-}
-
-/// Runs on the loop's thread: settle the asyncio future unless it was cancelled meanwhile.
-#[pyfunction]
-fn settle(fut: &Bound<'_, PyAny>, ok: bool, value: &Bound<'_, PyAny>) -> PyResult<()> {
-    if fut.call_method0("cancelled")?.is_truthy()? {
-        return Ok(());
+impl Inbox {
+    fn new() -> std::io::Result<Inbox> {
+        let (tx, rx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        Ok(Inbox {
+            queue: Mutex::new(Vec::new()),
+            tx,
+            rx,
+        })
     }
-    let method = if ok { "set_result" } else { "set_exception" };
-    fut.call_method1(method, (value,))?;
-    Ok(())
+
+    fn push(&self, c: Completion) {
+        let first = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.push(c);
+            q.len() == 1
+        };
+        if first {
+            // A full socket buffer means wake-ups are already pending: nothing is lost.
+            let _ = (&self.tx).write(&[1]);
+        }
+    }
+
+    /// Drain the wake-up bytes, then take everything queued (in that order: a push after the
+    /// take always writes a fresh byte, so no completion can be left without a wake-up).
+    fn take(&self) -> Vec<Completion> {
+        let mut buf = [0u8; 256];
+        loop {
+            match (&self.rx).read(&mut buf) {
+                Ok(n) if n == buf.len() => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock: drained
+            }
+        }
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The loop-side reader callback (and owner of the inbox for as long as the loop lives).
+#[pyclass(frozen)]
+struct LoopInbox(Arc<Inbox>);
+
+#[pymethods]
+impl LoopInbox {
+    /// Settle every queued completion; a future cancelled meanwhile is left alone.
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        for c in self.0.take() {
+            let fut = c.fut.bind(py);
+            if fut.call_method0("cancelled")?.is_truthy()? {
+                continue;
+            }
+            match (c.convert)(py) {
+                Ok(value) => fut.call_method1("set_result", (value,))?,
+                Err(err) => fut.call_method1("set_exception", (err.into_value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `WeakKeyDictionary` loop -> LoopInbox: the inbox (and its sockets) goes with its loop.
+static INBOXES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
+    let py = event_loop.py();
+    let inboxes = INBOXES
+        .get_or_try_init(py, || {
+            py.import("weakref")?
+                .call_method0("WeakKeyDictionary")
+                .map(Bound::unbind)
+        })?
+        .bind(py);
+    if let Some(found) = inboxes
+        .call_method1("get", (event_loop,))?
+        .extract::<Option<Bound<'_, LoopInbox>>>()?
+    {
+        return Ok(found.get().0.clone());
+    }
+    let inbox = Arc::new(Inbox::new()?);
+    let reader = Bound::new(py, LoopInbox(inbox.clone()))?;
+    event_loop.call_method1("add_reader", (inbox.rx.as_raw_fd(), &reader))?;
+    inboxes.set_item(event_loop, &reader)?;
+    Ok(inbox)
 }
 
 /// Done-callback of the asyncio future: cancelling it aborts the Rust future.
@@ -75,44 +145,7 @@ impl AbortOnCancel {
     }
 }
 
-static SETTLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// Hand `out` to the asyncio future on its loop (from a blocking thread, attached to Python).
-fn complete<T>(fut: Py<PyAny>, event_loop: Py<PyAny>, out: PyResult<T>)
-where
-    T: for<'a> IntoPyObject<'a>,
-{
-    {
-        let mut guard = completions();
-        if guard.0 {
-            return; // exiting: the Py references are released later by pyo3's pool
-        }
-        guard.1 += 1;
-    }
-    Python::attach(|py| {
-        let (ok, value) = match out.and_then(|v| v.into_py_any(py)) {
-            Ok(v) => (true, v),
-            Err(e) => (false, e.into_value(py).into_any()),
-        };
-        let settle = SETTLE.get_or_try_init(py, || {
-            wrap_pyfunction!(settle, py).map(|f| f.into_any().unbind())
-        });
-        if let Ok(settle) = settle {
-            // Fails only when the loop is closed: nobody is waiting any more.
-            let _ = event_loop.bind(py).call_method1(
-                "call_soon_threadsafe",
-                (settle.bind(py), fut.bind(py), ok, value),
-            );
-        }
-        drop(fut);
-        drop(event_loop);
-    });
-    let mut guard = completions();
-    guard.1 -= 1;
-    if guard.1 == 0 {
-        DETACHED.notify_all();
-    }
-}
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn spawn_awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
@@ -120,15 +153,22 @@ where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     let rt = runtime::get()?;
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
+        py.import("asyncio")?
+            .getattr("get_running_loop")
+            .map(Bound::unbind)
+    })?;
+    let event_loop = get_loop.bind(py).call0()?;
+    let inbox = inbox_of(&event_loop)?;
     let py_fut = event_loop.call_method0("create_future")?;
-    let (fut_ref, loop_ref) = (py_fut.clone().unbind(), event_loop.unbind());
+    let fut_ref = py_fut.clone().unbind();
     let task = rt.spawn(async move {
         let out = fut.await;
-        // Detached: the completion runs even if this task is aborted meanwhile.
-        drop(tokio::task::spawn_blocking(move || {
-            complete(fut_ref, loop_ref, out)
-        }));
+        let convert: Convert = Box::new(move |py| out.and_then(|v| v.into_py_any(py)));
+        inbox.push(Completion {
+            fut: fut_ref,
+            convert,
+        });
     });
     py_fut.call_method1("add_done_callback", (AbortOnCancel(task.abort_handle()),))?;
     Ok(py_fut)

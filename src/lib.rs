@@ -23,6 +23,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::consumer::PyConsumer>()?;
     m.add_class::<py::consumer::PyJob>()?;
     m.add_class::<py::info::PyJobInfo>()?;
-    bridge::install_exit_hook(m)?;
     Ok(())
 }
