@@ -166,8 +166,8 @@ async def enqueue_jobs(tasks: Any, n: int) -> Enqueued:
     await enqueue_in_chunks(tasks.send_email, emails)
     out.charge = (await enqueue_in_chunks(tasks.charge_card, charges))[0]
     out.crm = (await enqueue_in_chunks(tasks.sync_to_legacy_crm, crm))[0]
-    # Per-enqueue options: these may not run before one second from now (broker clock).
-    await tasks.send_reminder.options(delay=1.0).enqueue_many(reminders)
+    # Per-enqueue options: these may not run before half a second from now (broker clock).
+    await tasks.send_reminder.options(delay=0.5).enqueue_many(reminders)
     # Enqueued last, but priority 9 puts them ahead of the whole backlog.
     for i in range(n_pages):
         out.page = await tasks.page_on_call.enqueue(f"disk 9{i}% full on db-{i}")
@@ -272,7 +272,7 @@ async def run(app: asyncq.App, tasks: Any, n: int, label: str, limit: float) -> 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The demo's command line."""
     p = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__.split("\n")[0])
-    p.add_argument("--jobs", type=int, default=5000, help="about how many jobs (default 5000)")
+    p.add_argument("--jobs", type=int, default=10_000, help="about how many jobs (default 10000)")
     p.add_argument(
         "--broker",
         choices=["auto", "redis", "memory"],
