@@ -6,14 +6,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export VIRTUAL_ENV := $(abspath $(VENV))
-export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(HOME)/.cargo/bin:$(PATH)
 PYTEST_ARGS ?=
+# Python paths ruff checks; benches/ only once it exists.
+RUFF_PATHS := python tests examples $(wildcard benches)
 
 .PHONY: help
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.deps: requirements-dev.txt
+$(VENV)/.deps: requirements-dev.txt | setup
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -33,13 +35,13 @@ build-release: venv ## build the extension (release) into the virtualenv, for be
 .PHONY: format
 format: venv ## format Rust and Python
 	cargo fmt
-	$(BIN)/ruff format python tests benches
-	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format $(RUFF_PATHS)
+	$(BIN)/ruff check --fix $(RUFF_PATHS)
 
 .PHONY: lint
 lint: venv ## ruff, cargo fmt --check, clippy
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check $(RUFF_PATHS)
+	$(BIN)/ruff format --check $(RUFF_PATHS)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
@@ -61,6 +63,10 @@ test: test-rust test-python ## all tests
 
 .PHONY: ci
 ci: lint typecheck test ## every gate CI runs
+
+.PHONY: setup
+setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
+	@bash .ci/setup
 
 .PHONY: demo
 demo: build-dev ## enqueue and process thousands of example jobs

@@ -1,0 +1,1 @@
+"""Runnable examples of asyncq. Start with ``make demo`` (runs :mod:`examples.demo`)."""
