@@ -585,3 +585,17 @@ async fn bulk_enqueue_larger_than_one_script_chunk_keeps_fifo() {
     let expected: Vec<String> = (0..2500).map(|i| format!("j{i:05}")).collect();
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn cancelled_records_expire() {
+    let Some((s, b)) = setup().await else { return };
+    b.enqueue("q", vec![job("a", 0)]).await.unwrap();
+    assert_eq!(b.cancel("q", "a").await.unwrap(), CancelOutcome::Cancelled);
+    let mut raw = s.raw().await;
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg("asyncq:{q}:job:a")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl as u64 <= CANCELLED_TTL_MS, "pttl {ttl}");
+}

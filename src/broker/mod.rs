@@ -22,6 +22,9 @@ pub const MAX_PRIORITY: i64 = 9;
 /// retries is still re-run after an ordinary worker crash.
 pub const MAX_STALLS: u32 = 3;
 
+/// How long the record of a job cancelled before it ran is kept (7 days, like dead letters).
+pub const CANCELLED_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// A job ready to be written: the payload is an already encoded envelope.
 #[derive(Debug, Clone)]
 pub struct NewJob {

@@ -401,7 +401,7 @@ impl Broker for RedisBroker {
     async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
         let k = QueueKeys::new(queue)?;
         let mut call = Call::new(ScriptId::Cancel, vec![k.ready(), k.scheduled()]);
-        call.arg(k.prefix()).arg(id);
+        call.arg(k.prefix()).arg(id).arg(CANCELLED_TTL_MS);
         let code = value_i64(&self.run(&call).await?, "cancel")?;
         match ItemError::split(code) {
             Some(Ok(1)) => Ok(CancelOutcome::Cancelled),

@@ -6,12 +6,13 @@
 -- KEYS[2] scheduled  ZSET id -> due ms
 -- ARGV[1] prefix     'asyncq:{q}:'
 -- ARGV[2] id         job id
+-- ARGV[3] ttl_ms     how long a cancelled record is kept
 --
 -- Output: integer: 1 cancelled, 2 cancellation requested, 3 already finished, or an error code
 -- Errors: -2 job missing
 
 local ready, scheduled = KEYS[1], KEYS[2]
-local prefix, id = ARGV[1], ARGV[2]
+local prefix, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local jk = prefix .. 'job:' .. id
 local state = redis.call('HGET', jk, 's')
 if not state then return -2 end
@@ -21,6 +22,7 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' then
   redis.call('HSET', jk, 's', 'cancelled', 'f', now)
   redis.call('ZREM', ready, id)
   redis.call('ZREM', scheduled, id)
+  redis.call('PEXPIRE', jk, ttl)
   return 1
 end
 if state == 'running' then

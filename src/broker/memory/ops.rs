@@ -3,7 +3,7 @@
 use super::store::{JobRecord, QueueState};
 use crate::broker::{
     Ack, CancelOutcome, Fail, FailOutcome, HeartbeatOutcome, JobState, Lease, QueueCounts,
-    ReapOutcome, MAX_STALLS,
+    ReapOutcome, CANCELLED_TTL_MS, MAX_STALLS,
 };
 use crate::codec::ErrorRecord;
 
@@ -18,12 +18,17 @@ fn lease_expired_error(stalls: u32) -> Vec<u8> {
 }
 
 /// Turn a record into a dead letter that disappears `dead_ttl_ms` from now.
+/// When a record with this TTL disappears; a TTL of 0 keeps it (as in the Redis scripts).
+pub(super) fn expiry(now: u64, ttl_ms: u64) -> Option<u64> {
+    (ttl_ms > 0).then(|| now.saturating_add(ttl_ms))
+}
+
 fn make_dead(rec: &mut JobRecord, now: u64, dead_ttl_ms: u64) {
     rec.info.state = JobState::Dead;
     rec.info.finished_ms = Some(now);
     rec.deadline = None;
     rec.dead_ms = Some(now);
-    rec.expires_ms = Some(now.saturating_add(dead_ttl_ms));
+    rec.expires_ms = expiry(now, dead_ttl_ms);
 }
 
 impl QueueState {
@@ -38,19 +43,19 @@ impl QueueState {
         if !self.holds(&ack.lease) {
             return false;
         }
-        let expires = now.saturating_add(ack.result_ttl_ms);
+        let expires = expiry(now, ack.result_ttl_ms);
         let mut key = None;
         self.update(&ack.lease.id, |rec| {
             rec.info.state = JobState::Succeeded;
             rec.info.result = Some(ack.result);
             rec.info.finished_ms = Some(now);
             rec.deadline = None;
-            rec.expires_ms = Some(expires);
+            rec.expires_ms = expires;
             key = rec.key.clone();
         });
         // The key expires with the result, but only if it still points at this job.
         if let Some(key) = key.filter(|k| self.keys.get(k).is_some_and(|e| e.id == ack.lease.id)) {
-            self.set_key_expiry(&key, expires);
+            self.set_key_expiry(&key, expires.unwrap_or(u64::MAX));
         }
         self.succeeded_total += 1;
         true
@@ -159,6 +164,7 @@ impl QueueState {
                 self.update(id, |rec| {
                     rec.info.state = JobState::Cancelled;
                     rec.info.finished_ms = Some(now);
+                    rec.expires_ms = expiry(now, CANCELLED_TTL_MS);
                 });
                 CancelOutcome::Cancelled
             }
@@ -202,6 +208,12 @@ impl QueueState {
             .chain(self.dead.iter().map(|(_, id)| id))
             .cloned()
             .collect();
+        for id in &ids {
+            let key = self.jobs.get(id).and_then(|r| r.key.clone());
+            if let Some(key) = key.filter(|k| self.keys.get(k).is_some_and(|e| &e.id == id)) {
+                self.set_key_expiry(&key, 0); // dropped by the next expiry sweep
+            }
+        }
         ids.iter().filter(|id| self.remove(id)).count() as u64
     }
 

@@ -243,7 +243,8 @@ impl QueueState {
                 expires_ms: now,
             };
             self.keys.insert(key.clone(), entry);
-            self.set_key_expiry(&key, now.saturating_add(job.key_ttl_ms));
+            let expires = super::ops::expiry(now, job.key_ttl_ms).unwrap_or(u64::MAX);
+            self.set_key_expiry(&key, expires);
         }
         Enqueued {
             id: job.id,

@@ -13,6 +13,7 @@ mod wait;
 use super::MemoryBroker;
 use crate::broker::{
     Ack, Broker, CancelOutcome, Fail, FailOutcome, JobState, Lease, Leased, NewJob, WorkerInfo,
+    CANCELLED_TTL_MS,
 };
 
 const Q: &str = "default";

@@ -184,3 +184,31 @@ async fn named_brokers_share_state_per_name() {
     assert_eq!(y.counts(Q).await.unwrap().queued, 0);
     assert!(Arc::ptr_eq(&x1, &x2));
 }
+
+#[tokio::test]
+async fn cancelled_records_expire_and_zero_ttl_keeps_results() {
+    let b = MemoryBroker::new();
+    enqueue(&b, vec![new_job("a", 0), new_job("b", 0)]).await;
+    assert_eq!(b.cancel(Q, "a").await.unwrap(), CancelOutcome::Cancelled);
+    let got = fetch(&b, 1).await;
+    assert!(b.ack(Q, vec![ack_of(&got[0], 0)]).await.unwrap()[0]);
+    b.advance(CANCELLED_TTL_MS + 1);
+    assert_eq!(state(&b, "a").await, None, "cancelled record expired");
+    assert_eq!(
+        state(&b, "b").await,
+        Some(JobState::Succeeded),
+        "ttl 0 keeps it"
+    );
+}
+
+#[tokio::test]
+async fn purge_drops_idempotency_keys() {
+    let b = MemoryBroker::new();
+    let mut job = new_job("a", 0);
+    job.key = Some("k".into());
+    enqueue(&b, vec![job.clone()]).await;
+    assert_eq!(b.purge(Q).await.unwrap(), 1);
+    job.id = "b".into();
+    let out = b.enqueue(Q, vec![job]).await.unwrap();
+    assert!(out[0].created && out[0].id == "b");
+}
