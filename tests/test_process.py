@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import signal
 import subprocess
@@ -189,12 +190,9 @@ async def test_script_flush_while_processing(
     worker.started()
     noop = app.tasks["sample:noop"]
     handles: list[asyncq.JobHandle[int]] = []
-    for start in range(0, n, 500):
-        handles += await noop.enqueue_many([((i,), {}) for i in range(start, start + 500)])
-
     flushes = 0
 
-    async def all_done() -> bool:
+    def flush() -> None:
         nonlocal flushes
         subprocess.run(
             ["redis-cli", "-p", str(redis_server.port), "SCRIPT", "FLUSH"],
@@ -202,6 +200,16 @@ async def test_script_flush_while_processing(
             capture_output=True,
         )
         flushes += 1
+
+    # Flush between waves of work, so the worker and the producer both meet an empty cache
+    # in the middle of processing, whatever the speed of the build under test.
+    for start in range(0, n, 500):
+        handles += await noop.enqueue_many([((i,), {}) for i in range(start, start + 500)])
+        flush()
+        await asyncio.sleep(0.02)
+
+    async def all_done() -> bool:
+        flush()
         return (await app.broker.counts(queue)).get("succeeded_total", 0) >= n
 
     await await_until(all_done, 60, f"{n} jobs to succeed")
