@@ -265,20 +265,35 @@ impl Consumer {
             id: job.id.clone(),
             reason: reason.clone(),
         });
+        let lease = Lease {
+            id: job.id,
+            token: job.token,
+        };
+        self.finish_failed(lease, "PoisonMessage", reason, message, false);
+    }
+
+    /// Queue the end of a run that must not be retried: dead-lettered with `reason`, or, when
+    /// `cancelled`, ended in state `cancelled` (its cancellation was requested).
+    pub fn finish_failed(
+        &self,
+        lease: Lease,
+        kind: &str,
+        reason: String,
+        message: String,
+        cancelled: bool,
+    ) {
         let record = ErrorRecord {
-            kind: "PoisonMessage".into(),
+            kind: kind.into(),
             message,
             traceback: String::new(),
             reason,
         };
         self.send(Outcome::Fail(Fail {
-            lease: Lease {
-                id: job.id,
-                token: job.token,
-            },
+            lease,
             error: record.to_bytes(),
             retry_delay_ms: None,
-            dead_ttl_ms: sh.cfg.dead_ttl_ms,
+            dead_ttl_ms: self.shared.cfg.dead_ttl_ms,
+            cancelled,
         }));
     }
 

@@ -599,3 +599,21 @@ async fn cancelled_records_expire() {
         .unwrap();
     assert!(ttl > 0 && ttl as u64 <= CANCELLED_TTL_MS, "pttl {ttl}");
 }
+
+#[tokio::test]
+async fn fail_marked_cancelled_ends_cancelled_outside_the_dead_set() {
+    let Some((_s, b)) = setup().await else { return };
+    b.enqueue("q", vec![job("a", 0)]).await.unwrap();
+    let got = b.fetch("q", 1, 30_000, "w").await.unwrap().jobs.remove(0);
+    let fail = Fail {
+        cancelled: true,
+        ..fail_of(&got, Some(10))
+    };
+    assert_eq!(
+        b.fail("q", vec![fail]).await.unwrap(),
+        [FailOutcome::Cancelled]
+    );
+    assert_eq!(state(&b, "q", "a").await, JobState::Cancelled);
+    let counts = b.counts("q").await.unwrap();
+    assert_eq!((counts.dead, counts.running, counts.scheduled), (0, 0, 0));
+}

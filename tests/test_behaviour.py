@@ -208,13 +208,14 @@ async def test_cancel_running_job(app: asyncq.App) -> None:
         started.set()
         await asyncio.sleep(60)
 
-    async with running(app):
+    async with running(app) as worker:
         job = await forever.enqueue()
         await asyncio.wait_for(started.wait(), 10)
         assert await job.cancel()
-        with pytest.raises(asyncq.JobFailed) as err:
+        with pytest.raises(asyncq.JobCancelled):
             await job.result(timeout=10)  # seen at the next heartbeat (lease/3)
-    assert err.value.reason == "cancelled"
+        assert await job.status() == "cancelled"
+        assert worker.stats.cancelled == 1
 
 
 async def test_poison_messages_dead_lettered_worker_keeps_going(app: asyncq.App) -> None:

@@ -37,6 +37,7 @@ class WorkerStats:
     failed: int = 0
     retried: int = 0
     released: int = 0
+    cancelled: int = 0
     started_at: float = field(default_factory=time.time)
 
 
@@ -314,10 +315,8 @@ class Worker:
     def _on_cancelled(self, lane: _Lane, job: Job) -> None:
         if job.id in self._cancel_requested:
             self._cancel_requested.discard(job.id)
-            lane.consumer.fail(
-                job, "JobCancelled", "cancelled while running", "", "cancelled", None
-            )
-            self.stats.failed += 1
+            lane.consumer.cancelled(job, "cancelled while running")
+            self.stats.cancelled += 1
             log.info("job %s (%s) cancelled on request", job.id, job.task)
         else:
             lane.consumer.release(job)

@@ -98,6 +98,8 @@ pub struct Fail {
     pub retry_delay_ms: Option<u64>,
     /// How long a dead job's record is kept.
     pub dead_ttl_ms: u64,
+    /// The run was cancelled on request: the job ends `cancelled` (no retry, not dead-lettered).
+    pub cancelled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,8 @@ pub enum FailOutcome {
     Retrying,
     /// Moved to the dead-letter queue.
     Dead,
+    /// Ended `cancelled` (the run was cancelled on request).
+    Cancelled,
     /// Refused: the lease token is stale (another worker owns the job now).
     Stale,
 }

@@ -325,7 +325,9 @@ impl Broker for RedisBroker {
             call.arg(&f.lease.id)
                 .arg(f.lease.token)
                 .arg(f.error.as_slice());
-            call.arg(opt(f.retry_delay_ms)).arg(f.dead_ttl_ms);
+            call.arg(opt(f.retry_delay_ms))
+                .arg(f.dead_ttl_ms)
+                .arg(u8::from(f.cancelled));
         }
         let items = self.run_items(&call, fails.len()).await?;
         items
@@ -333,6 +335,7 @@ impl Broker for RedisBroker {
             .map(|r| match r {
                 Ok(1) => Ok(FailOutcome::Retrying),
                 Ok(2) => Ok(FailOutcome::Dead),
+                Ok(3) => Ok(FailOutcome::Cancelled),
                 Err(_) => Ok(FailOutcome::Stale),
                 Ok(c) => Err(protocol("fail", format!("unknown status {c}"))),
             })

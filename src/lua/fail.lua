@@ -8,10 +8,11 @@
 -- KEYS[4] stats      HASH lifetime counters
 -- KEYS[5] wake       LIST holding at most one wake token
 -- ARGV[1] prefix     'asyncq:{q}:'
--- ARGV[2..] per failure, 5 values: id, token, error record, retry_delay_ms|'' (none: dead now),
---           dead_ttl_ms (0: keep forever)
+-- ARGV[2..] per failure, 6 values: id, token, error record, retry_delay_ms|'' (none: dead now),
+--           dead_ttl_ms (0: keep forever), cancelled (1: the run was cancelled on request; the
+--           job ends 'cancelled', outside the dead set, and expires after dead_ttl_ms)
 --
--- Output: array, per failure: 1 retrying, 2 dead, or an error code
+-- Output: array, per failure: 1 retrying, 2 dead, 3 cancelled, or an error code
 -- Errors: -1 stale token (or job not running), -2 job missing
 
 local active, scheduled, dead, stats, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -20,7 +21,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, failed, retrying = {}, 0, 0
 
-for i = 2, #ARGV, 5 do
+for i = 2, #ARGV, 6 do
   local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local jk = prefix .. 'job:' .. id
   local j = redis.call('HMGET', jk, 's', 't', 'a', 'm')
@@ -30,7 +31,12 @@ for i = 2, #ARGV, 5 do
     out[#out + 1] = -1
   else
     redis.call('ZREM', active, id)
-    if delay ~= '' and tonumber(j[3]) < tonumber(j[4]) then
+    local ttl = tonumber(ARGV[i + 4])
+    if ARGV[i + 5] == '1' then
+      redis.call('HSET', jk, 's', 'cancelled', 'x', err, 'f', now)
+      if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
+      out[#out + 1] = 3
+    elseif delay ~= '' and tonumber(j[3]) < tonumber(j[4]) then
       local due = now + tonumber(delay)
       redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', due)
       redis.call('ZADD', scheduled, due, id)
@@ -39,7 +45,6 @@ for i = 2, #ARGV, 5 do
     else
       redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now)
       redis.call('ZADD', dead, now, id)
-      local ttl = tonumber(ARGV[i + 4])
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 2
     end

@@ -106,21 +106,11 @@ fn to_job(py: Python<'_>, queue: &str, payload: &[u8], f: &Fetched) -> PyResult<
 
 /// A payload that validated but still failed to decode: never run it, dead-letter it.
 fn dead_letter(consumer: &Consumer, f: &Fetched, message: String) {
-    let record = ErrorRecord {
-        kind: "PoisonMessage".into(),
-        message,
-        traceback: String::new(),
-        reason: "bad_payload".into(),
+    let lease = Lease {
+        id: f.job.id.clone(),
+        token: f.job.token,
     };
-    consumer.send(Outcome::Fail(Fail {
-        lease: Lease {
-            id: f.job.id.clone(),
-            token: f.job.token,
-        },
-        error: record.to_bytes(),
-        retry_delay_ms: None,
-        dead_ttl_ms: consumer.config().dead_ttl_ms,
-    }));
+    consumer.finish_failed(lease, "PoisonMessage", "bad_payload".into(), message, false);
 }
 
 fn event_tuple(e: Event) -> (String, String) {
@@ -208,7 +198,15 @@ impl PyConsumer {
             error: record.to_bytes(),
             retry_delay_ms: delay,
             dead_ttl_ms: self.inner.config().dead_ttl_ms,
+            cancelled: false,
         }));
+    }
+
+    /// Queue the end of a run cancelled on request: the job ends in state `cancelled`.
+    fn cancelled(&self, job: &PyJob, message: String) {
+        let reason = "cancelled".to_string();
+        self.inner
+            .finish_failed(job.lease(), "JobCancelled", reason, message, true);
     }
 
     /// Queue a hand-back: the job returns to the queue now, its attempt not counted.

@@ -125,6 +125,7 @@ pub fn fail_of(l: &Leased, retry_delay_ms: Option<u64>) -> Fail {
         lease: lease(l),
         error: b"boom".to_vec(),
         retry_delay_ms,
+        cancelled: false,
         dead_ttl_ms: 60_000,
     }
 }

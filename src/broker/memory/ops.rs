@@ -69,6 +69,14 @@ impl QueueState {
         let mut outcome = FailOutcome::Dead;
         self.update(&fail.lease.id, |rec| {
             rec.info.error = Some(fail.error);
+            if fail.cancelled {
+                rec.info.state = JobState::Cancelled;
+                rec.info.finished_ms = Some(now);
+                rec.deadline = None;
+                rec.expires_ms = expiry(now, fail.dead_ttl_ms);
+                outcome = FailOutcome::Cancelled;
+                return;
+            }
             match fail.retry_delay_ms {
                 Some(delay) if rec.info.attempts < rec.info.max_attempts => {
                     rec.info.state = JobState::Failed;

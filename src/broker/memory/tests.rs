@@ -58,6 +58,7 @@ fn fail_of(l: &Leased, retry_delay_ms: Option<u64>) -> Fail {
         lease: lease_of(l),
         error: b"boom".to_vec(),
         retry_delay_ms,
+        cancelled: false,
         dead_ttl_ms: DAY,
     }
 }

@@ -212,3 +212,21 @@ async fn purge_drops_idempotency_keys() {
     let out = b.enqueue(Q, vec![job]).await.unwrap();
     assert!(out[0].created && out[0].id == "b");
 }
+
+#[tokio::test]
+async fn fail_marked_cancelled_ends_cancelled_outside_the_dead_set() {
+    let b = MemoryBroker::new();
+    enqueue(&b, vec![new_job("a", 0)]).await;
+    let got = fetch(&b, 1).await;
+    let fail = Fail {
+        cancelled: true,
+        ..fail_of(&got[0], Some(10))
+    };
+    assert_eq!(
+        b.fail(Q, vec![fail]).await.unwrap(),
+        [FailOutcome::Cancelled]
+    );
+    assert_eq!(state(&b, "a").await, Some(JobState::Cancelled));
+    let counts = b.counts(Q).await.unwrap();
+    assert_eq!((counts.dead, counts.running, counts.scheduled), (0, 0, 0));
+}
