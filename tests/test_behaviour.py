@@ -365,3 +365,25 @@ def test_enqueue_sync(app: asyncq.App) -> None:
 def test_bad_url() -> None:
     with pytest.raises(ValueError, match="expected redis://"):
         asyncq.App("http://localhost")
+
+
+async def test_prefetch_drains_and_hands_back_on_stop(app: asyncq.App) -> None:
+    runs: list[int] = []
+
+    @app.task
+    async def step(i: int) -> int:
+        runs.append(i)
+        await asyncio.sleep(0.05)
+        return i
+
+    handles = await step.enqueue_many([((i,), {}) for i in range(40)])
+    async with running(app, concurrency=4, prefetch=True, grace=5.0):
+        while len(runs) < 10:
+            await asyncio.sleep(0.01)
+    # Stopped mid-drain: the prefetched batch went back at once, nothing is left leased.
+    counts = await app.broker.counts(app.default_queue)
+    assert counts["running"] == 0
+    assert counts["queued"] + counts["succeeded_total"] == 40
+    async with running(app, concurrency=4, prefetch=True):
+        assert [await h.result(timeout=20) for h in handles] == list(range(40))
+    assert sorted(runs) == list(range(40)), "each job ran exactly once"

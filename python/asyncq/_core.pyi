@@ -148,4 +148,5 @@ class Broker:
         result_ttl: float,
         dead_ttl: float,
         max_payload: int,
+        prefetch: bool = False,
     ) -> Awaitable[Consumer]: ...

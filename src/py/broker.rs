@@ -329,7 +329,7 @@ impl PyBroker {
     }
 
     /// Start a consumer for one queue (connects first, so an unreachable broker fails here).
-    #[pyo3(signature = (queue, worker_id, tasks, *, lease, heartbeat, reap, idle_wait, result_ttl, dead_ttl, max_payload))]
+    #[pyo3(signature = (queue, worker_id, tasks, *, lease, heartbeat, reap, idle_wait, result_ttl, dead_ttl, max_payload, prefetch=false))]
     #[allow(clippy::too_many_arguments)]
     fn consumer<'py>(
         &self,
@@ -344,6 +344,7 @@ impl PyBroker {
         result_ttl: f64,
         dead_ttl: f64,
         max_payload: usize,
+        prefetch: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let cfg = ConsumerConfig {
             queue,
@@ -356,6 +357,7 @@ impl PyBroker {
             dead_ttl_ms: ms(dead_ttl),
             max_payload,
             tasks: tasks.into_iter().collect::<HashSet<_>>(),
+            prefetch,
         };
         let h = self.handle.clone();
         awaitable(py, async move {

@@ -4,7 +4,7 @@
 //! reaps expired leases. All of it runs on tokio and never touches Python: a task that blocks the
 //! asyncio loop cannot lose its lease, and a busy worker pays one round trip per group of outcomes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,9 +13,13 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased};
+use crate::broker::{Ack, Broker, Fail, Lease, Leased};
 use crate::codec::{parse_envelope, ErrorRecord};
 use crate::errors::Error;
+
+mod tasks;
+
+use tasks::{flusher, heartbeater, reaper, Backoff};
 
 /// Most outcomes sent to the broker in one script call.
 const MAX_FLUSH: usize = 512;
@@ -37,6 +41,9 @@ pub struct ConsumerConfig {
     pub max_payload: usize,
     /// Registered task names; anything else is dead-lettered as `unknown_task`.
     pub tasks: HashSet<String>,
+    /// After a full batch, lease the next one in the background while Python runs this one.
+    /// Faster drains; the cost is that up to one extra batch waits leased in this worker.
+    pub prefetch: bool,
 }
 
 /// A leased job that passed validation, ready to be handed to Python.
@@ -103,18 +110,24 @@ struct Shared {
     stop_fetching: CancellationToken,
     stop_all: CancellationToken,
     stats: Stats,
+    /// Outcomes to the flusher (it ends when the consumer closes, not when senders drop).
+    tx: mpsc::UnboundedSender<Msg>,
 }
 
 /// One queue's consumer. Create it inside the tokio runtime.
 pub struct Consumer {
     shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<Msg>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Leased jobs fetched ahead (see `ConsumerConfig::prefetch`), oldest first.
+    buffer: Mutex<VecDeque<Fetched>>,
+    /// A fetch running in the background to fill `buffer`.
+    pending: tokio::sync::Mutex<Option<JoinHandle<Vec<Fetched>>>>,
 }
 
 impl Consumer {
     /// Start the flusher, heartbeat and reaper tasks on the current runtime.
     pub fn start(broker: Arc<dyn Broker>, cfg: ConsumerConfig) -> Consumer {
+        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             broker,
             cfg,
@@ -125,8 +138,8 @@ impl Consumer {
             stop_fetching: CancellationToken::new(),
             stop_all: CancellationToken::new(),
             stats: Stats::default(),
+            tx,
         });
-        let (tx, rx) = mpsc::unbounded_channel();
         let tasks = vec![
             tokio::spawn(flusher(shared.clone(), rx)),
             tokio::spawn(heartbeater(shared.clone())),
@@ -134,8 +147,9 @@ impl Consumer {
         ];
         Consumer {
             shared,
-            tx,
             tasks: Mutex::new(tasks),
+            buffer: Mutex::new(VecDeque::new()),
+            pending: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -149,7 +163,56 @@ impl Consumer {
 
     /// Lease up to `max` jobs, blocking until at least one is ready or fetching is stopped
     /// (then it returns an empty batch). Broker failures are retried with backoff, never returned.
+    ///
+    /// With prefetch on, a full batch starts the next fetch in the background, so Redis leases
+    /// the next batch while Python runs this one.
     pub async fn fetch(&self, max: usize) -> Vec<Fetched> {
+        if self.shared.stop_fetching.is_cancelled() || max == 0 {
+            return Vec::new();
+        }
+        let mut pending = self.pending.lock().await;
+        let mut jobs = self.take_buffered(max);
+        if jobs.is_empty() {
+            if let Some(handle) = pending.take() {
+                let fetched = handle.await.unwrap_or_default();
+                self.buffer.lock().unwrap().extend(fetched);
+                jobs = self.take_buffered(max);
+            }
+        }
+        if jobs.is_empty() {
+            jobs = self.fetch_blocking(max).await;
+        }
+        let drained = self.buffer.lock().unwrap().is_empty() && pending.is_none();
+        if self.shared.cfg.prefetch && jobs.len() == max && drained {
+            let sh = self.shared.clone();
+            *pending = Some(tokio::spawn(async move { sh.fetch_once(max).await }));
+        }
+        jobs
+    }
+
+    fn take_buffered(&self, max: usize) -> Vec<Fetched> {
+        let mut buffer = self.buffer.lock().unwrap();
+        let n = max.min(buffer.len());
+        buffer.drain(..n).collect()
+    }
+
+    /// Hand every prefetched job back to the queue (at shutdown).
+    async fn release_buffered(&self) {
+        if let Some(handle) = self.pending.lock().await.take() {
+            let fetched = handle.await.unwrap_or_default();
+            self.buffer.lock().unwrap().extend(fetched);
+        }
+        let buffered: Vec<Fetched> = self.buffer.lock().unwrap().drain(..).collect();
+        for f in buffered {
+            self.shared.stats.fetched.fetch_sub(1, Ordering::Relaxed);
+            self.send(Outcome::Release(Lease {
+                id: f.job.id,
+                token: f.job.token,
+            }));
+        }
+    }
+
+    async fn fetch_blocking(&self, max: usize) -> Vec<Fetched> {
         let sh = &self.shared;
         let mut backoff = Backoff::new();
         loop {
@@ -172,7 +235,7 @@ impl Consumer {
             sh.set_health(Ok(()));
             backoff.reset();
             let got_any = !out.jobs.is_empty();
-            let jobs = self.admit(out.jobs);
+            let jobs = sh.admit(out.jobs);
             if !jobs.is_empty() {
                 return jobs;
             }
@@ -220,60 +283,7 @@ impl Consumer {
         }
     }
 
-    /// Track leases of the fetched jobs; dead-letter those that must never run.
-    fn admit(&self, jobs: Vec<Leased>) -> Vec<Fetched> {
-        let sh = &self.shared;
-        let now = Instant::now();
-        let mut good = Vec::with_capacity(jobs.len());
-        let mut inflight = sh.inflight.lock().unwrap();
-        for job in jobs {
-            let verdict = match parse_envelope(&job.payload, sh.cfg.max_payload) {
-                Err(p) => Err((p.reason().to_string(), p.message())),
-                Ok(env) if !sh.cfg.tasks.contains(env.task) => Err((
-                    "unknown_task".to_string(),
-                    format!("no task named {:?} is registered in this worker", env.task),
-                )),
-                Ok(env) => Ok(env.meta.timeout_s),
-            };
-            // A timeout stops lease extension a little after the task should have ended, so a
-            // hung thread cannot hold a job forever.
-            let extend_until = verdict.as_ref().ok().and_then(|t| *t).map(|t| {
-                now + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(sh.cfg.lease_ms)
-            });
-            inflight.insert(
-                job.id.clone(),
-                InFlight {
-                    token: job.token,
-                    extend_until,
-                },
-            );
-            match verdict {
-                Ok(timeout_s) => good.push(Fetched { job, timeout_s }),
-                Err((reason, message)) => self.poison(job, reason, message),
-            }
-        }
-        sh.stats
-            .fetched
-            .fetch_add(good.len() as u64, Ordering::Relaxed);
-        good
-    }
-
-    fn poison(&self, job: Leased, reason: String, message: String) {
-        let sh = &self.shared;
-        sh.stats.poison.fetch_add(1, Ordering::Relaxed);
-        sh.push_event(Event::Poison {
-            id: job.id.clone(),
-            reason: reason.clone(),
-        });
-        let lease = Lease {
-            id: job.id,
-            token: job.token,
-        };
-        self.finish_failed(lease, "PoisonMessage", reason, message, false);
-    }
-
-    /// Queue the end of a run that must not be retried: dead-lettered with `reason`, or, when
-    /// `cancelled`, ended in state `cancelled` (its cancellation was requested).
+    /// Queue the end of a run that must not be retried (see [`Shared::finish_failed`]).
     pub fn finish_failed(
         &self,
         lease: Lease,
@@ -282,26 +292,13 @@ impl Consumer {
         message: String,
         cancelled: bool,
     ) {
-        let record = ErrorRecord {
-            kind: kind.into(),
-            message,
-            traceback: String::new(),
-            reason,
-        };
-        self.send(Outcome::Fail(Fail {
-            lease,
-            error: record.to_bytes(),
-            retry_delay_ms: None,
-            dead_ttl_ms: self.shared.cfg.dead_ttl_ms,
-            cancelled,
-        }));
+        self.shared
+            .finish_failed(lease, kind, reason, message, cancelled);
     }
 
     /// Queue an outcome; the flusher sends it with others in one round trip.
     pub fn send(&self, outcome: Outcome) {
-        // The receiver only goes away after close(); a late outcome is then dropped and the
-        // job is recovered by lease expiry, which keeps at-least-once intact.
-        let _ = self.tx.send(Msg::Outcome(outcome));
+        self.shared.send(outcome);
     }
 
     /// Ids of jobs currently leased by this consumer (fetched, outcome not yet flushed).
@@ -339,7 +336,7 @@ impl Consumer {
     /// Wait until every outcome queued so far has reached the broker.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
+        if self.shared.tx.send(Msg::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -348,7 +345,17 @@ impl Consumer {
     /// Returns false when the flush did not finish in time (those jobs are recovered by the reaper).
     pub async fn close(&self, deadline: Duration) -> bool {
         self.stop_fetching();
-        let flushed = tokio::time::timeout(deadline, self.flush()).await.is_ok();
+        self.release_buffered().await;
+        let drain = async {
+            self.flush().await;
+            // Whatever is still leased now has no one to finish it (e.g. a fetch abandoned at
+            // shutdown): hand it back rather than let it wait out its lease.
+            for lease in self.inflight_leases() {
+                self.send(Outcome::Release(lease));
+            }
+            self.flush().await;
+        };
+        let flushed = tokio::time::timeout(deadline, drain).await.is_ok();
         self.shared.stop_all.cancel();
         self.shared.events_ready.notify_waiters();
         for task in self.tasks.lock().unwrap().drain(..) {
@@ -368,6 +375,109 @@ impl Drop for Consumer {
 }
 
 impl Shared {
+    /// Track leases of the fetched jobs; dead-letter those that must never run.
+    fn admit(&self, jobs: Vec<Leased>) -> Vec<Fetched> {
+        let sh = self;
+        let now = Instant::now();
+        let mut good = Vec::with_capacity(jobs.len());
+        let mut poisoned = Vec::new();
+        let mut inflight = sh.inflight.lock().unwrap();
+        for job in jobs {
+            let verdict = match parse_envelope(&job.payload, sh.cfg.max_payload) {
+                Err(p) => Err((p.reason().to_string(), p.message())),
+                Ok(env) if !sh.cfg.tasks.contains(env.task) => Err((
+                    "unknown_task".to_string(),
+                    format!("no task named {:?} is registered in this worker", env.task),
+                )),
+                Ok(env) => Ok(env.meta.timeout_s),
+            };
+            // A timeout stops lease extension a little after the task should have ended, so a
+            // hung thread cannot hold a job forever.
+            let extend_until = verdict.as_ref().ok().and_then(|t| *t).map(|t| {
+                now + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(sh.cfg.lease_ms)
+            });
+            inflight.insert(
+                job.id.clone(),
+                InFlight {
+                    token: job.token,
+                    extend_until,
+                },
+            );
+            match verdict {
+                Ok(timeout_s) => good.push(Fetched { job, timeout_s }),
+                Err((reason, message)) => poisoned.push((job, reason, message)),
+            }
+        }
+        drop(inflight);
+        for (job, reason, message) in poisoned {
+            self.poison(job, reason, message);
+        }
+        sh.stats
+            .fetched
+            .fetch_add(good.len() as u64, Ordering::Relaxed);
+        good
+    }
+
+    fn poison(&self, job: Leased, reason: String, message: String) {
+        let sh = self;
+        sh.stats.poison.fetch_add(1, Ordering::Relaxed);
+        sh.push_event(Event::Poison {
+            id: job.id.clone(),
+            reason: reason.clone(),
+        });
+        let lease = Lease {
+            id: job.id,
+            token: job.token,
+        };
+        self.finish_failed(lease, "PoisonMessage", reason, message, false);
+    }
+
+    /// Queue the end of a run that must not be retried: dead-lettered with `reason`, or, when
+    /// `cancelled`, ended in state `cancelled` (its cancellation was requested).
+    fn finish_failed(
+        &self,
+        lease: Lease,
+        kind: &str,
+        reason: String,
+        message: String,
+        cancelled: bool,
+    ) {
+        let record = ErrorRecord {
+            kind: kind.into(),
+            message,
+            traceback: String::new(),
+            reason,
+        };
+        self.send(Outcome::Fail(Fail {
+            lease,
+            error: record.to_bytes(),
+            retry_delay_ms: None,
+            dead_ttl_ms: self.cfg.dead_ttl_ms,
+            cancelled,
+        }));
+    }
+
+    /// Queue an outcome; the flusher sends it with others in one round trip.
+    fn send(&self, outcome: Outcome) {
+        // The receiver only goes away after close(); a late outcome is then dropped and the
+        // job is recovered by lease expiry, which keeps at-least-once intact.
+        let _ = self.tx.send(Msg::Outcome(outcome));
+    }
+
+    /// One non-blocking fetch (for prefetching): empty on any failure, which the blocking
+    /// fetch that follows will retry and report.
+    async fn fetch_once(&self, max: usize) -> Vec<Fetched> {
+        let cfg = &self.cfg;
+        match self
+            .broker
+            .fetch(&cfg.queue, max, cfg.lease_ms, &cfg.worker_id)
+            .await
+        {
+            Ok(out) => self.admit(out.jobs),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn push_event(&self, event: Event) {
         self.events.lock().unwrap().push(event);
         self.events_ready.notify_one();
@@ -403,145 +513,5 @@ impl Shared {
                 token: f.token,
             })
             .collect()
-    }
-}
-
-/// Exponential pause between reconnect attempts: 50 ms doubling to 5 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(50))
-    }
-    fn reset(&mut self) {
-        self.0 = Duration::from_millis(50);
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        d
-    }
-}
-
-/// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
-/// out in the next call, so batches grow with load without a timer adding latency.
-async fn flusher(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_FLUSH {
-            match rx.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(_) => break,
-            }
-        }
-        flush_batch(&sh, std::mem::take(&mut batch)).await;
-    }
-}
-
-async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
-    let (mut acks, mut fails, mut releases, mut waiters) = (vec![], vec![], vec![], vec![]);
-    for msg in batch {
-        match msg {
-            Msg::Outcome(Outcome::Ack(a)) => acks.push(a),
-            Msg::Outcome(Outcome::Fail(f)) => fails.push(f),
-            Msg::Outcome(Outcome::Release(l)) => releases.push(l),
-            Msg::Flush(tx) => waiters.push(tx),
-        }
-    }
-    if !acks.is_empty() {
-        let ids: Vec<String> = acks.iter().map(|a| a.lease.id.clone()).collect();
-        let q = &sh.cfg.queue;
-        let res = retry(sh, || sh.broker.ack(q, acks.clone())).await;
-        sh.settle(ids, res.iter().copied(), &sh.stats.acked);
-    }
-    if !fails.is_empty() {
-        let ids: Vec<String> = fails.iter().map(|f| f.lease.id.clone()).collect();
-        let q = &sh.cfg.queue;
-        let res = retry(sh, || sh.broker.fail(q, fails.clone())).await;
-        let ok = res.iter().map(|o| *o != FailOutcome::Stale);
-        sh.settle(ids, ok, &sh.stats.failed);
-    }
-    if !releases.is_empty() {
-        let ids: Vec<String> = releases.iter().map(|l| l.id.clone()).collect();
-        let q = &sh.cfg.queue;
-        let res = retry(sh, || sh.broker.release(q, releases.clone())).await;
-        sh.settle(ids, res.iter().copied(), &sh.stats.released);
-    }
-    for tx in waiters {
-        let _ = tx.send(());
-    }
-}
-
-impl Shared {
-    /// Forget flushed leases and count what the broker accepted or refused.
-    fn settle(&self, ids: Vec<String>, accepted: impl Iterator<Item = bool>, counter: &AtomicU64) {
-        for (id, ok) in ids.iter().zip(accepted) {
-            if ok {
-                counter.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                self.push_event(Event::Refused(id.clone()));
-            }
-        }
-        self.forget(ids.into_iter());
-    }
-}
-
-/// Run a broker call until it succeeds: outcomes are never dropped while the consumer lives.
-async fn retry<T, F, Fut>(sh: &Shared, mut call: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::errors::Result<T>>,
-{
-    let mut backoff = Backoff::new();
-    loop {
-        match call().await {
-            Ok(v) => {
-                sh.set_health(Ok(()));
-                return v;
-            }
-            Err(err) => {
-                sh.set_health(Err(&err));
-                tokio::time::sleep(backoff.next()).await;
-            }
-        }
-    }
-}
-
-async fn heartbeater(sh: Arc<Shared>) {
-    let period = Duration::from_millis(sh.cfg.heartbeat_ms.max(1));
-    loop {
-        tokio::time::sleep(period).await;
-        let leases = sh.leases_to_extend();
-        if leases.is_empty() {
-            continue;
-        }
-        match sh
-            .broker
-            .heartbeat(&sh.cfg.queue, leases, sh.cfg.lease_ms)
-            .await
-        {
-            Ok(out) => {
-                sh.set_health(Ok(()));
-                for id in out.lost {
-                    sh.push_event(Event::Lost(id));
-                }
-                for id in out.cancel {
-                    sh.push_event(Event::Cancel(id));
-                }
-            }
-            Err(err) => sh.set_health(Err(&err)),
-        }
-    }
-}
-
-async fn reaper(sh: Arc<Shared>) {
-    let period = Duration::from_millis(sh.cfg.reap_ms.max(1));
-    loop {
-        tokio::time::sleep(period).await;
-        if let Err(err) = sh.broker.reap(&sh.cfg.queue, sh.cfg.dead_ttl_ms).await {
-            sh.set_health(Err(&err));
-        }
     }
 }
