@@ -15,25 +15,27 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, ok = {}, 0
 local done = {} -- removed from the active set with one ZREM for the whole batch
+local jp = prefix .. 'job:'
 
 for i = 2, #ARGV, 4 do
   local id, token, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
-  local jk = prefix .. 'job:' .. id
+  local jk = jp .. id
   local j = redis.call('HMGET', jk, 's', 't', 'k')
+  local code = 1
   if not j[1] then
-    out[#out + 1] = -2
+    code = -2
   elseif j[1] ~= 'running' or j[2] ~= token then
-    out[#out + 1] = -1
+    code = -1
   else
     redis.call('HSET', jk, 's', 'succeeded', 'r', ARGV[i + 2], 'f', now)
-    done[#done + 1] = id
+    ok = ok + 1
+    done[ok] = id
     if ttl > 0 then
       redis.call('PEXPIRE', jk, ttl)
       if j[3] then redis.call('PEXPIRE', prefix .. 'key:' .. j[3], ttl) end
     end
-    out[#out + 1] = 1
-    ok = ok + 1
   end
+  out[(i + 2) / 4] = code
 end
 
 if ok > 0 then

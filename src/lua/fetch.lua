@@ -32,29 +32,28 @@ for _, id in ipairs(due) do
 end
 if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end
 
-local out = {-1}
-local leased = {}
+local out, n = {-1}, 1
+local leased, m = {}, 0
 local deadline = now + lease
 local popped = {}
+local jp = prefix .. 'job:'
 if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
+-- Hot loop: two commands per job; tables are filled by index (no `#` per append).
 for i = 1, #popped, 2 do
   local id = popped[i]
-  local jk = prefix .. 'job:' .. id
+  local jk = jp .. id
   local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't')
   if j[1] then
     local attempt, token = tonumber(j[2]) + 1, tonumber(j[5]) + 1
     redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
-    leased[#leased + 1] = deadline
-    leased[#leased + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = j[1]
-    out[#out + 1] = attempt
-    out[#out + 1] = tonumber(j[3])
-    out[#out + 1] = token
-    out[#out + 1] = tonumber(j[4])
+    leased[m + 1], leased[m + 2] = deadline, id
+    m = m + 2
+    out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
+    out[n + 4], out[n + 5], out[n + 6] = tonumber(j[3]), token, tonumber(j[4])
+    n = n + 6
   end
 end
-if #leased > 0 then redis.call('ZADD', active, unpack(leased)) end
+if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 
 local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
 if first[1] then out[1] = math.max(0, tonumber(first[2]) - now) end
