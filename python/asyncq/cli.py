@@ -131,6 +131,12 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, help="jobs at once per queue (default 50)")
     p.add_argument("--threads", type=int, help="threads for sync tasks")
     p.add_argument("--grace", type=float, help="seconds to finish jobs on shutdown (default 30)")
+    p.add_argument(
+        "--prefetch",
+        action="store_true",
+        default=None,
+        help="lease the next batch while this one runs (for short jobs)",
+    )
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default=None, choices=["text", "json"])
     p.add_argument("--config", help="TOML file with a [worker] table of these options")
@@ -155,6 +161,7 @@ async def _worker(args: argparse.Namespace) -> int:
         concurrency=concurrency,
         threads=args.threads or cfg.get("threads"),
         grace=float(args.grace if args.grace is not None else cfg.get("grace", 30.0)),
+        prefetch=bool(args.prefetch if args.prefetch is not None else cfg.get("prefetch", False)),
     )
     try:
         await worker.run()
