@@ -23,7 +23,7 @@ create_exception!(
 );
 
 /// Everything that can go wrong in the core.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("bad broker URL: {0}")]
     BadUrl(String),

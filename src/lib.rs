@@ -1,6 +1,7 @@
 //! asyncq's Rust core: module wiring only.
 
 pub mod backoff;
+pub mod batcher;
 pub mod bridge;
 pub mod broker;
 pub mod codec;

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::sync::OnceCell;
 
+use crate::batcher::Batcher;
 use crate::bridge::{awaitable, block_on};
 use crate::broker::{self, Broker, CancelOutcome, NewJob, WorkerInfo, MAX_PRIORITY};
 use crate::codec::{encode_envelope, Meta};
@@ -15,19 +16,33 @@ use crate::errors::{Error, Result};
 use crate::py::consumer::PyConsumer;
 use crate::py::info::PyJobInfo;
 
+/// A broker connection and the enqueue batcher in front of it.
+struct Connected {
+    broker: Arc<dyn Broker>,
+    batcher: Batcher,
+}
+
 /// A lazily connected broker handle; cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
     url: Arc<str>,
-    cell: Arc<OnceCell<Arc<dyn Broker>>>,
+    cell: Arc<OnceCell<Arc<Connected>>>,
 }
 
 impl Handle {
-    pub async fn get(&self) -> Result<Arc<dyn Broker>> {
+    async fn connected(&self) -> Result<Arc<Connected>> {
         self.cell
-            .get_or_try_init(|| broker::connect(&self.url))
+            .get_or_try_init(|| async {
+                let broker = broker::connect(&self.url).await?;
+                let batcher = Batcher::start(broker.clone());
+                Ok(Arc::new(Connected { broker, batcher }))
+            })
             .await
             .cloned()
+    }
+
+    pub async fn get(&self) -> Result<Arc<dyn Broker>> {
+        Ok(self.connected().await?.broker.clone())
     }
 }
 
@@ -104,7 +119,7 @@ fn build_jobs(
 }
 
 async fn enqueue(h: Handle, queue: String, jobs: Vec<NewJob>) -> Result<Vec<(String, bool)>> {
-    let done = h.get().await?.enqueue(&queue, jobs).await?;
+    let done = h.connected().await?.batcher.enqueue(queue, jobs).await?;
     Ok(done.into_iter().map(|e| (e.id, e.created)).collect())
 }
 
