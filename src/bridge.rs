@@ -18,10 +18,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use futures::future::{abortable, AbortHandle, BoxFuture, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::IntoPyObjectExt;
-use tokio::task::AbortHandle;
 
 use crate::errors::Result;
 use crate::runtime;
@@ -35,8 +36,11 @@ struct Completion {
     convert: Convert,
 }
 
-/// Per event loop: the completion queue and the socket pair that wakes the loop.
+/// Per event loop: futures waiting to start, the completion queue and the socket pair that wakes
+/// the loop.
 struct Inbox {
+    /// Rust futures created during the current loop iteration, started together by [`Starter`].
+    outbox: Mutex<Vec<BoxFuture<'static, ()>>>,
     queue: Mutex<Vec<Completion>>,
     /// Written by tokio threads (one byte when the queue turns non-empty).
     tx: UnixStream,
@@ -50,10 +54,18 @@ impl Inbox {
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
         Ok(Inbox {
+            outbox: Mutex::new(Vec::new()),
             queue: Mutex::new(Vec::new()),
             tx,
             rx,
         })
+    }
+
+    /// Queue a future to start; true when it is the first since the last start.
+    fn stage(&self, fut: BoxFuture<'static, ()>) -> bool {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.push(fut);
+        outbox.len() == 1
     }
 
     fn push(&self, c: Completion) {
@@ -131,6 +143,30 @@ fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
     Ok(inbox)
 }
 
+/// Scheduled with `call_soon` by the first future of a loop iteration: hands every future staged
+/// since to tokio as ONE task, so a burst of calls (64 concurrent enqueues, say) wakes a tokio
+/// worker once instead of once per call.
+// NOTE: spawning per call cost ~34 us per awaitable on this loaded 2-core host, almost all of it
+// waking a parked tokio worker (1.4 context switches per call under `perf stat`).
+#[pyclass(frozen)]
+struct Starter(Arc<Inbox>);
+
+#[pymethods]
+impl Starter {
+    fn __call__(&self) -> PyResult<()> {
+        let rt = runtime::get()?;
+        let mut staged =
+            std::mem::take(&mut *self.0.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        if staged.len() == 1 {
+            rt.spawn(staged.remove(0));
+        } else if !staged.is_empty() {
+            let all: FuturesUnordered<_> = staged.into_iter().collect();
+            rt.spawn(all.for_each(|()| async {}));
+        }
+        Ok(())
+    }
+}
+
 /// Done-callback of the asyncio future: cancelling it aborts the Rust future.
 #[pyclass(frozen)]
 struct AbortOnCancel(AbortHandle);
@@ -152,7 +188,7 @@ where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let rt = runtime::get()?;
+    runtime::get()?;
     let get_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
         py.import("asyncio")?
             .getattr("get_running_loop")
@@ -162,15 +198,19 @@ where
     let inbox = inbox_of(&event_loop)?;
     let py_fut = event_loop.call_method0("create_future")?;
     let fut_ref = py_fut.clone().unbind();
-    let task = rt.spawn(async move {
+    let finisher = inbox.clone();
+    let (task, abort) = abortable(async move {
         let out = fut.await;
         let convert: Convert = Box::new(move |py| out.and_then(|v| v.into_py_any(py)));
-        inbox.push(Completion {
+        finisher.push(Completion {
             fut: fut_ref,
             convert,
         });
     });
-    py_fut.call_method1("add_done_callback", (AbortOnCancel(task.abort_handle()),))?;
+    if inbox.stage(Box::pin(task.map(|_| ()))) {
+        event_loop.call_method1("call_soon", (Starter(inbox),))?;
+    }
+    py_fut.call_method1("add_done_callback", (AbortOnCancel(abort),))?;
     Ok(py_fut)
 }
 
