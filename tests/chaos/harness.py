@@ -66,16 +66,16 @@ class Result:
 
 def table(results: Sequence[Result]) -> str:
     """The one table ``make chaos`` prints."""
-    head = f"| {'case':<34} | {'jobs':>8} | {'lost':>5} | {'dup':>5} | {'recovery p50/max (s)':>20} | {'result':<6} |"
+    cols = ("case", "jobs", "lost", "dup", "recovery p50/max (s)", "result")
+    head = "| {:<34} | {:>8} | {:>5} | {:>5} | {:>20} | {:<6} |".format(*cols)
     sep = "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"
     lines = [head, sep]
     for r in results:
         rec = sorted(r.recovery)
         recs = f"{rec[len(rec) // 2]:.2f} / {rec[-1]:.2f}" if rec else "-"
         verdict = "pass" if r.passed else "FAIL"
-        lines.append(
-            f"| {r.case:<34} | {r.jobs:>8} | {r.lost:>5} | {r.duplicated:>5} | {recs:>20} | {verdict:<6} |"
-        )
+        cells = (r.case, r.jobs, r.lost, r.duplicated, recs, verdict)
+        lines.append("| {:<34} | {:>8} | {:>5} | {:>5} | {:>20} | {:<6} |".format(*cells))
     for r in results:
         for n in r.notes:
             lines.append(f"  {r.case}: {n}")
@@ -254,7 +254,9 @@ class Env:
     def task(self, name: str) -> Any:
         return self.app.tasks[name]
 
-    async def enqueue(self, name: str, calls: list[tuple[Any, ...]], chunk: int = 2000) -> list[str]:
+    async def enqueue(
+        self, name: str, calls: list[tuple[Any, ...]], chunk: int = 2000
+    ) -> list[str]:
         ids: list[str] = []
         task = self.task(name)
         for i in range(0, len(calls), chunk):

@@ -29,7 +29,9 @@ class _Pipe:
     async def run(self) -> None:
         await self.proxy._gate()
         try:
-            ur, uw = await asyncio.open_connection(self.proxy.upstream_host, self.proxy.upstream_port)
+            ur, uw = await asyncio.open_connection(
+                self.proxy.upstream_host, self.proxy.upstream_port
+            )
         except OSError:
             self.abort()
             return

@@ -23,7 +23,11 @@ async def main(scale: str, names: list[str], out: str | None) -> int:
         except Exception as exc:
             traceback.print_exc()
             r = Result(f"{name} (crashed)", 0, 0, 0, checks={f"ran: {exc}": False})
-        print(f"   {'pass' if r.passed else 'FAIL'} in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
+        print(
+            f"   {'pass' if r.passed else 'FAIL'} in {time.monotonic() - t0:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
         results.append(r)
     print(table(results))
     if out:
