@@ -68,6 +68,14 @@ ci: lint typecheck test ## every gate CI runs
 setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
 	@bash .ci/setup
 
+.PHONY: chaos
+chaos: build-dev ## the full chaos suite (real Redis, killed workers, fault proxy); prints the table
+	$(PY) -m tests.chaos.run --scale full --json chaos-results.json
+
+.PHONY: chaos-smoke
+chaos-smoke: build-dev ## the CI tier of the chaos suite: cases 1, 2, 4, 6 at small scale
+	$(BIN)/pytest tests/chaos -m chaos -q $(PYTEST_ARGS)
+
 .PHONY: demo
 demo: build-dev ## enqueue and process thousands of example jobs
 	$(BIN)/python -m examples.demo

@@ -102,6 +102,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._now = asyncio.Event()
         self._cancel_requested: set[str] = set()
+        self._epoch: str | None = None
+        self._run_id: str | None = None
         self.ready = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -111,7 +113,10 @@ class Worker:
 
         Raises:
             BrokerError: The broker could not be reached at start.
+            ValueError: Redis is configured to evict keys (``maxmemory-policy`` other than
+                ``noeviction``), which would lose queue data.
         """
+        await self._check_server()
         await self._open_lanes()
         background: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._register_loop())]
         for lane in self._lanes:
@@ -136,6 +141,40 @@ class Worker:
         self._stop.set()
         for lane in self._lanes:
             lane.consumer.stop_fetching()
+
+    async def _check_server(self) -> None:
+        """Refuse to run on a Redis that evicts queue data; warn when it does not persist."""
+        facts = await self.app.broker.server_check()
+        self._epoch = facts.get("epoch")
+        self._run_id = facts.get("run_id")
+        if not facts:
+            return
+        policy = facts.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction":
+            raise ValueError(
+                f"Redis maxmemory-policy is {policy!r}: under memory pressure it would evict "
+                "queue data (jobs, leases, results, dead letters). Set it to 'noeviction' "
+                "(CONFIG SET maxmemory-policy noeviction); see docs/reliability.md"
+            )
+        if facts.get("aof_enabled", "0") != "1" and not facts.get("save"):
+            log.warning(
+                "Redis persistence is off (no AOF, no RDB snapshots): a Redis restart loses "
+                "every queued job. Enable appendonly yes; see docs/reliability.md"
+            )
+
+    async def _watch_server(self) -> None:
+        """Notice a Redis that came back without its data (its epoch marker changed)."""
+        with contextlib.suppress(BrokerError):
+            facts = await self.app.broker.server_check()
+            epoch, run_id = facts.get("epoch"), facts.get("run_id")
+            if self._epoch is not None and epoch is not None and epoch != self._epoch:
+                log.error(
+                    "DATA LOSS: Redis lost its data (restarted without persistence, or was "
+                    "flushed); jobs queued or running before that are gone. Consuming continues."
+                )
+            elif self._run_id is not None and run_id is not None and run_id != self._run_id:
+                log.warning("Redis restarted; its data survived (epoch unchanged)")
+            self._epoch, self._run_id = epoch or self._epoch, run_id or self._run_id
 
     async def _open_lanes(self) -> None:
         app, names = self.app, list(self.app.tasks)
@@ -224,6 +263,7 @@ class Worker:
             # The consumers log broker outages once per state change; no need to here.
             with contextlib.suppress(BrokerError):
                 await self.app.broker.register_worker(self.worker_id, info, self.app.lease * 2)
+            await self._watch_server()
             await asyncio.sleep(self.app.heartbeat)
 
     # ---- consuming -------------------------------------------------------------------------

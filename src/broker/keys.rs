@@ -11,6 +11,8 @@ use crate::errors::{Error, Result};
 pub const QUEUES: &str = "asyncq:queues";
 /// Global ZSET worker id → last seen (broker ms).
 pub const WORKERS: &str = "asyncq:workers";
+/// A random value written once (no expiry): a new value means Redis lost its data.
+pub const EPOCH: &str = "asyncq:epoch";
 
 /// Longest queue name accepted, in bytes.
 pub const MAX_QUEUE_NAME: usize = 200;

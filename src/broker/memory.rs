@@ -258,6 +258,11 @@ impl Broker for MemoryBroker {
         Ok(list)
     }
 
+    async fn server_check(&self) -> Result<Vec<(String, String)>> {
+        // In-process: nothing to evict, nothing to persist.
+        Ok(Vec::new())
+    }
+
     async fn now_ms(&self) -> Result<u64> {
         Ok(self.clock())
     }

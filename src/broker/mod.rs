@@ -268,6 +268,11 @@ pub trait Broker: Send + Sync {
     async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()>;
     async fn unregister_worker(&self, id: &str) -> Result<()>;
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;
+    /// Facts about the server that decide whether queue data is safe, as `(name, value)`:
+    /// `maxmemory_policy`, `aof_enabled`, `save` (when CONFIG is allowed), `run_id`,
+    /// `redis_version`, and `epoch`, a marker written once that changes only when the server
+    /// lost its data. Empty for in-process brokers.
+    async fn server_check(&self) -> Result<Vec<(String, String)>>;
     /// Broker time in unix ms.
     async fn now_ms(&self) -> Result<u64>;
 }

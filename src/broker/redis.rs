@@ -4,9 +4,16 @@
 //! Normal commands share one multiplexed, auto-reconnecting [`ConnectionManager`]. `wait` blocks
 //! in `BLPOP`, which would stall every request queued behind it on a multiplexed connection, so
 //! waits use dedicated connections from a small pool instead.
+//!
+//! Faults: the manager reconnects with backoff after errors, but a connection that stays open
+//! while nothing comes back (a half-open TCP flow, a blackholed route) raises no error, only
+//! response timeouts. A watchdog task pings the shared connection every second and swaps in a
+//! fresh manager when a ping goes unanswered, so consumption resumes by itself. Blocking waits
+//! are capped at [`MAX_BLOCK`] (callers tolerate early wake-ups), so a silent dedicated connection
+//! costs at most `MAX_BLOCK + WAIT_GRACE` before it is dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -25,10 +32,16 @@ const ENQUEUE_CHUNK: usize = 1000;
 /// How many jobs a looping maintenance call (purge, retry all) handles per script run.
 const CHUNK: usize = 1000;
 /// Extra time a blocking wait gets beyond its own timeout before the client gives up on it.
-const WAIT_GRACE: Duration = Duration::from_secs(2);
-/// Response timeout of normal commands: a big batch script may take a while on a busy server.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const WAIT_GRACE: Duration = Duration::from_secs(1);
+/// Longest single BLPOP: a longer wait is cut short (a spurious wake-up, which callers allow).
+const MAX_BLOCK: Duration = Duration::from_secs(2);
+/// Response timeout of normal commands: well above any batch script's run time, well below a
+/// lease, so a command stuck on a dead connection fails (and is retried) before leases expire.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(4);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the watchdog pings the shared connection, and how long it waits for the answer.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
+const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A per-item script reply: status code, or the error the script reported for that item.
 type Item = std::result::Result<i64, ItemError>;
@@ -36,7 +49,8 @@ type Item = std::result::Result<i64, ItemError>;
 /// A [`Broker`] backed by Redis (or Valkey).
 pub struct RedisBroker {
     client: Client,
-    con: ConnectionManager,
+    /// The shared connection; the watchdog replaces it when it goes silent.
+    con: Arc<Mutex<ConnectionManager>>,
     /// Idle dedicated connections for blocking waits.
     waiters: Mutex<Vec<MultiplexedConnection>>,
     /// Queues already added to the global queue set by this instance.
@@ -56,10 +70,11 @@ impl RedisBroker {
         // Dial once plainly first: the connection manager retries with backoff, which would turn
         // a wrong password or a down server into a long hang instead of a prompt error.
         let first_waiter = Self::dial_blocking(&client).await?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let con = client.get_connection_manager_with_config(config).await?;
+        let con = client
+            .get_connection_manager_with_config(manager_config())
+            .await?;
+        let con = Arc::new(Mutex::new(con));
+        spawn_watchdog(client.clone(), Arc::downgrade(&con));
         Ok(RedisBroker {
             client,
             con,
@@ -81,7 +96,7 @@ impl RedisBroker {
 
     /// A handle on the shared connection (cheap clone; it reconnects by itself after errors).
     fn con(&self) -> ConnectionManager {
-        self.con.clone()
+        lock(&self.con).clone()
     }
 
     /// One enqueue script call for at most `ENQUEUE_CHUNK` jobs.
@@ -154,9 +169,10 @@ impl RedisBroker {
         wake: &str,
         timeout_ms: u64,
     ) -> (::redis::RedisResult<()>, Option<MultiplexedConnection>) {
+        let block = Duration::from_millis(timeout_ms).min(MAX_BLOCK);
         let mut cmd = ::redis::cmd("BLPOP");
-        cmd.arg(wake).arg(timeout_ms as f64 / 1000.0);
-        let limit = Duration::from_millis(timeout_ms) + WAIT_GRACE;
+        cmd.arg(wake).arg(block.as_secs_f64());
+        let limit = block + WAIT_GRACE;
         match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut con)).await {
             Ok(Ok(_)) => (Ok(()), Some(con)),
             Ok(Err(e)) => (Err(e), None),
@@ -164,6 +180,44 @@ impl RedisBroker {
             Err(_) => (Ok(()), None),
         }
     }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+}
+
+/// Ping the shared connection every [`WATCHDOG_EVERY`]; when a ping is not answered within
+/// [`WATCHDOG_TIMEOUT`] the connection is open but silent (or the server is gone): dial a fresh
+/// manager and swap it in. Requests already waiting on the old one fail by their response
+/// timeout and are retried by their callers on the new one. Ends when the broker is dropped.
+fn spawn_watchdog(client: Client, slot: Weak<Mutex<ConnectionManager>>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WATCHDOG_EVERY).await;
+            let Some(current) = slot.upgrade() else {
+                return;
+            };
+            let mut con = lock(&current).clone();
+            drop(current);
+            let cmd = ::redis::cmd("PING");
+            let ping = cmd.query_async::<Value>(&mut con);
+            if matches!(
+                tokio::time::timeout(WATCHDOG_TIMEOUT, ping).await,
+                Ok(Ok(_))
+            ) {
+                continue;
+            }
+            let dial = client.get_connection_manager_with_config(manager_config());
+            if let Ok(Ok(fresh)) = tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+                match slot.upgrade() {
+                    Some(current) => *lock(&current) = fresh,
+                    None => return,
+                }
+            }
+        }
+    });
 }
 
 /// Optional number as a script argument: '' stands for None.
@@ -562,6 +616,53 @@ impl Broker for RedisBroker {
                 .await?;
         }
         Ok(live)
+    }
+
+    async fn server_check(&self) -> Result<Vec<(String, String)>> {
+        let info: String = ::redis::cmd("INFO")
+            .arg("server")
+            .arg("memory")
+            .arg("persistence")
+            .query_async(&mut self.con())
+            .await?;
+        let wanted = [
+            "redis_version",
+            "run_id",
+            "maxmemory_policy",
+            "aof_enabled",
+            "loading",
+        ];
+        let mut out: Vec<(String, String)> = info
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .filter(|(k, _)| wanted.contains(k))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        // Managed services may disable CONFIG: then the RDB schedule is simply not reported.
+        let save: ::redis::RedisResult<Vec<String>> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("save")
+            .query_async(&mut self.con())
+            .await;
+        if let Ok(pair) = save {
+            if let Some(v) = pair.get(1) {
+                out.push(("save".to_owned(), v.clone()));
+            }
+        }
+        // The epoch marker: created once, persistent. If it changes, Redis lost its data.
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let (epoch,): (String,) = ::redis::pipe()
+            .cmd("SET")
+            .arg(keys::EPOCH)
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(keys::EPOCH)
+            .query_async(&mut self.con())
+            .await?;
+        out.push(("epoch".to_owned(), epoch));
+        Ok(out)
     }
 
     async fn now_ms(&self) -> Result<u64> {

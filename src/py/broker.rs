@@ -335,6 +335,17 @@ impl PyBroker {
         })
     }
 
+    /// Server facts for startup checks (see `Broker::server_check`), as a dict.
+    fn server_check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let facts = h.get().await?.server_check().await?;
+            Ok(facts
+                .into_iter()
+                .collect::<std::collections::HashMap<String, String>>())
+        })
+    }
+
     /// Broker time in unix seconds; also a connectivity check.
     fn now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();

@@ -1,0 +1,149 @@
+"""A small asyncio TCP fault proxy put between workers and Redis.
+
+Faults (each applies to every connection, current and new, until healed):
+
+- ``reset()``: abort every open connection with a TCP RST (SO_LINGER 0); new ones work.
+- ``latency(ms)``: delay every chunk in both directions by ``ms``.
+- ``blackhole(seconds)``: forward nothing for that long (connections stay open, new ones are
+  accepted but not connected upstream), then carry on as if nothing happened.
+- ``half_open()``: every connection open now goes silent forever without being closed (as when
+  a NAT or firewall forgets a flow); connections opened afterwards work normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+
+
+class _Pipe:
+    def __init__(self, proxy: FaultProxy, cr: asyncio.StreamReader, cw: asyncio.StreamWriter):
+        self.proxy = proxy
+        self.cr, self.cw = cr, cw
+        self.uw: asyncio.StreamWriter | None = None
+        self.silent = False  # half-open: never forward again, never close
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        await self.proxy._gate()
+        try:
+            ur, uw = await asyncio.open_connection(
+                self.proxy.upstream_host, self.proxy.upstream_port
+            )
+        except OSError:
+            self.abort()
+            return
+        self.uw = uw
+        self.tasks = [
+            asyncio.ensure_future(self._copy(self.cr, uw)),
+            asyncio.ensure_future(self._copy(ur, self.cw)),
+        ]
+        await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+        if not self.silent:
+            self.close()
+
+    async def _copy(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                await self.proxy._gate()
+                if self.proxy.latency_s:
+                    await asyncio.sleep(self.proxy.latency_s)
+                while self.silent:
+                    await asyncio.sleep(3600)
+                w.write(data)
+                await w.drain()
+
+    def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for w in (self.cw, self.uw):
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    w.close()
+        self.proxy._pipes.discard(self)
+
+    def abort(self) -> None:
+        """Close the client side with a RST."""
+        sock = self.cw.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.silent = False
+        self.close()
+
+
+class FaultProxy:
+    """Listens on a free loopback port and forwards to ``upstream``; inject faults at will."""
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream_host, self.upstream_port = upstream_host, upstream_port
+        self.port = 0
+        self.latency_s = 0.0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._pipes: set[_Pipe] = set()
+        self._server: asyncio.Server | None = None
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for p in list(self._pipes):
+            p.abort()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _accept(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        pipe = _Pipe(self, r, w)
+        self._pipes.add(pipe)
+        await pipe.run()
+
+    async def _gate(self) -> None:
+        await self._open.wait()
+
+    # ---- faults ----------------------------------------------------------------------------
+
+    def reset(self) -> int:
+        """RST every open connection; returns how many."""
+        pipes = list(self._pipes)
+        for p in pipes:
+            p.abort()
+        return len(pipes)
+
+    def latency(self, ms: float) -> None:
+        self.latency_s = ms / 1000.0
+
+    async def blackhole(self, seconds: float) -> None:
+        """Forward nothing for ``seconds``, then heal."""
+        self._open.clear()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._open.set()
+
+    def half_open(self) -> int:
+        """Make every open connection silent forever (never closed); returns how many."""
+        pipes = list(self._pipes)
+        for p in pipes:
+            p.silent = True
+        return len(pipes)
+
+    def heal(self) -> None:
+        self.latency_s = 0.0
+        self._open.set()
