@@ -9,6 +9,7 @@ lose the job.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
     from .job import JobHandle
     from .task import EnqueueOptions, Task
 
-__all__ = ["Middleware", "call_hook"]
+__all__ = ["Middleware", "call_hook", "run_hooks"]
+
+log = logging.getLogger("asyncq.middleware")
 
 
 class Middleware:
@@ -52,7 +55,17 @@ class Middleware:
 
 
 async def call_hook(hook: Callable[..., Any], *args: Any) -> None:
-    """Call a middleware hook that may be sync or async."""
+    """Call a middleware hook that may be sync or async; its exceptions propagate."""
     result = hook(*args)
     if inspect.isawaitable(result):
         await result
+
+
+async def run_hooks(middleware: list[Middleware], name: str, *args: Any) -> None:
+    """Call hook ``name`` of every middleware in order; an exception is logged, never raised,
+    so a faulty hook cannot keep a job from being acknowledged or failed."""
+    for m in middleware:
+        try:
+            await call_hook(getattr(m, name), *args)
+        except Exception:
+            log.exception("middleware %s.%s failed", type(m).__name__, name)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._core import BrokerError, Consumer, Job
 from ._threads import ThreadPool, default_size
 from .context import JobContext, _current
-from .middleware import call_hook
+from .middleware import run_hooks
 
 if TYPE_CHECKING:
     from .app import App
@@ -322,8 +322,7 @@ class Worker:
         started = time.monotonic()
         try:
             if ctx is not None:
-                for m in self.app.middleware:
-                    await call_hook(m.before_execute, ctx)
+                await run_hooks(self.app.middleware, "before_execute", ctx)
             if task.is_async:
                 aw = task.fn(*job.args, **job.kwargs)
             else:
@@ -344,8 +343,7 @@ class Worker:
         self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext | None, result: Any
     ) -> None:
         if ctx is not None:
-            for m in self.app.middleware:
-                await call_hook(m.after_execute, ctx)
+            await run_hooks(self.app.middleware, "after_execute", ctx)
         try:
             lane.consumer.ack(job, result, task.config.result_ttl)
         except TypeError as exc:
@@ -355,8 +353,7 @@ class Worker:
             return
         self.stats.succeeded += 1
         if ctx is not None:
-            for m in self.app.middleware:
-                await call_hook(m.on_success, ctx, result)
+            await run_hooks(self.app.middleware, "on_success", ctx, result)
 
     def _on_cancelled(self, lane: _Lane, job: Job) -> None:
         if job.id in self._cancel_requested:
@@ -378,8 +375,7 @@ class Worker:
         elapsed: float,
     ) -> None:
         if ctx is not None:
-            for m in self.app.middleware:
-                await call_hook(m.after_execute, ctx)
+            await run_hooks(self.app.middleware, "after_execute", ctx)
         timeout = task.config.timeout
         timed_out = isinstance(exc, TimeoutError) and timeout is not None and elapsed >= timeout
         reason = "timeout" if timed_out else "exception"
@@ -412,5 +408,4 @@ class Worker:
             )
             hook = "on_failure"
         if ctx is not None:
-            for m in self.app.middleware:
-                await call_hook(getattr(m, hook), ctx, exc)
+            await run_hooks(self.app.middleware, hook, ctx, exc)
