@@ -77,7 +77,9 @@ def async_client() -> redis.asyncio.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _async_clients.get(loop_id)
     if client is None:
-        client = _async_clients[loop_id] = redis.asyncio.Redis.from_url(URL)
+        client = _async_clients[loop_id] = redis.asyncio.Redis.from_url(
+            URL, max_connections=10_000
+        )  # redis-py 8 caps async pools at 100 by default
     return client
 
 

@@ -1,7 +1,7 @@
 """Producer and worker entry points, run in the adapter's own interpreter by the harness.
 
     python -m benches.drive ADAPTER produce MODE BODY N [GAP DELAY CAP]
-    python -m benches.drive ADAPTER worker CONCURRENCY THREADS
+    python -m benches.drive ADAPTER worker CONCURRENCY THREADS SYNC(0|1)
 
 ``produce`` prints one JSON line: ``{"elapsed": s, "done": jobs, "queued": n|null}``.
 Modes: ``fill`` (bulk if the library has it, else 64 concurrent singles; untimed pre-queueing),
@@ -129,7 +129,7 @@ def main() -> None:
         result = _run(produce(a, mode, body, n, gap, delay, cap))
         print(json.dumps(result), flush=True)
     elif role == "worker":
-        spec = WorkerSpec(int(sys.argv[3]), int(sys.argv[4]))
+        spec = WorkerSpec(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1")
         _run(a.run_worker(spec))
     else:
         raise SystemExit(f"unknown role {role}")

@@ -82,7 +82,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
         )
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis.from_url(self.url)
+        self.client = redis.Redis.from_url(self.url, socket_timeout=None)  # redis-py 8: 5 s
         for _ in range(100):
             with contextlib.suppress(redis.ConnectionError):
                 if self.client.ping():
@@ -153,16 +153,18 @@ class Bench:
             raise RuntimeError(f"{name} producer {mode} failed: {out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def start_worker(self, name: str, n: int, concurrency: int, threads: int) -> subprocess.Popen:
+    def start_worker(self, name: str, n: int, concurrency: int, threads: int,
+                     sync: bool = False) -> subprocess.Popen:
         logf = open(LOG_DIR / f"{name}-worker.log", "w")  # noqa: SIM115
         cmd = [self.python(name), "-m", "benches.drive", name, "worker", str(concurrency),
-               str(threads)]
+               str(threads), "1" if sync else "0"]
         spec_cmd = subprocess.run(
             [self.python(name), "-c",
              "import sys; from benches.drive import load; from benches.adapters.base import "
              "WorkerSpec; a = load(sys.argv[1]); "
-             "print(a.worker_argv(WorkerSpec(int(sys.argv[2]), int(sys.argv[3]))) or '')",
-             name, str(concurrency), str(threads)],
+             "print(a.worker_argv(WorkerSpec(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1'))"
+             " or '')",
+             name, str(concurrency), str(threads), "1" if sync else "0"],
             cwd=ROOT, env=self.env(n), capture_output=True, text=True, check=True,
         ).stdout.strip()
         if spec_cmd:
@@ -205,7 +207,7 @@ class Bench:
             monitor = subprocess.Popen(["redis-cli", "-p", str(self.redis.port), "monitor"],
                                        stdout=monitor_out)
             time.sleep(0.2)
-        worker = self.start_worker(name, n, concurrency, threads)
+        worker = self.start_worker(name, n, concurrency, threads, sync=body == "hash1k")
         try:
             report = self.wait_done(self.args.cap)
             if report is None:
@@ -266,9 +268,9 @@ class Bench:
     def ready_worker(self, name: str, n: int) -> subprocess.Popen:
         self.r.flushall()
         worker = self.start_worker(name, n, 100, 8)
-        for _ in range(6):
+        for _ in range(3):
             self.produce(name, "ping", "ping", 1, env_n=n)
-            if self.r.blpop(["bench:ready"], timeout=10):
+            if self.r.blpop(["bench:ready"], timeout=8):
                 return worker
         self.stop_worker(worker)
         raise RuntimeError(f"{name}: worker never answered the readiness ping")

@@ -20,10 +20,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What the harness asks of a worker: concurrency and thread-pool size."""
+    """What the harness asks of a worker: concurrency and thread-pool size.
+
+    ``sync`` is True for W6 (plain functions): libraries whose concurrency *is* a thread pool
+    (dramatiq, celery threads) then run ``threads`` threads instead of ``concurrency``.
+    """
 
     concurrency: int = 100
     threads: int = 8
+    sync: bool = False
 
 
 class Adapter:
