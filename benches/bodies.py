@@ -1,3 +1,4 @@
+# ruff: noqa: SIM105
 """The job bodies, defined once and shared by every adapter.
 
 Each body does its work, then calls ``_complete``: that counts completions in-process (thread

@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415
 """Producer and worker entry points, run in the adapter's own interpreter by the harness.
 
     python -m benches.drive ADAPTER produce MODE BODY N [GAP DELAY CAP]

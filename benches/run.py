@@ -1,3 +1,4 @@
+# ruff: noqa: RUF002, PLC0415, PLW1510, E501, RUF046
 """The benchmark harness (protocol: /work/shared/BENCHMARKS.md, W1–W7).
 
     python -m benches.run --quick                 # asyncq alone, small N (make bench)
@@ -21,7 +22,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,8 +77,21 @@ class RedisServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -95,8 +108,10 @@ class RedisServer:
         self.proc.wait(5)
 
     def commandstats(self) -> dict[str, int]:
-        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in
-                self.client.info("commandstats").items()}
+        return {
+            k.removeprefix("cmdstat_"): v["calls"]
+            for k, v in self.client.info("commandstats").items()
+        }
 
     def reads(self) -> int:
         return int(self.client.info("stats")["total_reads_processed"])
@@ -143,35 +158,86 @@ class Bench:
     def python(self, name: str) -> str:
         return str(VENVS[ADAPTER_VENV.get(name, "peers")])
 
-    def produce(self, name: str, mode: str, body: str, n: int, gap: float = 0.0,
-                delay: float = 0.0, cap: float = 1e9, env_n: int | None = None) -> dict[str, Any]:
-        cmd = [self.python(name), "-m", "benches.drive", name, "produce", mode, body, str(n),
-               str(gap), str(delay), str(cap)]
-        out = subprocess.run(cmd, cwd=ROOT, env=self.env(env_n or n), capture_output=True,
-                             text=True, timeout=cap + 120 if cap < 1e8 else 600)
+    def produce(
+        self,
+        name: str,
+        mode: str,
+        body: str,
+        n: int,
+        gap: float = 0.0,
+        delay: float = 0.0,
+        cap: float = 1e9,
+        env_n: int | None = None,
+    ) -> dict[str, Any]:
+        cmd = [
+            self.python(name),
+            "-m",
+            "benches.drive",
+            name,
+            "produce",
+            mode,
+            body,
+            str(n),
+            str(gap),
+            str(delay),
+            str(cap),
+        ]
+        out = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env=self.env(env_n or n),
+            capture_output=True,
+            text=True,
+            timeout=cap + 120 if cap < 1e8 else 600,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"{name} producer {mode} failed: {out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def start_worker(self, name: str, n: int, concurrency: int, threads: int,
-                     sync: bool = False) -> subprocess.Popen:
+    def start_worker(
+        self, name: str, n: int, concurrency: int, threads: int, sync: bool = False
+    ) -> subprocess.Popen:
         logf = open(LOG_DIR / f"{name}-worker.log", "w")  # noqa: SIM115
-        cmd = [self.python(name), "-m", "benches.drive", name, "worker", str(concurrency),
-               str(threads), "1" if sync else "0"]
+        cmd = [
+            self.python(name),
+            "-m",
+            "benches.drive",
+            name,
+            "worker",
+            str(concurrency),
+            str(threads),
+            "1" if sync else "0",
+        ]
         spec_cmd = subprocess.run(
-            [self.python(name), "-c",
-             "import sys; from benches.drive import load; from benches.adapters.base import "
-             "WorkerSpec; a = load(sys.argv[1]); "
-             "print(a.worker_argv(WorkerSpec(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1'))"
-             " or '')",
-             name, str(concurrency), str(threads), "1" if sync else "0"],
-            cwd=ROOT, env=self.env(n), capture_output=True, text=True, check=True,
+            [
+                self.python(name),
+                "-c",
+                "import sys; from benches.drive import load; from benches.adapters.base import "
+                "WorkerSpec; a = load(sys.argv[1]); "
+                "print(a.worker_argv(WorkerSpec(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1'))"
+                " or '')",
+                name,
+                str(concurrency),
+                str(threads),
+                "1" if sync else "0",
+            ],
+            cwd=ROOT,
+            env=self.env(n),
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         if spec_cmd:
             argv = eval(spec_cmd)  # a list literal printed by the adapter
             cmd = [str(Path(self.python(name)).parent / argv[0]), *argv[1:]]
-        return subprocess.Popen(cmd, cwd=ROOT, env=self.env(n), stdout=logf,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env(n),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @staticmethod
     def stop_worker(proc: subprocess.Popen) -> None:
@@ -193,8 +259,16 @@ class Bench:
 
     # ---- workloads -------------------------------------------------------------------------------
 
-    def drain(self, name: str, body: str, n: int, concurrency: int, threads: int,
-              count_key: str, account: bool = False) -> dict[str, Any]:
+    def drain(
+        self,
+        name: str,
+        body: str,
+        n: int,
+        concurrency: int,
+        threads: int,
+        count_key: str,
+        account: bool = False,
+    ) -> dict[str, Any]:
         """W1/W1n/W5/W6: N jobs already queued, then ONE worker process; first→last completion."""
         self.r.flushall()
         fill = self.produce(name, "fill", body, n)
@@ -204,8 +278,9 @@ class Bench:
         monitor = None
         if account:
             monitor_out = open(LOG_DIR / f"{name}-monitor.txt", "w")  # noqa: SIM115
-            monitor = subprocess.Popen(["redis-cli", "-p", str(self.redis.port), "monitor"],
-                                       stdout=monitor_out)
+            monitor = subprocess.Popen(
+                ["redis-cli", "-p", str(self.redis.port), "monitor"], stdout=monitor_out
+            )
             time.sleep(0.2)
         worker = self.start_worker(name, n, concurrency, threads, sync=body == "hash1k")
         try:
@@ -214,12 +289,19 @@ class Bench:
                 done, first_t = self.progress()
                 if count_key == "bench:count":
                     done = int(self.r.get(count_key) or 0)
-                return {"valid": False, "capped": True, "done": done,
-                        "error": f"capped at {self.args.cap:.0f}s: {done}/{n} done",
-                        "rate_partial": done / max(1e-9, time.time() - min(first_t, time.time()))}
+                return {
+                    "valid": False,
+                    "capped": True,
+                    "done": done,
+                    "error": f"capped at {self.args.cap:.0f}s: {done}/{n} done",
+                    "rate_partial": done / max(1e-9, time.time() - min(first_t, time.time())),
+                }
             time.sleep(0.5)
-            count = (int(self.r.get(count_key) or 0) if count_key == "bench:count"
-                     else self.progress()[0])
+            count = (
+                int(self.r.get(count_key) or 0)
+                if count_key == "bench:count"
+                else self.progress()[0]
+            )
             rss = vm_hwm_kib(report["pid"])
         finally:
             self.stop_worker(worker)
@@ -262,8 +344,12 @@ class Bench:
                 continue
             bucket = inner if where == "lua" else top
             bucket[cmd] = bucket.get(cmd, 0) + 1
-        return {"top_per_job": sum(top.values()) / n, "inner_per_job": sum(inner.values()) / n,
-                "top": top, "inner": inner}
+        return {
+            "top_per_job": sum(top.values()) / n,
+            "inner_per_job": sum(inner.values()) / n,
+            "top": top,
+            "inner": inner,
+        }
 
     def ready_worker(self, name: str, n: int) -> subprocess.Popen:
         self.r.flushall()
@@ -300,7 +386,10 @@ class Bench:
         return {
             "valid": done == n and len(ms) == n,
             "count": done,
-            "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": ms[-1],
+            "p50": pct(50),
+            "p90": pct(90),
+            "p99": pct(99),
+            "max": ms[-1],
             "worker_cpu_us": (last["cpu"] - first["cpu"]) / n * 1e6,
             "redis_cpu_us": (last["rcpu"] - first["rcpu"]) / n * 1e6,
             "rss_mib": rss / 1024 if rss else None,
@@ -318,8 +407,12 @@ class Bench:
                 continue
             queued = res["queued"]
             ok = res["done"] == n and (queued is None or queued == n)
-            out[mode] = {"valid": ok, "rate": res["done"] / res["elapsed"], "count": queued,
-                         "verified": queued is not None}
+            out[mode] = {
+                "valid": ok,
+                "rate": res["done"] / res["elapsed"],
+                "count": queued,
+                "verified": queued is not None,
+            }
             if res["done"] != n:
                 out[mode]["capped"] = True
                 out[mode]["error"] = f"capped at {self.args.cap:.0f}s: {res['done']}/{n}"
@@ -354,10 +447,18 @@ def redis_ceiling(port: int, n: int) -> dict[str, dict[str, float]]:
     base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-q", "-n", str(n)]
     for p in (1, 16):
         runs = [
-            subprocess.run([*base, "-P", str(p), "-t", "lpush,rpop,set,get"],
-                           capture_output=True, text=True, timeout=300).stdout,
-            subprocess.run([*base, "-P", str(p), "eval", "return 1", "0"],
-                           capture_output=True, text=True, timeout=300).stdout,
+            subprocess.run(
+                [*base, "-P", str(p), "-t", "lpush,rpop,set,get"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            ).stdout,
+            subprocess.run(
+                [*base, "-P", str(p), "eval", "return 1", "0"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            ).stdout,
         ]
         for text in runs:
             for line in text.replace("\r", "\n").splitlines():
@@ -376,8 +477,13 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-            "kernel": platform.release(), "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(int(mem) / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 def loadavg() -> str:
@@ -388,12 +494,14 @@ def versions(names: list[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for name in names:
         py = str(VENVS[ADAPTER_VENV.get(name, "peers")])
-        code = ("import sys, importlib.metadata as m, platform\n"
-                "out = {'python': platform.python_version()}\n"
-                "for p in sys.argv[1:]:\n"
-                "    try: out[p] = m.version(p)\n"
-                "    except Exception: out[p] = '-'\n"
-                "print(repr(out))")
+        code = (
+            "import sys, importlib.metadata as m, platform\n"
+            "out = {'python': platform.python_version()}\n"
+            "for p in sys.argv[1:]:\n"
+            "    try: out[p] = m.version(p)\n"
+            "    except Exception: out[p] = '-'\n"
+            "print(repr(out))"
+        )
         res = subprocess.run([py, "-c", code, *PACKAGES[name]], capture_output=True, text=True)
         out[name] = eval(res.stdout) if res.returncode == 0 else {"error": res.stderr[-200:]}
     return out
@@ -404,8 +512,13 @@ def available(name: str) -> str | None:
     py = VENVS[ADAPTER_VENV.get(name, "peers")]
     if not py.exists():
         return f"interpreter {py.relative_to(ROOT)} missing (run `make bench-deps`)"
-    res = subprocess.run([str(py), "-c", f"import benches.adapters.{name}"], cwd=ROOT,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(
+        [str(py), "-c", f"import benches.adapters.{name}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if res.returncode != 0:
         return f"adapter import failed: {res.stderr.strip().splitlines()[-1]}"
     return None
@@ -442,9 +555,16 @@ def main() -> None:
     started = time.time()
     data: dict[str, Any] = {
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "redis": bench.redis.version, "n": args.n, "cap": args.cap,
-        "reps": args.reps, "load_start": loadavg(), "skipped": skipped,
-        "versions": versions(names), "runs": [], "order": [],
+        "machine": machine(),
+        "redis": bench.redis.version,
+        "n": args.n,
+        "cap": args.cap,
+        "reps": args.reps,
+        "load_start": loadavg(),
+        "skipped": skipped,
+        "versions": versions(names),
+        "runs": [],
+        "order": [],
         "notes": {},
     }
     try:
@@ -452,7 +572,7 @@ def main() -> None:
         data["ceiling"] = redis_ceiling(bench.redis.port, 200_000 if not args.quick else 50_000)
         log(f"ceiling: {data['ceiling']}")
         for rep in range(args.reps):
-            order = names[rep % len(names):] + names[:rep % len(names)]
+            order = names[rep % len(names) :] + names[: rep % len(names)]
             data["order"].append(order)
             data.setdefault("load_reps", []).append(loadavg())
             for name in order:
@@ -463,17 +583,20 @@ def main() -> None:
                     except Exception as exc:  # a broken adapter must not sink the table
                         res = {"valid": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
                     data["runs"].append({"rep": rep, "adapter": name, "workload": w, **res})
-                    log(f"rep {rep} {name:8} {w:3} {time.time() - t0:5.1f}s "
-                        f"{summarize(w, res)}")
+                    log(f"rep {rep} {name:8} {w:3} {time.time() - t0:5.1f}s {summarize(w, res)}")
         if not args.no_account and "asyncq" in names:
             for name in ("asyncq", "floor"):
                 if name in names:
-                    for w, body, key in (("W1", "incr", "bench:count"),
-                                         ("W1n", "noop", "bench:final")):
+                    for w, body, key in (
+                        ("W1", "incr", "bench:count"),
+                        ("W1n", "noop", "bench:final"),
+                    ):
                         res = bench.drain(name, body, args.n, 100, 8, key, account=True)
                         data.setdefault("accounting", {}).setdefault(name, {})[w] = res
-                        log(f"accounting {name} {w}: {res.get('monitor', {}).get('top_per_job')}"
-                            f" top-level/job, {res.get('calls_per_job')} calls/job")
+                        log(
+                            f"accounting {name} {w}: {res.get('monitor', {}).get('top_per_job')}"
+                            f" top-level/job, {res.get('calls_per_job')} calls/job"
+                        )
     finally:
         bench.redis.stop()
     data["load_end"] = loadavg()
@@ -482,10 +605,17 @@ def main() -> None:
 
     notes = {}
     for name in names:
-        res = subprocess.run([bench.python(name), "-c",
-                              f"from benches.drive import load; print(load('{name}').notes)"],
-                             cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        res = subprocess.run(
+            [
+                bench.python(name),
+                "-c",
+                f"from benches.drive import load; print(load('{name}').notes)",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         notes[name] = res.stdout.strip()
     data["notes"] = notes
     text = render(data)
@@ -500,14 +630,18 @@ def main() -> None:
 
 def summarize(w: str, res: dict[str, Any]) -> str:
     if w == "W2":
-        return " ".join(f"{m}={v.get('rate', 0) or 0:,.0f}/s{'' if v.get('valid') else '!'}"
-                        for m, v in res.items())
+        return " ".join(
+            f"{m}={v.get('rate', 0) or 0:,.0f}/s{'' if v.get('valid') else '!'}"
+            for m, v in res.items()
+        )
     if "p50" in res:
         return f"p50={res['p50']:.1f}ms p99={res['p99']:.1f}ms {'ok' if res['valid'] else res}"
     if res.get("rate"):
-        return (f"{res['rate']:,.0f} jobs/s cpu={res['worker_cpu_us']:.0f}us "
-                f"redis={res['redis_cpu_us']:.0f}us calls={res.get('calls_per_job', 0):.2f} "
-                f"{'ok' if res['valid'] else res.get('error')}")
+        return (
+            f"{res['rate']:,.0f} jobs/s cpu={res['worker_cpu_us']:.0f}us "
+            f"redis={res['redis_cpu_us']:.0f}us calls={res.get('calls_per_job', 0):.2f} "
+            f"{'ok' if res['valid'] else res.get('error')}"
+        )
     return str(res.get("error") or res)[:200]
 
 

@@ -63,7 +63,9 @@ class ArqAdapter(Adapter):
 
     async def run_worker(self, spec: WorkerSpec) -> None:
         worker = Worker(
-            functions=FUNCTIONS, redis_settings=SETTINGS, max_jobs=spec.concurrency,
+            functions=FUNCTIONS,
+            redis_settings=SETTINGS,
+            max_jobs=spec.concurrency,
             handle_signals=False,
         )
         await worker.async_run()

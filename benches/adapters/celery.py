@@ -12,8 +12,11 @@ from benches.adapters.base import Adapter, WorkerSpec
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0")
 app = Celery("bench", broker=URL)
-app.conf.update(task_ignore_result=True, broker_connection_retry_on_startup=True,
-                worker_hijack_root_logger=False)
+app.conf.update(
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
 TASKS = {name: app.task(name=name)(fn) for name, fn in bodies.SYNC.items()}
 
 
@@ -38,9 +41,21 @@ class CeleryAdapter(Adapter):
 
     def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
         threads = spec.threads if spec.sync else spec.concurrency
-        return ["celery", "-A", "benches.adapters.celery:app", "worker", "--pool", "threads",
-                "-c", str(threads), "--without-gossip", "--without-mingle", "--without-heartbeat",
-                "-l", "warning"]
+        return [
+            "celery",
+            "-A",
+            "benches.adapters.celery:app",
+            "worker",
+            "--pool",
+            "threads",
+            "-c",
+            str(threads),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "warning",
+        ]
 
 
 ADAPTER = CeleryAdapter()

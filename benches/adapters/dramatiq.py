@@ -55,8 +55,14 @@ class DramatiqAdapter(Adapter):
 
     def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
         threads = spec.threads if spec.sync else spec.concurrency
-        return ["dramatiq", "benches.adapters.dramatiq", "--processes", "1", "--threads",
-                str(threads)]
+        return [
+            "dramatiq",
+            "benches.adapters.dramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            str(threads),
+        ]
 
 
 ADAPTER = DramatiqAdapter()

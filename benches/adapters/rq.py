@@ -44,8 +44,16 @@ class RqAdapter(Adapter):
         return len(self.queue)
 
     def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
-        return ["rq", "worker", "--worker-class", "rq.worker.SimpleWorker", "--with-scheduler",
-                "-u", URL, "default"]
+        return [
+            "rq",
+            "worker",
+            "--worker-class",
+            "rq.worker.SimpleWorker",
+            "--with-scheduler",
+            "-u",
+            URL,
+            "default",
+        ]
 
 
 ADAPTER = RqAdapter()

@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415, E501
 """saq: in-process Worker(concurrency=N), uvloop."""
 
 from __future__ import annotations
@@ -64,9 +65,7 @@ class SaqAdapter(Adapter):
 
     async def run_worker(self, spec: WorkerSpec) -> None:
         # redis-py 8 caps a pool at 100 connections; saq's dequeuers each hold one (W5: 1,000).
-        queue = RedisQueue(
-            redis.asyncio.from_url(URL, max_connections=spec.concurrency + 50)
-        )
+        queue = RedisQueue(redis.asyncio.from_url(URL, max_connections=spec.concurrency + 50))
         worker = Worker(queue, functions=FUNCTIONS, concurrency=spec.concurrency)
         await worker.start()
 

@@ -17,7 +17,10 @@ URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0")
 
 def make_worker(concurrency: int = 100, threads: int = 8) -> tuple[Worker, dict[str, Any]]:
     worker = Worker(
-        redis_url=URL, concurrency=concurrency, sync_concurrency=threads, handle_signals=False,
+        redis_url=URL,
+        concurrency=concurrency,
+        sync_concurrency=threads,
+        handle_signals=False,
         anyio_kwargs={"use_uvloop": True},
     )
     tasks = {}

@@ -55,9 +55,16 @@ class TaskiqAdapter(Adapter):
 
     def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
         return [
-            "taskiq", "worker", "benches.adapters.taskiq:broker", "--workers", "1",
-            "--max-async-tasks", str(spec.concurrency),
-            "--max-threadpool-threads", str(spec.threads), "--no-configure-logging",
+            "taskiq",
+            "worker",
+            "benches.adapters.taskiq:broker",
+            "--workers",
+            "1",
+            "--max-async-tasks",
+            str(spec.concurrency),
+            "--max-threadpool-threads",
+            str(spec.threads),
+            "--no-configure-logging",
         ]
 
 
