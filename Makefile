@@ -80,6 +80,29 @@ chaos-smoke: build-dev ## the CI tier of the chaos suite: cases 1, 2, 4, 6 at sm
 demo: build-dev ## enqueue and process thousands of example jobs
 	$(BIN)/python -m examples.demo
 
+.PHONY: bench-main-deps
+bench-main-deps: venv
+	$(BIN)/python -m pip install -q -r benches/requirements-bench.txt
+
 .PHONY: bench
-bench: build-release ## quick asyncq-only benchmark
-	$(BIN)/python -m benches.run --quick
+bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + floor, small N, < 1 min)
+	$(BIN)/python -m benches.run --quick $(BENCH_ARGS)
+
+benches/.peers/.deps: benches/requirements-peers.txt
+	python3 -m venv benches/.peers
+	benches/.peers/bin/python -m pip install -q -r benches/requirements-peers.txt
+	touch $@
+
+# ardiq needs Python >= 3.12; skipped (and said so in RESULTS.md) when none is found.
+PY312 ?= $(firstword $(wildcard /root/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
+benches/.peers312/.deps: benches/requirements-ardiq.txt
+	@if [ -n "$(PY312)" ]; then $(PY312) -m venv benches/.peers312 && \
+	  benches/.peers312/bin/python -m pip install -q -r benches/requirements-ardiq.txt && touch $@; \
+	else echo "no Python >= 3.12: ardiq will be skipped"; fi
+
+.PHONY: bench-deps
+bench-deps: bench-main-deps benches/.peers/.deps benches/.peers312/.deps ## peer venvs for bench-peers
+
+.PHONY: bench-peers
+bench-peers: build-release bench-deps ## W1-W7 for asyncq and every peer, 3 reps; writes benches/RESULTS.md
+	$(BIN)/python -m benches.run --reps 3 $(BENCH_ARGS)

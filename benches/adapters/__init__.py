@@ -1,0 +1,14 @@
+"""One adapter per library. See base.py for the contract; a new peer is one file here."""
+
+NAMES = [
+    "asyncq",
+    "floor",
+    "saq",
+    "streaq",
+    "taskiq",
+    "arq",
+    "dramatiq",
+    "rq",
+    "celery",
+    "ardiq",
+]

@@ -1,0 +1,41 @@
+"""asyncq, from the main .venv (release build)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import asyncq
+from benches import bodies
+from benches.adapters.base import Adapter, WorkerSpec
+
+app = asyncq.App(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0"))
+TASKS = {name: app.task(name=name)(fn) for name, fn in bodies.ASYNC.items()}
+
+
+class AsyncqAdapter(Adapter):
+    name = "asyncq"
+    venv = "main"
+    package = "asyncq"
+    notes = "Worker(concurrency=N, threads=8); uvloop; defaults otherwise."
+
+    async def enqueue_bulk(self, body: str, args_list: list[tuple[Any, ...]]) -> None:
+        await TASKS[body].enqueue_many([(a, {}) for a in args_list])
+
+    async def enqueue_one(self, body: str, args: tuple[Any, ...], delay: float | None) -> None:
+        task = TASKS[body]
+        if delay:
+            await task.options(delay=delay).enqueue(*args)
+        else:
+            await task.enqueue(*args)
+
+    async def queue_size(self) -> int | None:
+        counts = await app.broker.counts(app.default_queue)
+        return counts.get("queued")
+
+    async def run_worker(self, spec: WorkerSpec) -> None:
+        worker = app.worker({app.default_queue: spec.concurrency}, threads=spec.threads)
+        await worker.run()
+
+
+ADAPTER = AsyncqAdapter()
