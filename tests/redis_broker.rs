@@ -617,3 +617,23 @@ async fn fail_marked_cancelled_ends_cancelled_outside_the_dead_set() {
     let counts = b.counts("q").await.unwrap();
     assert_eq!((counts.dead, counts.running, counts.scheduled), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_stalled_job_is_leased_in_a_batch_of_its_own() {
+    let Some((_s, b)) = setup().await else { return };
+    b.enqueue("q", vec![job("x", 0), job("s", 0), job("y", 0)])
+        .await
+        .unwrap();
+    let first = b.fetch("q", 2, 30, "w").await.unwrap();
+    assert_eq!(ids(&first), ["x", "s"]);
+    b.ack("q", vec![ack_of(&first.jobs[0], b"")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(b.reap("q", 60_000).await.unwrap().requeued, 1);
+    b.enqueue("q", vec![job("h", 9)]).await.unwrap();
+    let out = b.fetch("q", 10, 30_000, "w").await.unwrap();
+    assert_eq!(ids(&out), ["h"], "stops before the stalled job");
+    let out = b.fetch("q", 10, 30_000, "w").await.unwrap();
+    assert_eq!(ids(&out), ["s"], "the stalled job alone");
+    let out = b.fetch("q", 10, 30_000, "w").await.unwrap();
+    assert_eq!(ids(&out), ["y"]);
+}

@@ -17,7 +17,7 @@ class AsyncqAdapter(Adapter):
     name = "asyncq"
     venv = "main"
     package = "asyncq"
-    notes = "Worker(concurrency=N, threads=8); uvloop; defaults otherwise."
+    notes = "Worker(concurrency=N, threads=8, prefetch=True: the README's advice for short jobs); uvloop."
 
     async def enqueue_bulk(self, body: str, args_list: list[tuple[Any, ...]]) -> None:
         await TASKS[body].enqueue_many([(a, {}) for a in args_list])
@@ -34,7 +34,9 @@ class AsyncqAdapter(Adapter):
         return counts.get("queued")
 
     async def run_worker(self, spec: WorkerSpec) -> None:
-        worker = app.worker({app.default_queue: spec.concurrency}, threads=spec.threads)
+        worker = app.worker(
+            {app.default_queue: spec.concurrency}, threads=spec.threads, prefetch=True
+        )
         await worker.run()
 
 

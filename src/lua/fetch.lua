@@ -1,6 +1,9 @@
 -- fetch.lua: promote due scheduled jobs, then lease up to `max` ready jobs in ready order.
 -- Each leased job gets attempts + 1, a fresh fencing token (token + 1), state 'running', its
--- start time, its worker and a lease deadline in the active set.
+-- start time, its worker and a lease deadline in the active set. A job that stalled before
+-- (field 'sl' > 0: a worker died running it) is leased in a batch of its own, so a job that
+-- kills its worker cannot take a batch of good jobs down with it; the rest of the popped
+-- jobs go back with their scores.
 --
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
@@ -39,11 +42,17 @@ local popped = {}
 local jp = prefix .. 'job:'
 if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
 -- Hot loop: two commands per job; tables are filled by index (no `#` per append).
+local stop = #popped + 1
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't')
+  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl')
   if j[1] then
+    local suspect = j[6] and tonumber(j[6]) > 0
+    if suspect and m > 0 then
+      stop = i
+      break
+    end
     local attempt, token = tonumber(j[2]) + 1, tonumber(j[5]) + 1
     redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
     leased[m + 1], leased[m + 2] = deadline, id
@@ -51,7 +60,19 @@ for i = 1, #popped, 2 do
     out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
     out[n + 4], out[n + 5], out[n + 6] = tonumber(j[3]), token, tonumber(j[4])
     n = n + 6
+    if suspect then
+      stop = i + 2
+      break
+    end
   end
+end
+if stop <= #popped then
+  local back = {}
+  for i = stop, #popped, 2 do
+    back[#back + 1] = popped[i + 1]
+    back[#back + 1] = popped[i]
+  end
+  redis.call('ZADD', ready, unpack(back))
 end
 if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 

@@ -32,11 +32,5 @@ async def test_connection_faults_through_proxy() -> None:
     await _run("4")
 
 
-@pytest.mark.xfail(
-    reason="jobs leased together with a process-killer are dead-lettered with it after "
-    "MAX_STALLS (reap requeues them at their original position, so they are fetched together "
-    "again); see docs/reliability.md, 'Known gaps'",
-    strict=True,
-)
 async def test_poison_messages() -> None:
     await _run("6")

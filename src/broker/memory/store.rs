@@ -280,6 +280,12 @@ impl QueueState {
             let Some(id) = self.ready.values().next().cloned() else {
                 break;
             };
+            // A job that stalled before (its worker died running it) runs in a batch of its
+            // own, so a job that kills its worker cannot take a batch of good jobs down with it.
+            let suspect = self.jobs.get(&id).is_some_and(|r| r.stalls > 0);
+            if suspect && !jobs.is_empty() {
+                break;
+            }
             self.update(&id, |rec| {
                 rec.info.attempts += 1;
                 rec.token += 1;
@@ -297,6 +303,9 @@ impl QueueState {
                     token: rec.token,
                     enqueued_ms: rec.info.enqueued_ms,
                 });
+            }
+            if suspect {
+                break;
             }
         }
         FetchOutcome {

@@ -230,3 +230,22 @@ async fn fail_marked_cancelled_ends_cancelled_outside_the_dead_set() {
     let counts = b.counts(Q).await.unwrap();
     assert_eq!((counts.dead, counts.running, counts.scheduled), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_stalled_job_is_leased_in_a_batch_of_its_own() {
+    let b = MemoryBroker::new();
+    enqueue(&b, vec![new_job("x", 0), new_job("s", 0), new_job("y", 0)]).await;
+    let first = fetch(&b, 2).await;
+    assert_eq!(ids(&first), ["x", "s"]);
+    b.ack(Q, vec![ack_of(&first[0], DAY)]).await.unwrap();
+    b.advance(LEASE + 1);
+    assert_eq!(b.reap(Q, DAY).await.unwrap().requeued, 1);
+    enqueue(&b, vec![new_job("h", 9)]).await;
+    assert_eq!(
+        ids(&fetch(&b, 10).await),
+        ["h"],
+        "stops before the stalled job"
+    );
+    assert_eq!(ids(&fetch(&b, 10).await), ["s"], "the stalled job alone");
+    assert_eq!(ids(&fetch(&b, 10).await), ["y"]);
+}
