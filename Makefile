@@ -62,7 +62,7 @@ test-python: build-dev ## pytest (starts its own redis-server processes)
 test: test-rust test-python ## all tests
 
 .PHONY: ci
-ci: lint typecheck test ## every gate CI runs
+ci: lint typecheck test chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
 
 .PHONY: setup
 setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
