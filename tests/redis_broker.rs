@@ -23,7 +23,7 @@ async fn fetch_orders_by_priority_then_fifo() {
 
     let got = b.fetch("q", 10, 30_000, "w1").await.unwrap();
     assert_eq!(ids(&got), ["d", "b", "c", "e", "a"]);
-    assert_eq!(got.next_due_ms, None);
+    assert_eq!(got.next_due_us, None);
     let d = &got.jobs[0];
     assert_eq!((d.attempt, d.max_attempts, d.token), (1, 3, 1));
     assert_eq!(d.payload, vec![0x00, 0xff, b'x', 0x80]);
@@ -72,9 +72,9 @@ async fn delayed_and_eta_jobs_wait_until_due() {
 
     let got = b.fetch("q", 10, 30_000, "w").await.unwrap();
     assert_eq!(ids(&got), ["past"]);
-    let next = got.next_due_ms.expect("something scheduled");
-    assert!(next <= 150, "{next}");
-    tokio::time::sleep(Duration::from_millis(next + 20)).await;
+    let next = got.next_due_us.expect("something scheduled");
+    assert!(next <= 150_000, "{next}");
+    tokio::time::sleep(Duration::from_micros(next + 20_000)).await;
     let got = b.fetch("q", 10, 30_000, "w").await.unwrap();
     assert_eq!(ids(&got), ["delayed", "eta"]);
 }
@@ -163,7 +163,7 @@ async fn fail_retries_after_delay_then_dead_letters() {
 
     let early = b.fetch("q", 1, 30_000, "w").await.unwrap();
     assert!(early.jobs.is_empty());
-    assert!(early.next_due_ms.unwrap() <= 50);
+    assert!(early.next_due_us.unwrap() <= 50_000);
     tokio::time::sleep(Duration::from_millis(80)).await;
     let l = b.fetch("q", 1, 30_000, "w").await.unwrap().jobs.remove(0);
     assert_eq!(l.attempt, 2);

@@ -68,8 +68,8 @@ pub struct Leased {
 #[derive(Debug, Clone, Default)]
 pub struct FetchOutcome {
     pub jobs: Vec<Leased>,
-    /// Milliseconds until the earliest scheduled job is due (None: nothing scheduled).
-    pub next_due_ms: Option<u64>,
+    /// Microseconds until the earliest scheduled job is due (None: nothing scheduled).
+    pub next_due_us: Option<u64>,
 }
 
 /// A lease as presented back to the broker.

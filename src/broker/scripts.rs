@@ -244,8 +244,8 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
             enqueued_ms: u64_of(value_i64(&e, S)?, S)?,
         });
     }
-    let next_due_ms = u64::try_from(next_due).ok();
-    Ok(FetchOutcome { jobs, next_due_ms })
+    let next_due_us = u64::try_from(next_due).ok();
+    Ok(FetchOutcome { jobs, next_due_us })
 }
 
 /// Parse the enqueue reply: id, created per job.

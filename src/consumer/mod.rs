@@ -242,8 +242,8 @@ impl Consumer {
             if got_any {
                 continue; // every job was poison: look again at once
             }
-            match out.next_due_ms {
-                Some(0) => continue, // due this very millisecond: the next fetch promotes it
+            match out.next_due_us {
+                Some(0) => continue, // due now: the next fetch promotes it
                 due => self.block(due).await,
             }
         }
@@ -263,11 +263,11 @@ impl Consumer {
     /// 100 ms (its `hz`), far coarser than the 2 ms promised for delayed jobs. The local clock only
     /// measures the interval; whether a job is due is still decided by Redis `TIME` in fetch.
     // NOTE: BLPOP with a 37 ms timeout returned 64 ms late at p50 on Redis 7.0 (hz 10).
-    async fn block(&self, next_due_ms: Option<u64>) {
+    async fn block(&self, next_due_us: Option<u64>) {
         let sh = &self.shared;
         let due = async {
-            match next_due_ms {
-                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            match next_due_us {
+                Some(us) => tokio::time::sleep(Duration::from_micros(us)).await,
                 None => std::future::pending().await,
             }
         };

@@ -14,7 +14,8 @@
 -- ARGV[3] lease_ms   lease length
 -- ARGV[4] worker     id of the leasing worker
 --
--- Output: flat array: next_due (ms until the earliest scheduled job is due, -1: none), then per
+-- Output: flat array: next_due (MICROseconds until the earliest scheduled job is due, -1: none;
+--         microseconds so the worker's timer is not rounded to a whole ms), then per
 --         leased job 6 values: id, payload, attempt, max_attempts, token, enqueued_ms
 -- Errors: none (ids in ready whose job hash vanished are dropped silently)
 
@@ -77,7 +78,10 @@ end
 if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 
 local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-if first[1] then out[1] = math.max(0, tonumber(first[2]) - now) end
+if first[1] then
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  out[1] = math.max(0, tonumber(first[2]) * 1000 - now_us)
+end
 -- Jobs remain: pass the wake-up on so another idle worker takes them.
 if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)

@@ -310,7 +310,7 @@ impl QueueState {
         }
         FetchOutcome {
             jobs,
-            next_due_ms: self.next_due_in(now),
+            next_due_us: self.next_due_in(now).map(|ms| ms.saturating_mul(1000)),
         }
     }
 }

@@ -143,7 +143,7 @@ async fn delay_and_eta_wait_in_scheduled_until_due() {
     let out = b.fetch(Q, 10, LEASE, "w1").await.unwrap();
     assert_eq!(ids(&out.jobs), ["past"]);
     assert!(
-        matches!(out.next_due_ms, Some(ms) if ms > 900 && ms <= 1_000),
+        matches!(out.next_due_us, Some(us) if us > 900_000 && us <= 1_000_000),
         "{out:?}"
     );
 
@@ -151,12 +151,12 @@ async fn delay_and_eta_wait_in_scheduled_until_due() {
     let out = b.fetch(Q, 10, LEASE, "w1").await.unwrap();
     assert_eq!(ids(&out.jobs), ["delayed"]);
     assert!(
-        matches!(out.next_due_ms, Some(ms) if ms > 900 && ms <= 1_000),
+        matches!(out.next_due_us, Some(us) if us > 900_000 && us <= 1_000_000),
         "{out:?}"
     );
     b.advance(1_000);
     let out = b.fetch(Q, 10, LEASE, "w1").await.unwrap();
-    assert_eq!((ids(&out.jobs), out.next_due_ms), (vec!["eta"], None));
+    assert_eq!((ids(&out.jobs), out.next_due_us), (vec!["eta"], None));
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn fail_retries_after_delay_then_dead_letters() {
     assert_eq!(b.counts(Q).await.unwrap().scheduled, 1);
 
     let out = b.fetch(Q, 1, LEASE, "w1").await.unwrap();
-    assert!(out.jobs.is_empty() && out.next_due_ms.is_some_and(|ms| ms <= 500));
+    assert!(out.jobs.is_empty() && out.next_due_us.is_some_and(|us| us <= 500_000));
     b.advance(500);
     let second = fetch(&b, 1).await;
     assert_eq!(
