@@ -17,7 +17,10 @@ class AsyncqAdapter(Adapter):
     name = "asyncq"
     venv = "main"
     package = "asyncq"
-    notes = "Worker(concurrency=N, threads=8, prefetch=True: the README's advice for short jobs); uvloop."
+    notes = (
+        "Worker(concurrency=N, threads=8, prefetch=True: the README's advice for short jobs); "
+        "uvloop."
+    )
 
     async def enqueue_bulk(self, body: str, args_list: list[tuple[Any, ...]]) -> None:
         await TASKS[body].enqueue_many([(a, {}) for a in args_list])
