@@ -122,6 +122,8 @@ class Worker:
         for lane in self._lanes:
             background.append(asyncio.ensure_future(self._consume(lane)))
             background.append(asyncio.ensure_future(self._watch(lane)))
+        for fut in background:
+            fut.add_done_callback(self._on_background_done)
         self._install_signals()
         log.info("worker %s started: queues %s", self.worker_id, self.queues)
         self.ready.set()
@@ -129,6 +131,20 @@ class Worker:
             await self._stop.wait()
         finally:
             await self._shutdown(background)
+
+    def _on_background_done(self, fut: asyncio.Future[Any]) -> None:
+        """A consuming loop must never end on its own: if one crashes, stop the whole worker
+        (loudly) rather than keep running deaf to a queue."""
+        if fut.cancelled() or self._stop.is_set():
+            return
+        exc = fut.exception()
+        log.error(
+            "worker %s: internal loop ended unexpectedly (%r); stopping",
+            self.worker_id,
+            exc,
+            exc_info=exc,
+        )
+        self.stop()
 
     def stop(self, *, now: bool = False) -> None:
         """Ask the worker to stop.
