@@ -8,12 +8,14 @@
 //! The envelope is a msgpack map: `v` version, `t` task name, `a` args array, `k` kwargs map,
 //! optional `m` meta map (`to` = timeout seconds). `z` and `s` are reserved; readers ignore
 //! unknown keys. [`parse_envelope`] validates everything without the GIL, so [`decode_args`]
-//! only runs on data known to be well-formed.
+//! only runs on data known to be well-formed. With signing keys configured, an `s` entry (last in
+//! the map) carries an HMAC-SHA256 of the envelope without it; see [`sign`] and [`verify`].
 
 mod decode;
 mod encode;
 mod ext;
 mod reader;
+mod sign;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +28,7 @@ use encode::done;
 use reader::{Item, Reader};
 
 pub use reader::MAX_DEPTH;
+pub use sign::{sign, verify, SIGNATURE_OVERHEAD};
 
 /// The envelope version this build writes and the only one it reads.
 pub const ENVELOPE_VERSION: u64 = 1;
@@ -75,6 +78,12 @@ pub enum Poison {
     /// Not a well-formed envelope of a known version.
     #[error("bad payload: {0}")]
     BadPayload(String),
+    /// Signatures are required and the message carries none.
+    #[error("unsigned message: this worker only runs signed jobs")]
+    Unsigned,
+    /// The signature matches none of the accepted keys: tampered, or signed with another key.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
     /// Written by a newer (or unknown) codec.
     #[error("unsupported envelope version {found} (this worker reads version {ENVELOPE_VERSION})")]
     UnsupportedVersion { found: u64 },
@@ -90,6 +99,8 @@ impl Poison {
             Poison::BadPayload(_) => "bad_payload",
             Poison::UnsupportedVersion { .. } => "unsupported_version",
             Poison::Oversized { .. } => "oversized",
+            Poison::Unsigned => "unsigned",
+            Poison::BadSignature(_) => "bad_signature",
         }
     }
 

@@ -238,6 +238,35 @@ async def test_poison_messages_dead_lettered_worker_keeps_going(app: asyncq.App)
     assert reasons == ["bad_payload", "unknown_task", "unsupported_version"]
 
 
+async def test_signed_messages_only_run_with_an_accepted_key(broker_url: str, queue: str) -> None:
+    worker_app = make_app(broker_url, queue, signing_keys=["old", b"new"])
+    producer = make_app(broker_url, queue, signing_keys=["new"])  # rotated: signs with "new"
+    stranger = make_app(broker_url, queue, signing_keys=["someone-else"])
+    ran: list[str] = []
+
+    def define(app: asyncq.App) -> asyncq.Task[[str], str]:
+        @app.task(name="echo")
+        async def echo(who: str) -> str:
+            ran.append(who)
+            return who
+
+        return echo
+
+    ok, forged = define(producer), define(stranger)
+    define(worker_app)
+    unsigned = msgpack.packb({"v": 1, "t": "echo", "a": ["raw"], "k": {}})
+    (raw_id,) = await worker_app.broker.enqueue_raw(queue, [unsigned], 1)
+    async with running(worker_app):
+        assert await (await ok.enqueue("producer")).result(timeout=10) == "producer"
+        with pytest.raises(asyncq.JobFailed) as err:
+            await (await forged.enqueue("stranger")).result(timeout=10)
+        assert err.value.reason == "bad_signature"
+        with pytest.raises(asyncq.JobFailed) as err:
+            await worker_app.job(raw_id).result(timeout=10)
+        assert err.value.reason == "unsigned"
+    assert ran == ["producer"]
+
+
 async def test_oversized_payload_refused_at_enqueue(broker_url: str, queue: str) -> None:
     app = make_app(broker_url, queue, max_payload=1000)
 

@@ -40,6 +40,11 @@ class App:
         max_payload: Largest encoded job in bytes; larger ones are refused at enqueue and
             dead-lettered if met at fetch.
         middleware: Hooks run around enqueue and execution, in order.
+        signing_keys: Secrets for message signing. When given, every enqueued envelope carries
+            an HMAC-SHA256 made with the first key, and workers of this app run only envelopes
+            signed with one of the keys: unsigned or tampered messages are dead-lettered
+            (reasons ``unsigned`` / ``bad_signature``), never executed. To rotate, put the new
+            key second everywhere, then first, then drop the old one.
 
     Raises:
         ValueError: The URL is not a supported broker URL.
@@ -58,11 +63,13 @@ class App:
         key_ttl: float = 86400.0,
         max_payload: int = 1 << 20,
         middleware: Sequence[Middleware] = (),
+        signing_keys: Sequence[str | bytes] = (),
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
         self.url = url
-        self.broker = Broker(url)
+        keys = [k.encode() if isinstance(k, str) else bytes(k) for k in signing_keys]
+        self.broker = Broker(url, signing_keys=keys)
         self.default_queue = default_queue
         self.lease = lease
         self.heartbeat = heartbeat if heartbeat is not None else lease / 3

@@ -24,8 +24,8 @@ class JobFailed(AsyncqError):
         message: The remote exception's message.
         traceback: The remote traceback, formatted.
         reason: Why it failed: ``exception``, ``timeout``, ``lease_expired``, ``unknown_task``,
-            ``bad_payload``, ``unsupported_version``, ``oversized``, ``unserializable_result``
-            or ``cancelled``.
+            ``bad_payload``, ``unsupported_version``, ``oversized``, ``unsigned``,
+            ``bad_signature``, ``unserializable_result`` or ``cancelled``.
     """
 
     def __init__(self, job_id: str, type: str, message: str, traceback: str, reason: str) -> None:

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Ack, Broker, Fail, Lease, Leased};
-use crate::codec::{parse_envelope, ErrorRecord};
+use crate::codec::{parse_envelope, verify, ErrorRecord, Poison};
 use crate::errors::Error;
 
 mod tasks;
@@ -44,6 +44,8 @@ pub struct ConsumerConfig {
     /// After a full batch, lease the next one in the background while Python runs this one.
     /// Faster drains; the cost is that up to one extra batch waits leased in this worker.
     pub prefetch: bool,
+    /// When non-empty, only envelopes signed with one of these keys run; others are poison.
+    pub signing_keys: Vec<Vec<u8>>,
 }
 
 /// A leased job that passed validation, ready to be handed to Python.
@@ -383,7 +385,17 @@ impl Shared {
         let mut poisoned = Vec::new();
         let mut inflight = sh.inflight.lock().unwrap();
         for job in jobs {
-            let verdict = match parse_envelope(&job.payload, sh.cfg.max_payload) {
+            // Size first (cheap), then the signature, and only then the structure.
+            let size = job.payload.len();
+            let limit = sh.cfg.max_payload;
+            let parsed = (if size > limit {
+                Err(Poison::Oversized { size, limit })
+            } else {
+                Ok(())
+            })
+            .and_then(|()| verify(&job.payload, &sh.cfg.signing_keys))
+            .and_then(|()| parse_envelope(&job.payload, limit));
+            let verdict = match parsed {
                 Err(p) => Err((p.reason().to_string(), p.message())),
                 Ok(env) if !sh.cfg.tasks.contains(env.task) => Err((
                     "unknown_task".to_string(),

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use crate::batcher::Batcher;
 use crate::bridge::{awaitable, block_on};
 use crate::broker::{self, Broker, CancelOutcome, NewJob, WorkerInfo, MAX_PRIORITY};
-use crate::codec::{encode_envelope, Meta};
+use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::errors::{Error, Result};
 use crate::py::consumer::PyConsumer;
@@ -89,9 +89,13 @@ fn build_jobs(
     arg_names: &[String],
     items: &Bound<'_, PyList>,
     opts: &EnqueueOptions,
+    signing_key: Option<&[u8]>,
 ) -> Result<Vec<NewJob>> {
     let EnqueueOptions(max_attempts, timeout, priority, delay, eta, ref key, key_ttl, max_payload) =
         *opts;
+    // The limit holds for what travels, signature included.
+    let overhead = signing_key.map_or(0, |_| SIGNATURE_OVERHEAD);
+    let max_payload = max_payload.saturating_sub(overhead);
     if !(0..=MAX_PRIORITY).contains(&priority) {
         return Err(Error::Payload(format!(
             "priority must be between 0 and {MAX_PRIORITY}, got {priority}"
@@ -103,7 +107,11 @@ fn build_jobs(
         let (args, kwargs): (Bound<'_, PyTuple>, Option<Bound<'_, PyDict>>) = item
             .extract()
             .map_err(|e: PyErr| Error::Payload(e.to_string()))?;
-        let payload = encode_envelope(task, &args, kwargs.as_ref(), &meta, arg_names, max_payload)?;
+        let mut payload =
+            encode_envelope(task, &args, kwargs.as_ref(), &meta, arg_names, max_payload)?;
+        if let Some(key) = signing_key {
+            sign(&mut payload, key);
+        }
         jobs.push(NewJob {
             id: uuid::Uuid::new_v4().simple().to_string(),
             payload,
@@ -127,18 +135,31 @@ async fn enqueue(h: Handle, queue: String, jobs: Vec<NewJob>) -> Result<Vec<(Str
 #[pyclass(frozen, name = "Broker", module = "asyncq._core")]
 pub struct PyBroker {
     handle: Handle,
+    /// Envelope signing keys: the first signs, all are accepted by consumers made here.
+    signing_keys: Vec<Vec<u8>>,
+}
+
+impl PyBroker {
+    fn signing_key(&self) -> Option<&[u8]> {
+        self.signing_keys.first().map(Vec::as_slice)
+    }
 }
 
 #[pymethods]
 impl PyBroker {
     #[new]
-    fn new(url: &str) -> PyResult<Self> {
+    #[pyo3(signature = (url, signing_keys=Vec::new()))]
+    fn new(url: &str, signing_keys: Vec<Vec<u8>>) -> PyResult<Self> {
         validate_url(url)?;
+        if signing_keys.iter().any(Vec::is_empty) {
+            return Err(Error::BadUrl("a signing key must not be empty".into()).into());
+        }
         Ok(PyBroker {
             handle: Handle {
                 url: url.into(),
                 cell: Arc::new(OnceCell::new()),
             },
+            signing_keys,
         })
     }
 
@@ -157,7 +178,7 @@ impl PyBroker {
         items: &Bound<'py, PyList>,
         options: EnqueueOptions,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let jobs = build_jobs(task, &arg_names, items, &options)?;
+        let jobs = build_jobs(task, &arg_names, items, &options, self.signing_key())?;
         awaitable(py, enqueue(self.handle.clone(), queue, jobs))
     }
 
@@ -171,7 +192,7 @@ impl PyBroker {
         items: &Bound<'_, PyList>,
         options: EnqueueOptions,
     ) -> PyResult<Vec<(String, bool)>> {
-        let jobs = build_jobs(task, &arg_names, items, &options)?;
+        let jobs = build_jobs(task, &arg_names, items, &options, self.signing_key())?;
         block_on(py, enqueue(self.handle.clone(), queue, jobs))
     }
 
@@ -384,6 +405,7 @@ impl PyBroker {
             max_payload,
             tasks: tasks.into_iter().collect::<HashSet<_>>(),
             prefetch,
+            signing_keys: self.signing_keys.clone(),
         };
         let h = self.handle.clone();
         awaitable(py, async move {
