@@ -35,7 +35,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "drain_jobs": 600,
         "fault_rate": 300,
         "poison_good": 10_000,
-        "soak_jobs": 200_000,
+        "soak_jobs": 1_000_000,
         "skew_jobs": 2000,
         "redis_jobs": 20_000,
     },
