@@ -7,6 +7,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 pub mod scripts;
+mod watchdog;
 
 use std::sync::Arc;
 

@@ -13,17 +13,19 @@
 //! costs at most `MAX_BLOCK + WAIT_GRACE` before it is dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::aio::{ConnectionManager, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, Value};
 use async_trait::async_trait;
 
 use super::keys::{self, QueueKeys};
 use super::scripts::{
-    parse_enqueue, parse_fetch, parse_pair, protocol, u32_of, value_i64, Call, ItemError, ScriptId,
+    parse_enqueue, parse_fetch, parse_job, parse_pair, protocol, value_i64, Call, ItemError,
+    ScriptId,
 };
+use super::watchdog::{manager_config, spawn_watchdog, CONNECT_TIMEOUT};
 use super::*;
 
 /// Most jobs per enqueue script call: the script unpacks two set entries per job, and Lua's
@@ -35,13 +37,6 @@ const CHUNK: usize = 1000;
 const WAIT_GRACE: Duration = Duration::from_secs(1);
 /// Longest single BLPOP: a longer wait is cut short (a spurious wake-up, which callers allow).
 const MAX_BLOCK: Duration = Duration::from_secs(2);
-/// Response timeout of normal commands: well above any batch script's run time, well below a
-/// lease, so a command stuck on a dead connection fails (and is retried) before leases expire.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(4);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the watchdog pings the shared connection, and how long it waits for the answer.
-const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
-const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A per-item script reply: status code, or the error the script reported for that item.
 type Item = std::result::Result<i64, ItemError>;
@@ -182,44 +177,6 @@ impl RedisBroker {
     }
 }
 
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-}
-
-/// Ping the shared connection every [`WATCHDOG_EVERY`]; when a ping is not answered within
-/// [`WATCHDOG_TIMEOUT`] the connection is open but silent (or the server is gone): dial a fresh
-/// manager and swap it in. Requests already waiting on the old one fail by their response
-/// timeout and are retried by their callers on the new one. Ends when the broker is dropped.
-fn spawn_watchdog(client: Client, slot: Weak<Mutex<ConnectionManager>>) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(WATCHDOG_EVERY).await;
-            let Some(current) = slot.upgrade() else {
-                return;
-            };
-            let mut con = lock(&current).clone();
-            drop(current);
-            let cmd = ::redis::cmd("PING");
-            let ping = cmd.query_async::<Value>(&mut con);
-            if matches!(
-                tokio::time::timeout(WATCHDOG_TIMEOUT, ping).await,
-                Ok(Ok(_))
-            ) {
-                continue;
-            }
-            let dial = client.get_connection_manager_with_config(manager_config());
-            if let Ok(Ok(fresh)) = tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
-                match slot.upgrade() {
-                    Some(current) => *lock(&current) = fresh,
-                    None => return,
-                }
-            }
-        }
-    });
-}
-
 /// Optional number as a script argument: '' stands for None.
 fn opt(n: Option<u64>) -> String {
     n.map(|v| v.to_string()).unwrap_or_default()
@@ -228,52 +185,6 @@ fn opt(n: Option<u64>) -> String {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Build a [`JobInfo`] from the job hash (`HGETALL`); `None` when the hash is gone.
-fn parse_job(queue: &str, id: &str, mut h: HashMap<String, Vec<u8>>) -> Result<Option<JobInfo>> {
-    const S: &str = "job";
-    if h.is_empty() {
-        return Ok(None);
-    }
-    let text = |h: &HashMap<String, Vec<u8>>, f: &str| {
-        h.get(f).map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let num = |h: &HashMap<String, Vec<u8>>, f: &str| -> Result<Option<i64>> {
-        text(h, f)
-            .filter(|s| !s.is_empty())
-            .map(|s| parse_int(&s).ok_or_else(|| protocol(S, format!("field {f}: {s:?}"))))
-            .transpose()
-    };
-    let state_text = text(&h, "s").unwrap_or_default();
-    let state = JobState::parse(&state_text)
-        .ok_or_else(|| protocol(S, format!("unknown state {state_text:?}")))?;
-    let to_u64 = |n: Option<i64>| n.and_then(|v| u64::try_from(v).ok());
-    Ok(Some(JobInfo {
-        id: id.to_owned(),
-        queue: queue.to_owned(),
-        state,
-        priority: num(&h, "pr")?.unwrap_or(0),
-        attempts: u32_of(num(&h, "a")?.unwrap_or(0), S)?,
-        max_attempts: u32_of(num(&h, "m")?.unwrap_or(0), S)?,
-        enqueued_ms: to_u64(num(&h, "e")?).unwrap_or(0),
-        due_ms: to_u64(num(&h, "d")?),
-        started_ms: to_u64(num(&h, "st")?),
-        finished_ms: to_u64(num(&h, "f")?),
-        worker: text(&h, "w"),
-        payload: h.remove("p").unwrap_or_default(),
-        result: h.remove("r"),
-        error: h.remove("x"),
-    }))
-}
-
-/// Integer hash field. Newer Redis/Valkey versions may write a Lua number such as
-/// 1761200000000 as `1.7612e+12`, so an exact float form is accepted too.
-fn parse_int(s: &str) -> Option<i64> {
-    s.parse::<i64>().ok().or_else(|| {
-        let f = s.parse::<f64>().ok()?;
-        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
-    })
 }
 
 fn check_priority(job: &NewJob) -> Result<()> {
@@ -668,18 +579,5 @@ impl Broker for RedisBroker {
     async fn now_ms(&self) -> Result<u64> {
         let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(&mut self.con()).await?;
         Ok(secs * 1000 + micros / 1000)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_int;
-
-    #[test]
-    fn integers_written_by_lua_parse_in_either_form() {
-        assert_eq!(parse_int("1761200000000"), Some(1_761_200_000_000));
-        assert_eq!(parse_int("1.7612e+12"), Some(1_761_200_000_000));
-        assert_eq!(parse_int("1.5"), None);
-        assert_eq!(parse_int("x"), None);
     }
 }

@@ -9,7 +9,9 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, ToRedisArgs, Value};
 
-use super::{Enqueued, FetchOutcome, Leased};
+use std::collections::HashMap;
+
+use super::{Enqueued, FetchOutcome, JobInfo, JobState, Leased};
 use crate::errors::{Error, Result};
 
 /// One script: its name (used in errors), file, source and how many `KEYS` it takes.
@@ -276,6 +278,56 @@ pub(crate) fn parse_pair(reply: Value, script: &'static str) -> Result<(u64, u64
     Ok(pair)
 }
 
+/// Build a [`JobInfo`] from the job hash (`HGETALL`); `None` when the hash is gone.
+pub(crate) fn parse_job(
+    queue: &str,
+    id: &str,
+    mut h: HashMap<String, Vec<u8>>,
+) -> Result<Option<JobInfo>> {
+    const S: &str = "job";
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let text = |h: &HashMap<String, Vec<u8>>, f: &str| {
+        h.get(f).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let num = |h: &HashMap<String, Vec<u8>>, f: &str| -> Result<Option<i64>> {
+        text(h, f)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_int(&s).ok_or_else(|| protocol(S, format!("field {f}: {s:?}"))))
+            .transpose()
+    };
+    let state_text = text(&h, "s").unwrap_or_default();
+    let state = JobState::parse(&state_text)
+        .ok_or_else(|| protocol(S, format!("unknown state {state_text:?}")))?;
+    let to_u64 = |n: Option<i64>| n.and_then(|v| u64::try_from(v).ok());
+    Ok(Some(JobInfo {
+        id: id.to_owned(),
+        queue: queue.to_owned(),
+        state,
+        priority: num(&h, "pr")?.unwrap_or(0),
+        attempts: u32_of(num(&h, "a")?.unwrap_or(0), S)?,
+        max_attempts: u32_of(num(&h, "m")?.unwrap_or(0), S)?,
+        enqueued_ms: to_u64(num(&h, "e")?).unwrap_or(0),
+        due_ms: to_u64(num(&h, "d")?),
+        started_ms: to_u64(num(&h, "st")?),
+        finished_ms: to_u64(num(&h, "f")?),
+        worker: text(&h, "w"),
+        payload: h.remove("p").unwrap_or_default(),
+        result: h.remove("r"),
+        error: h.remove("x"),
+    }))
+}
+
+/// Integer hash field. Newer Redis/Valkey versions may write a Lua number such as
+/// 1761200000000 as `1.7612e+12`, so an exact float form is accepted too.
+fn parse_int(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().or_else(|| {
+        let f = s.parse::<f64>().ok()?;
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +450,13 @@ mod tests {
         assert_eq!(ItemError::split(-1), Some(Err(ItemError::StaleToken)));
         assert_eq!(ItemError::split(-2), Some(Err(ItemError::MissingJob)));
         assert_eq!(ItemError::split(-9), None);
+    }
+
+    #[test]
+    fn integers_written_by_lua_parse_in_either_form() {
+        assert_eq!(parse_int("1761200000000"), Some(1_761_200_000_000));
+        assert_eq!(parse_int("1.7612e+12"), Some(1_761_200_000_000));
+        assert_eq!(parse_int("1.5"), None);
+        assert_eq!(parse_int("x"), None);
     }
 }
