@@ -19,6 +19,8 @@ mod sign;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Range;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use serde::{Deserialize, Serialize};
@@ -234,8 +236,63 @@ pub fn decode_args<'py>(
     py: Python<'py>,
     env: &Envelope<'_>,
 ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-    let args = decode::tuple(py, &mut Reader::new(env.args_raw))?;
-    let mut rd = Reader::new(env.kwargs_raw);
+    decode_parts(py, env.args_raw, env.kwargs_raw)
+}
+
+/// Where a parsed envelope's task name, args and kwargs lie in its bytes. The consumer keeps
+/// these from the validation it runs without the GIL, so turning the job into Python objects
+/// later does not walk the payload a second time.
+#[derive(Debug, Clone)]
+pub struct Spans {
+    task: Range<usize>,
+    /// `None`: absent from the envelope (decoded as empty).
+    args: Option<Range<usize>>,
+    kwargs: Option<Range<usize>>,
+}
+
+impl Envelope<'_> {
+    /// The spans of this envelope inside `bytes`, the buffer it was parsed from.
+    pub fn spans(&self, bytes: &[u8]) -> Spans {
+        let within = |part: &[u8]| {
+            let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+            (start + part.len() <= bytes.len()).then(|| start..start + part.len())
+        };
+        Spans {
+            task: within(self.task.as_bytes()).unwrap_or(0..0),
+            args: within(self.args_raw),
+            kwargs: within(self.kwargs_raw),
+        }
+    }
+}
+
+impl Spans {
+    /// The task name; `bytes` must be the buffer the spans were taken from.
+    pub fn task<'a>(&self, bytes: &'a [u8]) -> &'a str {
+        std::str::from_utf8(&bytes[self.task.clone()]).unwrap_or_default()
+    }
+
+    /// [`decode_args`] for an envelope validated earlier from the same `bytes`.
+    pub fn decode_args<'py>(
+        &self,
+        py: Python<'py>,
+        bytes: &[u8],
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        let part = |r: &Option<Range<usize>>, empty| r.clone().map_or(empty, |r| &bytes[r]);
+        decode_parts(
+            py,
+            part(&self.args, EMPTY_ARRAY),
+            part(&self.kwargs, EMPTY_MAP),
+        )
+    }
+}
+
+fn decode_parts<'py>(
+    py: Python<'py>,
+    args_raw: &[u8],
+    kwargs_raw: &[u8],
+) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+    let args = decode::tuple(py, &mut Reader::new(args_raw))?;
+    let mut rd = Reader::new(kwargs_raw);
     let kwargs = match rd.next().map_err(PayloadError::new_err)? {
         Item::Map(n) => decode::map(py, &mut rd, n)?,
         _ => return Err(PayloadError::new_err("kwargs are not a map")),

@@ -477,3 +477,28 @@ fn error_record_tolerates_missing_and_extra_fields() {
     );
     assert!(ErrorRecord::from_bytes(b"\xc1").is_err());
 }
+
+#[test]
+fn spans_decode_what_the_parsed_envelope_decodes() {
+    with_py(|g| {
+        let py = g.py();
+        let args = eval(g, "(1, 'x', [2, (3,)])")
+            .cast_into::<PyTuple>()
+            .unwrap();
+        let kwargs = eval(g, "{'k': b'v'}").cast_into::<PyDict>().unwrap();
+        let meta = Meta::default();
+        let bytes = encode_envelope("mod:task", &args, Some(&kwargs), &meta, &[], 1 << 20).unwrap();
+        let env = parse_envelope(&bytes, 1 << 20).unwrap();
+        let spans = env.spans(&bytes);
+        assert_eq!(spans.task(&bytes), "mod:task");
+        let (a, k) = spans.decode_args(py, &bytes).unwrap();
+        assert!(same(g, a.as_any(), args.as_any()));
+        assert!(same(g, k.as_any(), kwargs.as_any()));
+
+        // An envelope without `a` and `k` decodes to empty ones through its spans too.
+        let bare = [0x82, 0xa1, b'v', 0x01, 0xa1, b't', 0xa1, b'x'];
+        let spans = parse_envelope(&bare, 1 << 20).unwrap().spans(&bare);
+        let (a, k) = spans.decode_args(py, &bare).unwrap();
+        assert_eq!((spans.task(&bare), a.len(), k.len()), ("x", 0, 0));
+    });
+}

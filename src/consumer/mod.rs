@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Ack, Broker, Fail, Lease, Leased};
-use crate::codec::{parse_envelope, verify, ErrorRecord, Poison};
+use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::errors::Error;
 
 mod tasks;
@@ -53,6 +53,8 @@ pub struct ConsumerConfig {
 pub struct Fetched {
     pub job: Leased,
     pub timeout_s: Option<f64>,
+    /// Where the validated envelope's parts lie in `job.payload`.
+    pub spans: Spans,
 }
 
 /// Something Python should know about; delivered in batches by [`Consumer::events`].
@@ -401,11 +403,11 @@ impl Shared {
                     "unknown_task".to_string(),
                     format!("no task named {:?} is registered in this worker", env.task),
                 )),
-                Ok(env) => Ok(env.meta.timeout_s),
+                Ok(env) => Ok((env.meta.timeout_s, env.spans(&job.payload))),
             };
             // A timeout stops lease extension a little after the task should have ended, so a
             // hung thread cannot hold a job forever.
-            let extend_until = verdict.as_ref().ok().and_then(|t| *t).map(|t| {
+            let extend_until = verdict.as_ref().ok().and_then(|(t, _)| *t).map(|t| {
                 now + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(sh.cfg.lease_ms)
             });
             inflight.insert(
@@ -416,7 +418,11 @@ impl Shared {
                 },
             );
             match verdict {
-                Ok(timeout_s) => good.push(Fetched { job, timeout_s }),
+                Ok((timeout_s, spans)) => good.push(Fetched {
+                    job,
+                    timeout_s,
+                    spans,
+                }),
                 Err((reason, message)) => poisoned.push((job, reason, message)),
             }
         }

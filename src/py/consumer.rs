@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use crate::backoff::Backoff;
 use crate::bridge::awaitable_ok;
 use crate::broker::{Ack, Fail, Lease};
-use crate::codec::{decode_args, encode_value, parse_envelope, ErrorRecord};
+use crate::codec::{encode_value, ErrorRecord};
 use crate::consumer::{Consumer, Event, Fetched, Outcome};
 
 /// A leased job handed to Python.
@@ -77,7 +77,7 @@ impl<'py> IntoPyObject<'py> for Batch {
         let list = PyList::empty(py);
         let queue = &self.consumer.config().queue;
         for f in self.jobs {
-            match to_job(py, queue, f.job.payload.as_slice(), &f) {
+            match to_job(py, queue, &f) {
                 Ok(job) => list.append(Bound::new(py, job)?)?,
                 Err(err) => dead_letter(&self.consumer, &f, err.to_string()),
             }
@@ -86,14 +86,14 @@ impl<'py> IntoPyObject<'py> for Batch {
     }
 }
 
-fn to_job(py: Python<'_>, queue: &str, payload: &[u8], f: &Fetched) -> PyResult<PyJob> {
-    let env = parse_envelope(payload, usize::MAX)
-        .map_err(|p| pyo3::exceptions::PyValueError::new_err(p.message()))?;
-    let (args, kwargs) = decode_args(py, &env)?;
+/// Decode a job the consumer validated already (its spans come from that validation).
+fn to_job(py: Python<'_>, queue: &str, f: &Fetched) -> PyResult<PyJob> {
+    let payload = f.job.payload.as_slice();
+    let (args, kwargs) = f.spans.decode_args(py, payload)?;
     Ok(PyJob {
         id: f.job.id.clone(),
         queue: queue.to_string(),
-        task: env.task.to_string(),
+        task: f.spans.task(payload).to_string(),
         args: args.unbind(),
         kwargs: kwargs.unbind(),
         attempt: f.job.attempt,
