@@ -182,7 +182,7 @@ fn opt(n: Option<u64>) -> String {
     n.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Value};
 
+use super::redis::lock;
+
 /// Response timeout of normal commands: well above any batch script's run time, well below a
 /// lease, so a command stuck on a dead connection fails (and is retried) before leases expire.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -15,11 +17,6 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the watchdog pings the shared connection, and how long a ping may take.
 const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
 const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the slot inconsistent (a plain swap).
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 pub(crate) fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()

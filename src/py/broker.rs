@@ -131,6 +131,10 @@ async fn enqueue(h: Handle, queue: String, jobs: Vec<NewJob>) -> Result<Vec<(Str
     Ok(done.into_iter().map(|e| (e.id, e.created)).collect())
 }
 
+async fn job_info(h: Handle, queue: String, id: String) -> Result<Option<PyJobInfo>> {
+    Ok(h.get().await?.job(&queue, &id).await?.map(PyJobInfo::from))
+}
+
 /// Broker handle exposed to Python as `asyncq._core.Broker`.
 #[pyclass(frozen, name = "Broker", module = "asyncq._core")]
 pub struct PyBroker {
@@ -226,11 +230,7 @@ impl PyBroker {
     }
 
     fn job<'py>(&self, py: Python<'py>, queue: String, id: String) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle.clone();
-        awaitable(py, async move {
-            let info = h.get().await?.job(&queue, &id).await?;
-            Ok(info.map(PyJobInfo::from))
-        })
+        awaitable(py, job_info(self.handle.clone(), queue, id))
     }
 
     fn job_blocking(
@@ -239,11 +239,7 @@ impl PyBroker {
         queue: String,
         id: String,
     ) -> PyResult<Option<PyJobInfo>> {
-        let h = self.handle.clone();
-        block_on(py, async move {
-            let info = h.get().await?.job(&queue, &id).await?;
-            Ok(info.map(PyJobInfo::from))
-        })
+        block_on(py, job_info(self.handle.clone(), queue, id))
     }
 
     fn cancel<'py>(
