@@ -16,7 +16,11 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats each record as one JSON object: time, level, logger, message, extras."""
+    """Formats each record as one JSON object: time, level, logger, message, extras.
+
+    Job events carry ``event``, ``job_id``, ``task``, ``queue``, ``attempt`` and, where they
+    apply, ``duration_ms``, ``error``, ``reason`` and ``traceback`` (see docs/logging.md).
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""
@@ -36,7 +40,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
-    """Send the ``asyncq`` logger to stderr; calling again replaces, never duplicates.
+    """Send the ``asyncq`` and ``asyncio`` loggers to stderr; calling again replaces, never
+    duplicates.
 
     Args:
         level: A logging level name (debug, info, warning, error).
@@ -50,9 +55,6 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
         raise ValueError(f"unknown log level {level!r}")
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r} (use text or json)")
-    logger = logging.getLogger("asyncq")
-    for h in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
-        logger.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
@@ -60,6 +62,12 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    logger.addHandler(handler)
-    logger.setLevel(numeric)
-    logger.propagate = False
+    # asyncio's own reports (a task exception never retrieved, a slow callback) go through the
+    # same handler, so a JSON log stays one JSON object per line.
+    for name, threshold in (("asyncq", numeric), ("asyncio", max(numeric, logging.WARNING))):
+        logger = logging.getLogger(name)
+        for h in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+            logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.setLevel(threshold)
+        logger.propagate = False

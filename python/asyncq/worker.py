@@ -10,19 +10,15 @@ import os
 import signal
 import socket
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._core import BrokerError, Consumer, Job
-from ._threads import ThreadPool, default_size
-from .context import JobContext, _current
-from .middleware import run_hooks
+from ._core import BrokerError
+from ._runner import Lane, Runner
 
 if TYPE_CHECKING:
     from .app import App
-    from .task import Task
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -41,17 +37,6 @@ class WorkerStats:
     started_at: float = field(default_factory=time.time)
 
 
-@dataclass
-class _Lane:
-    """One queue inside the worker: its consumer, limit and running jobs."""
-
-    queue: str
-    limit: int
-    consumer: Consumer
-    running: dict[str, tuple[asyncio.Task[None], Job]] = field(default_factory=dict)
-    slot_free: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class Worker:
     """Runs jobs of an :class:`~asyncq.App` from one or more queues.
 
@@ -60,7 +45,9 @@ class Worker:
         queues: ``{queue: concurrency}``; default every queue of the app's tasks, each with
             ``concurrency``.
         concurrency: Jobs run at once per queue when ``queues`` does not say.
-        threads: Size of the thread pool that runs plain (sync) task functions.
+        threads: Size of the thread pool that runs plain (sync) task functions; a queue
+            whose tasks are sync leases no more jobs than there are threads free.
+        processes: Child processes for ``executor="process"`` tasks; default the CPU count.
         grace: Seconds in-flight jobs get to finish on a graceful shutdown; jobs still running
             then are handed back to their queue at once.
         worker_id: Identity shown by ``asyncq info``; default ``host:pid:random``.
@@ -79,6 +66,7 @@ class Worker:
         *,
         concurrency: int = 50,
         threads: int | None = None,
+        processes: int | None = None,
         grace: float = 30.0,
         worker_id: str | None = None,
         handle_signals: bool = True,
@@ -97,11 +85,14 @@ class Worker:
         self.idle_wait = idle_wait
         self.prefetch = prefetch
         self.stats = WorkerStats()
-        self._pool = ThreadPool(threads or default_size())
-        self._lanes: list[_Lane] = []
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be >= 1")
+        if processes is not None and processes < 1:
+            raise ValueError("processes must be >= 1")
+        self._lanes: list[Lane] = []
+        self._runner = Runner(app, self.stats, threads, processes, self._wake_lanes)
         self._stop = asyncio.Event()
         self._now = asyncio.Event()
-        self._cancel_requested: set[str] = set()
         self._epoch: str | None = None
         self._run_id: str | None = None
         self.ready = asyncio.Event()
@@ -208,7 +199,14 @@ class Worker:
                 max_payload=app.max_payload,
                 prefetch=self.prefetch,
             )
-            self._lanes.append(_Lane(queue, limit, consumer))
+            gates = self._runner.gates_for_queue(queue)
+            self._lanes.append(Lane(queue, limit, consumer, gates=gates))
+
+    def _wake_lanes(self) -> None:
+        """A thread or process slot freed up: lanes waiting for capacity look again."""
+        for lane in self._lanes:
+            if lane.gates:
+                lane.slot_free.set()
 
     def _install_signals(self) -> None:
         if not self.handle_signals:
@@ -249,7 +247,7 @@ class Worker:
         for lane in self._lanes:
             if not await lane.consumer.close(10.0):
                 log.error("queue %s: outcomes not flushed in time; leases will expire", lane.queue)
-        self._pool.shutdown()
+        await self._runner.close()
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -261,6 +259,7 @@ class Worker:
     async def _release_unfinished(self) -> None:
         """Cancel what still runs; each cancelled job is handed back to its queue."""
         tasks = [t for lane in self._lanes for t, _ in lane.running.values()]
+        self._runner.releasing = True
         for t in tasks:
             t.cancel()
         if tasks:
@@ -284,10 +283,13 @@ class Worker:
 
     # ---- consuming -------------------------------------------------------------------------
 
-    async def _consume(self, lane: _Lane) -> None:
+    async def _consume(self, lane: Lane) -> None:
         loop = asyncio.get_running_loop()
+        runner = self._runner
         while not self._stop.is_set():
             free = lane.limit - len(lane.running)
+            for gate in lane.gates:  # never lease more sync jobs than can start now
+                free = min(free, gate.free())
             if free <= 0:
                 lane.slot_free.clear()
                 await lane.slot_free.wait()
@@ -298,23 +300,33 @@ class Worker:
                     lane.consumer.release(job)
                 return
             for job in jobs:
-                task = loop.create_task(self._execute(lane, job))
+                task = loop.create_task(runner.execute(lane, job, runner.reserve(job)))
                 lane.running[job.id] = (task, job)
 
-    async def _watch(self, lane: _Lane) -> None:
+    async def _watch(self, lane: Lane) -> None:
         while events := await lane.consumer.events():
             for kind, detail in events:
                 self._on_event(lane, kind, detail)
 
-    def _on_event(self, lane: _Lane, kind: str, detail: str) -> None:
+    def _on_event(self, lane: Lane, kind: str, detail: str) -> None:
         if kind == "cancel":
             entry = lane.running.get(detail)
             if entry is not None:
-                self._cancel_requested.add(detail)
+                self._runner.cancel_requested.add(detail)
                 entry[0].cancel()
         elif kind == "lost":
             log.warning(
-                "job %s: lease lost (taken over after expiry); its outcome will be refused", detail
+                "job %s: lease lost: it expired and another worker took the job over; this "
+                "run's outcome will be refused",
+                detail,
+                extra={"event": "job.lease_lost", "job_id": detail, "queue": lane.queue},
+            )
+        elif kind == "gone":
+            log.error(
+                "job %s: its record is gone from Redis (data lost or flushed while it ran); "
+                "its outcome will be dropped",
+                detail,
+                extra={"event": "job.gone", "job_id": detail, "queue": lane.queue},
             )
         elif kind == "broker_down":
             log.error(
@@ -327,101 +339,3 @@ class Worker:
         elif kind == "poison":
             job_id, _, reason = detail.partition(" ")
             log.error("job %s dead-lettered before running: %s", job_id, reason)
-
-    # ---- executing -------------------------------------------------------------------------
-
-    async def _execute(self, lane: _Lane, job: Job) -> None:
-        # The hot path: no allocation or await beyond the task's own when no middleware is set.
-        task = self.app.tasks[job.task]
-        _current.set(job)
-        ctx = JobContext.of(job) if self.app.middleware else None
-        started = time.monotonic()
-        try:
-            if ctx is not None:
-                await run_hooks(self.app.middleware, "before_execute", ctx)
-            if task.is_async:
-                aw = task.fn(*job.args, **job.kwargs)
-            else:
-                aw = self._pool.run(task.fn, job.args, job.kwargs)
-            timeout = task.config.timeout
-            result = await (aw if timeout is None else asyncio.wait_for(aw, timeout))
-        except asyncio.CancelledError:
-            self._on_cancelled(lane, job)
-        except Exception as exc:
-            await self._on_error(lane, task, job, ctx, exc, time.monotonic() - started)
-        else:
-            await self._on_success(lane, task, job, ctx, result)
-        finally:
-            del lane.running[job.id]
-            lane.slot_free.set()
-
-    async def _on_success(
-        self, lane: _Lane, task: Task[Any, Any], job: Job, ctx: JobContext | None, result: Any
-    ) -> None:
-        if ctx is not None:
-            await run_hooks(self.app.middleware, "after_execute", ctx)
-        try:
-            lane.consumer.ack(job, result, task.config.result_ttl)
-        except TypeError as exc:
-            lane.consumer.fail(job, "TypeError", str(exc), "", "unserializable_result", None)
-            self.stats.failed += 1
-            log.error("job %s (%s): result not serializable: %s", job.id, job.task, exc)
-            return
-        self.stats.succeeded += 1
-        if ctx is not None:
-            await run_hooks(self.app.middleware, "on_success", ctx, result)
-
-    def _on_cancelled(self, lane: _Lane, job: Job) -> None:
-        if job.id in self._cancel_requested:
-            self._cancel_requested.discard(job.id)
-            lane.consumer.cancelled(job, "cancelled while running")
-            self.stats.cancelled += 1
-            log.info("job %s (%s) cancelled on request", job.id, job.task)
-        else:
-            lane.consumer.release(job)
-            self.stats.released += 1
-
-    async def _on_error(
-        self,
-        lane: _Lane,
-        task: Task[Any, Any],
-        job: Job,
-        ctx: JobContext | None,
-        exc: Exception,
-        elapsed: float,
-    ) -> None:
-        if ctx is not None:
-            await run_hooks(self.app.middleware, "after_execute", ctx)
-        timeout = task.config.timeout
-        timed_out = isinstance(exc, TimeoutError) and timeout is not None and elapsed >= timeout
-        reason = "timeout" if timed_out else "exception"
-        message = f"exceeded its timeout of {timeout}s" if timed_out else str(exc)
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        will_retry = job.attempt < job.max_attempts
-        retry = task.config.backoff.as_tuple() if will_retry else None
-        lane.consumer.fail(job, type(exc).__qualname__, message, tb, reason, retry)
-        if will_retry:
-            self.stats.retried += 1
-            log.info(
-                "job %s (%s) attempt %d/%d failed, will retry: %s: %s",
-                job.id,
-                job.task,
-                job.attempt,
-                job.max_attempts,
-                type(exc).__name__,
-                message,
-            )
-            hook = "on_retry"
-        else:
-            self.stats.failed += 1
-            log.warning(
-                "job %s (%s) failed for good after %d attempt(s): %s: %s",
-                job.id,
-                job.task,
-                job.attempt,
-                type(exc).__name__,
-                message,
-            )
-            hook = "on_failure"
-        if ctx is not None:
-            await run_hooks(self.app.middleware, hook, ctx, exc)

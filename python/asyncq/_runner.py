@@ -1,0 +1,431 @@
+"""Running one leased job to its outcome: the worker's execution path.
+
+Every job that starts ends in exactly one outcome (ack, fail, cancelled or release), whatever the
+task does: it may raise any ``BaseException`` (``SystemExit``, ``KeyboardInterrupt``, its own
+``CancelledError``), raise an exception that cannot be formatted, or outlive its timeout. Only the
+worker's own cancellations (a cancel request, a shutdown) are told apart from the task's failures;
+everything else fails the job with a reason, and its retries apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._failure import describe
+from ._threads import Slots, ThreadPool, default_size
+from .backoff import Exponential
+from .context import JobContext, _current
+from .middleware import run_hooks
+
+if TYPE_CHECKING:
+    from ._core import Consumer, Job
+    from ._procpool import ProcessPool
+    from .app import App
+    from .task import Task
+
+__all__ = ["Lane", "Runner", "job_fields"]
+
+log = logging.getLogger("asyncq.worker")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Lane:
+    """One queue inside the worker: its consumer, limit, running jobs and capacity gates.
+
+    Attributes:
+        gates: Executor slots this lane must find free before it leases (a lane that may get
+            sync jobs leases no more than there are threads free to start them).
+        settled: Ids of running jobs whose outcome was already queued.
+    """
+
+    queue: str
+    limit: int
+    consumer: Consumer
+    running: dict[str, tuple[asyncio.Task[None], Job]] = field(default_factory=dict)
+    slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+    gates: list[Slots] = field(default_factory=list)
+    settled: set[str] = field(default_factory=set)
+
+
+class _Expired(TimeoutError):
+    """The job ran past its timeout (raised by the worker, not by the task)."""
+
+    def __init__(self, timeout: float, executor: str) -> None:
+        super().__init__(timeout)
+        self.timeout = timeout
+        self.executor = executor
+
+    def explain(self) -> str:
+        text = f"exceeded its timeout of {self.timeout}s"
+        if self.executor == "thread":
+            # A thread cannot be stopped: say so in the record, since the body may still run.
+            text += (
+                "; it runs in a thread, which cannot be stopped, so the function may still be "
+                "running while the job is retried (executor='process' stops it at the timeout)"
+            )
+        elif self.executor == "process":
+            text += "; its child process was terminated"
+        return text
+
+
+def job_fields(job: Job, event: str, **more: Any) -> dict[str, Any]:
+    """Structured fields of a job event, for ``log.x(..., extra=job_fields(...))``."""
+    fields: dict[str, Any] = {
+        "event": event,
+        "job_id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "attempt": job.attempt,
+    }
+    fields.update(more)
+    return fields
+
+
+def executor_of(task: Task[Any, Any]) -> str:
+    """How a task's function runs: ``async``, ``thread`` or ``process``."""
+    kind = getattr(task.config, "executor", None)
+    if isinstance(kind, str):
+        return kind
+    return "async" if task.is_async else "thread"
+
+
+class Runner:
+    """Executes leased jobs for a worker and records their outcomes.
+
+    Args:
+        app: The application.
+        stats: The worker's counters (a ``WorkerStats``).
+        threads: Thread pool size for sync tasks.
+        processes: Child processes for ``executor="process"`` tasks.
+        on_free: Called when a thread or process slot frees up.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        stats: Any,
+        threads: int | None,
+        processes: int | None,
+        on_free: Any,
+    ) -> None:
+        self.app = app
+        self.stats = stats
+        self.pool = ThreadPool(threads or default_size(), on_free)
+        self.proc_slots = Slots(processes or os.cpu_count() or 1, on_free)
+        self._procs: ProcessPool | None = None
+        self.cancel_requested: set[str] = set()
+        self.releasing = False
+        kinds = {name: executor_of(t) for name, t in app.tasks.items()}
+        self._gate_of: dict[str, Slots | None] = {
+            name: self.gate_for(kind) for name, kind in kinds.items()
+        }
+
+    def gate_for(self, kind: str) -> Slots | None:
+        """The slots an executor kind uses (None: async tasks need none)."""
+        if kind == "thread":
+            return self.pool.slots
+        if kind == "process":
+            return self.proc_slots
+        return None
+
+    def gates_for_queue(self, queue: str) -> list[Slots]:
+        """Gates a lane checks before leasing: those of the tasks that live in its queue, or of
+        every task when none names it (jobs reach it by ``options(queue=...)``)."""
+        home = [t for t in self.app.tasks.values() if t.config.queue == queue]
+        kinds = {executor_of(t) for t in (home or self.app.tasks.values())}
+        gates = [self.gate_for(k) for k in sorted(kinds)]
+        return [g for g in gates if g is not None]
+
+    def reserve(self, job: Job) -> Slots | None:
+        """Take the job's executor slot at lease time."""
+        gate = self._gate_of.get(job.task)
+        if gate is not None:
+            gate.reserve()
+        return gate
+
+    async def close(self) -> None:
+        """Stop the executors (threads still running finish in the background)."""
+        self.pool.shutdown()
+        if self._procs is not None:
+            await self._procs.close()
+
+    # ---- one job -------------------------------------------------------------------------
+
+    async def execute(self, lane: Lane, job: Job, gate: Slots | None) -> None:
+        """Run ``job`` to exactly one outcome; never raises."""
+        try:
+            await self._attempt(lane, job, gate)
+        except BaseException as exc:  # the last line of defence; see _last_resort
+            self._last_resort(lane, job, exc)
+        finally:
+            lane.settled.discard(job.id)
+            del lane.running[job.id]
+            lane.slot_free.set()
+
+    async def _attempt(self, lane: Lane, job: Job, gate: Slots | None) -> None:
+        # The hot path: no allocation or await beyond the task's own when no middleware is set.
+        task = self.app.tasks[job.task]
+        _current.set(job)
+        ctx = JobContext.of(job) if self.app.middleware else None
+        started = time.monotonic()
+        handed = False
+        try:
+            if ctx is not None:
+                await run_hooks(self.app.middleware, "before_execute", ctx)
+            handed = True
+            result = await self._call(task, job, gate)
+        except asyncio.CancelledError as exc:
+            await self._on_cancelled(lane, task, job, ctx, exc, started)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: a failure of the job
+            await self._on_error(lane, task, job, ctx, exc, started)
+        else:
+            await self._on_success(lane, task, job, ctx, result, started)
+        finally:
+            if gate is not None and not handed:
+                gate.release()
+
+    async def _call(self, task: Task[Any, Any], job: Job, gate: Slots | None) -> Any:
+        timeout = task.config.timeout
+        kind = executor_of(task)
+        if kind == "async":
+            coro = task.fn(*job.args, **job.kwargs)
+            return await (coro if timeout is None else _deadline(coro, timeout, kind))
+        if kind == "process":
+            try:
+                return await self._process_pool().run(
+                    task.fn, job.args, job.kwargs, ctx=JobContext.of(job), timeout=timeout
+                )
+            except TimeoutError:
+                raise _Expired(timeout or 0.0, kind) from None
+            finally:
+                if gate is not None:
+                    gate.release()
+        call = self.pool.start(task.fn, job.args, job.kwargs)
+        call.done.add_done_callback(_retrieve)
+        try:
+            await call.started  # the timeout counts from the start of execution
+            fut = call.done
+            return await (fut if timeout is None else _deadline(fut, timeout, kind))
+        finally:
+            call.abandon()
+
+    def _process_pool(self) -> ProcessPool:
+        if self._procs is None:
+            from ._procpool import ProcessPool  # noqa: PLC0415 - only workers that need it
+
+            self._procs = ProcessPool(self.proc_slots.size)
+        return self._procs
+
+    # ---- outcomes ------------------------------------------------------------------------
+
+    async def _on_success(
+        self,
+        lane: Lane,
+        task: Task[Any, Any],
+        job: Job,
+        ctx: JobContext | None,
+        result: Any,
+        started: float,
+    ) -> None:
+        if ctx is not None:
+            await run_hooks(self.app.middleware, "after_execute", ctx)
+        try:
+            lane.consumer.ack(job, result, task.config.result_ttl)
+        except TypeError as exc:
+            lane.consumer.fail(job, "TypeError", str(exc), "", "unserializable_result", None)
+            lane.settled.add(job.id)
+            self.stats.failed += 1
+            log.error(
+                "job %s (%s): result not serializable: %s",
+                job.id,
+                job.task,
+                exc,
+                extra=job_fields(job, "job.failed", error=f"TypeError: {exc}"),
+            )
+            return
+        lane.settled.add(job.id)
+        self.stats.succeeded += 1
+        if log.isEnabledFor(logging.DEBUG):  # per-job success lines only when asked for
+            ms = _ms(started)
+            log.debug(
+                "job %s (%s) succeeded in %.1f ms",
+                job.id,
+                job.task,
+                ms,
+                extra=job_fields(job, "job.succeeded", duration_ms=ms),
+            )
+        if ctx is not None:
+            await run_hooks(self.app.middleware, "on_success", ctx, result)
+
+    async def _on_cancelled(
+        self,
+        lane: Lane,
+        task: Task[Any, Any],
+        job: Job,
+        ctx: JobContext | None,
+        exc: asyncio.CancelledError,
+        started: float,
+    ) -> None:
+        if job.id in self.cancel_requested:
+            self.cancel_requested.discard(job.id)
+            lane.consumer.cancelled(job, "cancelled while running")
+            lane.settled.add(job.id)
+            self.stats.cancelled += 1
+            log.info(
+                "job %s (%s) cancelled on request",
+                job.id,
+                job.task,
+                extra=job_fields(job, "job.cancelled", duration_ms=_ms(started)),
+            )
+        elif self.releasing:
+            lane.consumer.release(job)
+            lane.settled.add(job.id)
+            self.stats.released += 1
+            self._log_released(task, job, started)
+        else:
+            # Nobody in the worker cancelled it: the task raised CancelledError itself.
+            await self._on_error(lane, task, job, ctx, exc, started)
+
+    def _log_released(self, task: Task[Any, Any], job: Job, started: float) -> None:
+        fields = job_fields(job, "job.released", duration_ms=_ms(started))
+        if executor_of(task) == "thread":
+            log.warning(
+                "job %s (%s) handed back at shutdown; its thread cannot be stopped and may "
+                "still be running while another worker runs the job",
+                job.id,
+                job.task,
+                extra=fields,
+            )
+        else:
+            log.info("job %s (%s) handed back at shutdown", job.id, job.task, extra=fields)
+
+    async def _on_error(
+        self,
+        lane: Lane,
+        task: Task[Any, Any],
+        job: Job,
+        ctx: JobContext | None,
+        exc: BaseException,
+        started: float,
+    ) -> None:
+        if ctx is not None:
+            await run_hooks(self.app.middleware, "after_execute", ctx)
+        failure = describe(exc)
+        if isinstance(exc, _Expired):
+            kind, message, reason = "TimeoutError", exc.explain(), "timeout"
+        else:
+            kind, message, reason = failure.type, failure.message, "exception"
+        will_retry = job.attempt < job.max_attempts
+        retry = task.config.backoff.as_tuple() if will_retry else None
+        lane.consumer.fail(job, kind, message, failure.traceback, reason, retry)
+        lane.settled.add(job.id)
+        fields = job_fields(
+            job,
+            "job.retrying" if will_retry else "job.failed",
+            duration_ms=_ms(started),
+            error=f"{kind}: {message}",
+            reason=reason,
+            traceback=failure.traceback,
+        )
+        if will_retry:
+            self.stats.retried += 1
+            log.info(
+                "job %s (%s) attempt %d/%d failed, will retry: %s: %s",
+                job.id,
+                job.task,
+                job.attempt,
+                job.max_attempts,
+                kind,
+                message,
+                extra=fields,
+            )
+        else:
+            self.stats.failed += 1
+            log.warning(
+                "job %s (%s) failed for good after %d attempt(s): %s: %s",
+                job.id,
+                job.task,
+                job.attempt,
+                kind,
+                message,
+                extra=fields,
+            )
+        if ctx is not None:
+            hook = "on_retry" if will_retry else "on_failure"
+            await run_hooks(self.app.middleware, hook, ctx, exc)
+
+    def _last_resort(self, lane: Lane, job: Job, exc: BaseException) -> None:
+        """The error path itself failed (or was cancelled half-way): still end the job."""
+        if job.id in lane.settled:
+            if not isinstance(exc, asyncio.CancelledError):
+                log.error(
+                    "job %s: error after its outcome was recorded",
+                    job.id,
+                    exc_info=exc,
+                    extra=job_fields(job, "worker.error"),
+                )
+            return
+        try:
+            if isinstance(exc, asyncio.CancelledError) and self.releasing:
+                lane.consumer.release(job)
+                return
+            failure = describe(exc)
+            task = self.app.tasks.get(job.task)
+            backoff = task.config.backoff if task is not None else Exponential()
+            retry = backoff.as_tuple() if job.attempt < job.max_attempts else None
+            message = f"the worker failed while recording this job's outcome: {failure.message}"
+            lane.consumer.fail(job, failure.type, message, failure.traceback, "worker_error", retry)
+            log.error(
+                "job %s (%s): %s",
+                job.id,
+                job.task,
+                message,
+                extra=job_fields(job, "worker.error", traceback=failure.traceback),
+            )
+        except BaseException:
+            # Nothing more can be done here; the Rust side fails a job dropped without outcome.
+            log.exception("job %s: could not record any outcome", job.id)
+
+
+async def _deadline(aw: Awaitable[T], timeout: float, executor: str) -> T:
+    """Await ``aw`` in the current task, cancelling it after ``timeout`` seconds.
+
+    Unlike ``asyncio.wait_for`` it runs no extra task, so a ``SystemExit`` raised by the task
+    reaches the worker's handler instead of the event loop (which would stop the process).
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        current.cancel()
+
+    handle = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        if expired:
+            raise _Expired(timeout, executor) from None
+        raise
+    finally:
+        handle.cancel()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    # A thread abandoned after a timeout may still raise: consume it, it was already reported.
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000.0, 3)
