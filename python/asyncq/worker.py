@@ -24,6 +24,33 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("asyncq.worker")
 
+# Consumer events: kind -> (log level, event field, message over %(queue)s and %(detail)s).
+_EVENTS: dict[str, tuple[int, str, str]] = {
+    "lost": (
+        logging.WARNING,
+        "job.lease_lost",
+        "job %(detail)s: lease lost: it expired and another worker took the job over; this "
+        "run's outcome will be refused",
+    ),
+    "gone": (
+        logging.ERROR,
+        "job.gone",
+        "job %(detail)s: its record is gone from Redis (data lost or flushed while it ran); "
+        "its outcome will be dropped",
+    ),
+    "refused": (
+        logging.WARNING,
+        "job.refused",
+        "job %(detail)s: outcome refused, the lease was stale",
+    ),
+    "broker_down": (
+        logging.ERROR,
+        "broker.down",
+        "queue %(queue)s: broker unreachable (%(detail)s); retrying with backoff",
+    ),
+    "broker_up": (logging.WARNING, "broker.up", "queue %(queue)s: broker reachable again"),
+}
+
 
 @dataclass
 class WorkerStats:
@@ -314,28 +341,18 @@ class Worker:
             if entry is not None:
                 self._runner.cancel_requested.add(detail)
                 entry[0].cancel()
-        elif kind == "lost":
-            log.warning(
-                "job %s: lease lost: it expired and another worker took the job over; this "
-                "run's outcome will be refused",
-                detail,
-                extra={"event": "job.lease_lost", "job_id": detail, "queue": lane.queue},
-            )
-        elif kind == "gone":
-            log.error(
-                "job %s: its record is gone from Redis (data lost or flushed while it ran); "
-                "its outcome will be dropped",
-                detail,
-                extra={"event": "job.gone", "job_id": detail, "queue": lane.queue},
-            )
-        elif kind == "broker_down":
-            log.error(
-                "queue %s: broker unreachable (%s); retrying with backoff", lane.queue, detail
-            )
-        elif kind == "broker_up":
-            log.warning("queue %s: broker reachable again", lane.queue)
-        elif kind == "refused":
-            log.warning("job %s: outcome refused, the lease was stale", detail)
-        elif kind == "poison":
+            return
+        if kind == "poison":
             job_id, _, reason = detail.partition(" ")
-            log.error("job %s dead-lettered before running: %s", job_id, reason)
+            fields = {"event": "job.poison", "job_id": job_id, "reason": reason}
+            log.error("job %s dead-lettered before running: %s", job_id, reason, extra=fields)
+            return
+        spec = _EVENTS.get(kind)
+        if spec is None:
+            log.debug("queue %s: unknown consumer event %s %s", lane.queue, kind, detail)
+            return
+        level, event, text = spec
+        extra: dict[str, str] = {"event": event, "queue": lane.queue}
+        if event.startswith("job."):
+            extra["job_id"] = detail
+        log.log(level, text, {"queue": lane.queue, "detail": detail}, extra=extra)
