@@ -415,6 +415,9 @@ async def _deadline(aw: Awaitable[T], timeout: float, executor: str) -> T:
         return await aw
     except asyncio.CancelledError:
         if expired:
+            uncancel = getattr(current, "uncancel", None)  # 3.11+: undo our own cancel's count
+            if uncancel is not None:
+                uncancel()
             raise _Expired(timeout, executor) from None
         raise
     finally:
