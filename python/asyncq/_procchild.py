@@ -1,0 +1,147 @@
+"""The child side of the process pool (see :mod:`asyncq._procpool`).
+
+A child serves one call at a time. Requests arrive on one pipe and replies leave on another, each
+a 4-byte big-endian length followed by a pickle. A request is ``(module, qualname, main_path,
+args, kwargs, ctx)``; the replies to it are ``("started",)`` once the function is resolved and
+about to run, then ``("ok", result)`` or ``("error", type_name, message, traceback)``.
+
+A daemon thread owns the request pipe. When it reads end-of-file, the parent has gone (closed
+the pool, or died: the kernel closes a killed process's pipes) and the child exits at once, even
+in the middle of user code, so a child never outlives its worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pickle
+import queue
+import signal
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from types import ModuleType, TracebackType
+from typing import Any
+
+from .context import _current
+from .task import Task
+
+_HEADER = struct.Struct("!I")
+_MAIN_ALIAS = "__mp_main__"  # the name multiprocessing uses too: not "__main__", so guards stay off
+
+
+def main(request_fd: int, reply_fd: int) -> None:
+    """Serve calls until the parent closes the request pipe.
+
+    Args:
+        request_fd: Read end of the parent's request pipe.
+        reply_fd: Write end of the reply pipe.
+    """
+    # Ctrl-C in a terminal reaches the whole process group; the worker decides what stops a job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    reader = threading.Thread(
+        target=_read_requests, args=(request_fd, requests), name="asyncq-parent", daemon=True
+    )
+    reader.start()
+    while True:
+        try:
+            _serve(requests.get(), reply_fd)
+        except OSError:
+            os._exit(0)  # the reply pipe is closed: the parent stopped listening
+
+
+def _read_requests(fd: int, requests: queue.SimpleQueue[bytes]) -> None:
+    while True:
+        header = _read_exactly(fd, _HEADER.size)
+        body = _read_exactly(fd, _HEADER.unpack(header)[0])
+        requests.put(body)
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    chunks: list[bytes] = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            os._exit(0)  # the parent is gone: stop now, whatever the main thread is doing
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send(fd: int, reply: tuple[Any, ...]) -> None:
+    try:
+        data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # whatever pickling raises, the parent must get a reply
+        data = pickle.dumps(_error(exc, "the result could not be pickled: "))
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _serve(request: bytes, reply_fd: int) -> None:
+    try:
+        module, qualname, main_path, args, kwargs, ctx = pickle.loads(request)
+        fn = _resolve(module, qualname, main_path)
+    except BaseException as exc:  # an import error in the user's module is the call's error
+        _send(reply_fd, _error(exc))
+        return
+    token = _current.set(ctx)
+    _send(reply_fd, ("started",))
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the child lives on
+        _send(reply_fd, _error(exc))
+        return
+    finally:
+        _current.reset(token)
+    _send(reply_fd, ("ok", result))
+
+
+def _resolve(module: str, qualname: str, main_path: str | None) -> Callable[..., Any]:
+    obj: Any = _main_module(main_path) if module == "__main__" else importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    # @app.task replaced the module attribute with a Task; the function is its .fn.
+    if isinstance(obj, Task) and callable(obj.fn):
+        obj = obj.fn
+    if not callable(obj):
+        raise TypeError(f"{module}.{qualname} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _main_module(path: str | None) -> ModuleType:
+    loaded = sys.modules.get(_MAIN_ALIAS)
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location(_MAIN_ALIAS, path) if path else None
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the parent's main script {path!r}")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[_MAIN_ALIAS] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def _error(exc: BaseException, prefix: str = "") -> tuple[str, str, str, str]:
+    return ("error", type(exc).__qualname__, prefix + _safe_str(exc), _format(exc))
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except BaseException:  # a broken __str__ must not lose the error itself
+        return f"<unprintable {type(exc).__qualname__}>"
+
+
+def _format(exc: BaseException) -> str:
+    try:
+        # Drop the frame of _serve itself: the traceback starts in the user's code.
+        tb: TracebackType | None = exc.__traceback__
+        tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # same: report the type at least
+        return f"{type(exc).__qualname__}: (traceback unavailable)\n"

@@ -1,0 +1,98 @@
+"""Functions the process-pool tests run in child processes; children import them by name.
+
+``app`` serves ``asyncq-worker tests.apps.proc_tasks:app`` in process-level tests, configured from
+the environment: ``ASYNCQ_TEST_URL`` (default: a port nothing listens on, which proves that
+importing this module in a child connects nowhere) and ``ASYNCQ_TEST_QUEUE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import asyncq
+
+# Importing this module in a child builds an App: construction must not connect anywhere.
+app = asyncq.App(
+    os.environ.get("ASYNCQ_TEST_URL", "redis://127.0.0.1:1/0"),
+    default_queue=os.environ.get("ASYNCQ_TEST_QUEUE", "default"),
+    lease=2.0,
+    reaper=0.2,
+)
+
+
+def add(x: int, y: int) -> int:
+    """Return ``x + y``."""
+    return x + y
+
+
+@app.task(name="proc_tasks:multiply")
+def multiply(x: int, y: int) -> int:
+    """A registered task: the module attribute is a Task, the child runs its ``.fn``."""
+    return x * y
+
+
+def fail(message: str) -> None:
+    """Raise ValueError."""
+    raise ValueError(message)
+
+
+def exit_with(code: int) -> None:
+    """Call sys.exit."""
+    sys.exit(code)
+
+
+def interrupt() -> None:
+    """Raise KeyboardInterrupt."""
+    raise KeyboardInterrupt
+
+
+def die(code: int) -> None:
+    """Leave without a reply, as a crash would."""
+    os._exit(code)
+
+
+def kill_self() -> None:
+    """Die of SIGKILL, as the OOM killer would do it."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def unpicklable() -> Any:
+    """Return something pickle refuses."""
+    return lambda: None
+
+
+def nap(seconds: float) -> int:
+    """Sleep, then return this process's pid."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def tick(path: str, seconds: float = 30.0) -> None:
+    """Append a line to ``path`` every 50 ms for ``seconds``: shows whether the body still runs."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(0.05)
+
+
+def job() -> asyncq.JobContext:
+    """Return the context current_job() sees in the child."""
+    return asyncq.current_job()
+
+
+# Registered names of the tasks a worker runs; tests in other processes enqueue by these names.
+TICK = "proc_tasks:tick"
+TICK_FOREVER = "proc_tasks:tick_forever"
+app.task(name=TICK, executor="process", timeout=0.5)(tick)
+app.task(name=TICK_FOREVER, executor="process")(tick)
+
+
+def job_facts() -> dict[str, Any]:
+    """The child's current_job() as plain data (a worker stores results as msgpack)."""
+    return dataclasses.asdict(asyncq.current_job())
