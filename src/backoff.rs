@@ -1,4 +1,9 @@
-//! Retry delays: capped exponential backoff with "equal jitter".
+//! Retry delays: capped exponential backoff with "equal jitter", for job retries and for
+//! redialling a broker that is down.
+
+use std::time::Duration;
+
+use rand::Rng;
 
 /// Exponential backoff settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +45,46 @@ impl Backoff {
             None => u64::MAX,
         };
         raw.min(self.cap_ms)
+    }
+}
+
+/// Pause between attempts to reach a broker that is down: 50 ms doubling to [`REDIAL_CAP`],
+/// each pause jittered down by up to half, so a worker notices a recovered Redis within about
+/// half a second while a fleet of workers does not redial in lockstep.
+#[derive(Debug, Clone)]
+pub struct Redial {
+    next: Duration,
+}
+
+/// First pause of a [`Redial`].
+pub const REDIAL_FIRST: Duration = Duration::from_millis(50);
+/// Longest pause of a [`Redial`]: the issue asks for workers to resume within 1 s of Redis
+/// coming back, so the cap leaves room for the reconnect itself.
+pub const REDIAL_CAP: Duration = Duration::from_millis(400);
+
+impl Default for Redial {
+    fn default() -> Self {
+        Redial { next: REDIAL_FIRST }
+    }
+}
+
+impl Redial {
+    /// Start at the first pause.
+    pub fn new() -> Redial {
+        Redial::default()
+    }
+
+    /// Back to the first pause (after a success).
+    pub fn reset(&mut self) {
+        self.next = REDIAL_FIRST;
+    }
+
+    /// The pause before the next attempt, in `[d / 2, d]` for the current step `d`.
+    pub fn next_pause(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(REDIAL_CAP);
+        let spread = d.as_millis() as u64 / 2;
+        d - Duration::from_millis(rand::rng().random_range(0..=spread))
     }
 }
 
@@ -124,6 +169,20 @@ mod tests {
             ..full
         };
         assert_eq!(nan.delay_ms(1, &mut r), 100);
+    }
+
+    #[test]
+    fn redial_grows_to_its_cap_with_jitter() {
+        let mut r = super::Redial::new();
+        let pauses: Vec<u64> = (0..8).map(|_| r.next_pause().as_millis() as u64).collect();
+        assert!((25..=50).contains(&pauses[0]), "{pauses:?}");
+        assert!((50..=100).contains(&pauses[1]), "{pauses:?}");
+        assert!(
+            pauses[5..].iter().all(|p| (200..=400).contains(p)),
+            "{pauses:?}"
+        );
+        r.reset();
+        assert!(r.next_pause() <= super::REDIAL_FIRST);
     }
 
     #[test]

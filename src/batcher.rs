@@ -22,7 +22,8 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Enqueued>>>,
 }
 
-/// The sending side; the batching task ends when every `Batcher` is dropped.
+/// The sending side; the batching task ends when every `Batcher` (clones included) is dropped.
+#[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Request>,
 }

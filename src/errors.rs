@@ -1,6 +1,8 @@
 //! One error enum for the crate and its single mapping into Python exceptions.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
 use pyo3::{create_exception, PyErr};
 
 create_exception!(
@@ -13,7 +15,7 @@ create_exception!(
     _core,
     BrokerError,
     AsyncqError,
-    "The broker (Redis) failed or could not be reached."
+    "The broker (Redis) failed or could not be reached.\n\nAttributes:\n    outcome_unknown: For an enqueue: True when the request may have reached Redis (the jobs may\n        exist); False when nothing was written.\n    job_ids: For an enqueue: the ids of the jobs it was about; resending them with the same\n        ids (``Task.options(job_id=...)``) is safe.\n"
 );
 create_exception!(
     _core,
@@ -44,15 +46,43 @@ pub enum Error {
     Oversized { size: usize, limit: usize },
     #[error("broker is closed")]
     Closed,
+    /// An argument the caller passed is not acceptable (raised as `ValueError`).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Give `BrokerError` its class-level attribute defaults (what an error raised outside enqueue
+/// carries); enqueue failures set per-instance values with [`broker_error`].
+pub fn init_broker_error(py: Python<'_>) -> PyResult<()> {
+    let cls = py.get_type::<BrokerError>();
+    cls.setattr("outcome_unknown", false)?;
+    cls.setattr("job_ids", PyList::empty(py))?;
+    Ok(())
+}
+
+/// A `BrokerError` carrying what an enqueue caller needs to retry safely: whether the request
+/// may have reached the broker, and the ids of the jobs it was about.
+pub fn broker_error(
+    py: Python<'_>,
+    msg: String,
+    outcome_unknown: bool,
+    job_ids: Vec<String>,
+) -> PyErr {
+    let err = BrokerError::new_err(msg);
+    let value = err.value(py);
+    // Setting attributes on a fresh exception instance cannot fail short of memory exhaustion.
+    let _ = value.setattr("outcome_unknown", outcome_unknown);
+    let _ = value.setattr("job_ids", job_ids);
+    err
+}
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         let msg = err.to_string();
         match err {
-            Error::BadUrl(_) => PyValueError::new_err(msg),
+            Error::BadUrl(_) | Error::Invalid(_) => PyValueError::new_err(msg),
             Error::Unserializable { .. } => PyTypeError::new_err(msg),
             Error::Payload(_) | Error::Oversized { .. } => PayloadError::new_err(msg),
             Error::Redis(_) | Error::Protocol { .. } | Error::Closed => BrokerError::new_err(msg),

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod codec;
 pub mod consumer;
 pub mod errors;
+pub mod producer;
 pub mod py;
 pub mod runtime;
 
@@ -19,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("AsyncqError", py.get_type::<errors::AsyncqError>())?;
     m.add("BrokerError", py.get_type::<errors::BrokerError>())?;
+    errors::init_broker_error(py)?;
     m.add("PayloadError", py.get_type::<errors::PayloadError>())?;
     m.add_class::<py::broker::PyBroker>()?;
     m.add_class::<py::consumer::PyConsumer>()?;

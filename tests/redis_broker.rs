@@ -234,7 +234,11 @@ async fn heartbeat_extends_leases_and_reports_lost_and_cancelled() {
         .heartbeat("q", vec![lease(a), stale, gone], 10_000)
         .await
         .unwrap();
-    assert_eq!(hb.lost, ["b", "zzz"]);
+    // A stale token is a lost lease; a job without a record is gone (Redis lost its data).
+    assert_eq!(
+        (hb.lost, hb.gone),
+        (vec!["b".to_string()], vec!["zzz".to_string()])
+    );
     assert!(hb.cancel.is_empty());
     tokio::time::sleep(Duration::from_millis(150)).await;
     let reaped = b.reap("q", 60_000).await.unwrap();
@@ -636,4 +640,47 @@ async fn a_stalled_job_is_leased_in_a_batch_of_its_own() {
     assert_eq!(ids(&out), ["s"], "the stalled job alone");
     let out = b.fetch("q", 10, 30_000, "w").await.unwrap();
     assert_eq!(ids(&out), ["y"]);
+}
+
+#[tokio::test]
+async fn enqueue_never_writes_an_id_that_already_has_a_record() {
+    let Some((_s, b)) = setup().await else { return };
+    b.enqueue("q", vec![job("a", 1)]).await.unwrap();
+    let running = b.fetch("q", 1, 30_000, "w").await.unwrap();
+    assert_eq!(ids(&running), ["a"]);
+    // Resent: "a" (now running) is left alone, "b" is new; a batch resent whole changes nothing.
+    let out = b
+        .enqueue("q", vec![job("a", 9), job("b", 1)])
+        .await
+        .unwrap();
+    let flags: Vec<(&str, bool)> = out.iter().map(|e| (e.id.as_str(), e.created)).collect();
+    assert_eq!(flags, [("a", false), ("b", true)]);
+    let again = b
+        .enqueue("q", vec![job("a", 9), job("b", 1)])
+        .await
+        .unwrap();
+    assert!(again.iter().all(|e| !e.created));
+    let info = b.job("q", "a").await.unwrap().unwrap();
+    assert_eq!(
+        (info.state, info.priority, info.attempts),
+        (JobState::Running, 1, 1)
+    );
+    let counts = b.counts("q").await.unwrap();
+    assert_eq!((counts.queued, counts.running), (1, 1));
+}
+
+#[tokio::test]
+async fn heartbeat_tells_a_vanished_job_from_a_stale_lease() {
+    let Some((s, b)) = setup().await else { return };
+    b.enqueue("q", vec![job("a", 1)]).await.unwrap();
+    let got = b.fetch("q", 1, 30_000, "w").await.unwrap();
+    ::redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut s.raw().await)
+        .await
+        .unwrap();
+    let hb = b
+        .heartbeat("q", vec![lease(&got.jobs[0])], 10_000)
+        .await
+        .unwrap();
+    assert_eq!((hb.lost.len(), hb.gone), (0, vec!["a".to_string()]));
 }

@@ -28,13 +28,14 @@ from .errors import (
 from .job import JobHandle, JobInfo
 from .log import configure_logging
 from .middleware import Middleware
-from .task import Task
+from .task import Call, Task
 from .worker import Worker, WorkerStats
 
 __all__ = [
     "App",
     "AsyncqError",
     "BrokerError",
+    "Call",
     "Exponential",
     "JobCancelled",
     "JobContext",

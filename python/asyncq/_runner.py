@@ -91,10 +91,7 @@ def job_fields(job: Job, event: str, **more: Any) -> dict[str, Any]:
 
 def executor_of(task: Task[Any, Any]) -> str:
     """How a task's function runs: ``async``, ``thread`` or ``process``."""
-    kind = getattr(task.config, "executor", None)
-    if isinstance(kind, str):
-        return kind
-    return "async" if task.is_async else "thread"
+    return task.config.executor
 
 
 class Runner:

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._core import Broker
+from ._hookloop import HookLoop
 from .backoff import Exponential
 from .job import JobHandle
 from .middleware import Middleware, call_hook
-from .task import EnqueueOptions, Task, TaskConfig
+from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
 from .worker import Worker
 
 __all__ = ["App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 log = logging.getLogger("asyncq")
 
 DEFAULT_QUEUE = "default"
+
+_HOOKS_LOCK = threading.Lock()
 
 
 class App:
@@ -45,9 +50,15 @@ class App:
             signed with one of the keys: unsigned or tampered messages are dead-lettered
             (reasons ``unsigned`` / ``bad_signature``), never executed. To rotate, put the new
             key second everywhere, then first, then drop the old one.
+        enqueue_timeout: Seconds one enqueue call (``enqueue``, ``enqueue_many``,
+            ``enqueue_sync``) may take, retries of transient broker failures included; then it
+            raises :class:`~asyncq.BrokerError`, whose ``outcome_unknown`` says whether the
+            jobs may have been written and ``job_ids`` names them (resending with the same ids
+            is safe; see docs/producers.md). ``None`` waits as long as it takes.
 
     Raises:
-        ValueError: The URL is not a supported broker URL.
+        ValueError: The URL is not a supported broker URL, or ``enqueue_timeout`` is not
+            positive.
     """
 
     def __init__(
@@ -64,12 +75,14 @@ class App:
         max_payload: int = 1 << 20,
         middleware: Sequence[Middleware] = (),
         signing_keys: Sequence[str | bytes] = (),
+        enqueue_timeout: float | None = 5.0,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
         self.url = url
         keys = [k.encode() if isinstance(k, str) else bytes(k) for k in signing_keys]
-        self.broker = Broker(url, signing_keys=keys)
+        self.broker = Broker(url, signing_keys=keys, enqueue_timeout=enqueue_timeout)
+        self.enqueue_timeout = enqueue_timeout
         self.default_queue = default_queue
         self.lease = lease
         self.heartbeat = heartbeat if heartbeat is not None else lease / 3
@@ -81,11 +94,16 @@ class App:
         self.middleware = list(middleware)
         self.tasks: dict[str, Task[Any, Any]] = {}
 
+    # Set by _run_blocking on first use; a class default keeps apps without middleware free of it.
+    _hooks: HookLoop | None = None
+
     def __repr__(self) -> str:
         return f"App({self.url!r}, tasks={len(self.tasks)})"
 
+    # Coroutine, not Awaitable: with Awaitable, an async function whose return type contains
+    # Any (`-> dict[str, Any]`) matched both overloads ambiguously and mypy inferred Task[Any, Any].
     @overload
-    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -103,6 +121,7 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = None,
+        executor: Literal["thread", "process"] | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -117,6 +136,7 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = None,
+        executor: Literal["thread", "process"] | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
@@ -129,12 +149,17 @@ class App:
             timeout: Seconds one run may take.
             priority: Default priority, 0 (lowest) to 9 (highest).
             result_ttl: Seconds its results are kept.
+            executor: For a plain (non-async) function: ``"thread"`` (default) runs it in the
+                worker's thread pool; ``"process"`` in a child process of a bounded pool, which
+                can be terminated at its timeout (the function must be defined at module level).
+                Coroutine functions always run on the worker's event loop: leave it None.
 
         Returns:
             The :class:`Task`, or a decorator producing it.
 
         Raises:
-            ValueError: Bad option values, or the name is already registered.
+            ValueError: Bad option values, an executor that does not fit the function, or the
+                name is already registered.
         """
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -152,6 +177,7 @@ class App:
                 timeout=timeout,
                 priority=priority,
                 result_ttl=result_ttl,
+                executor=resolve_executor(f, executor),
             )
             return self._register(Task(self, f, config))
 
@@ -209,6 +235,15 @@ class App:
         """
         return Worker(self, queues, **kwargs)
 
+    def _run_blocking(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a coroutine to completion from synchronous code in any thread, on this app's
+        helper event loop (started on first use). Used by ``enqueue_sync`` with middleware."""
+        hooks = self._hooks
+        if hooks is None:
+            with _HOOKS_LOCK:
+                hooks = self._hooks = self._hooks or HookLoop(self)
+        return hooks.run(make)
+
     async def run_before_enqueue(
         self,
         task: Task[Any, Any],
@@ -236,7 +271,7 @@ class _TaskDecorator:
         self._register = register
 
     @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...

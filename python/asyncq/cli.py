@@ -7,23 +7,39 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from ._core import Broker, __version__
+from ._config import (
+    CONFIG_KEYS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    UsageError,
+    load_config,
+    parse_queues,
+    resolve_queues,
+    suggest,
+)
+from ._core import Broker, BrokerError, JobInfo, __version__
 from .app import App
 from .errors import AsyncqError
 from .log import configure_logging
+from .task import Task
+
+__all__ = ["UsageError", "admin_main", "load_app", "parse_queues", "worker_main"]
 
 log = logging.getLogger("asyncq.cli")
 
 DEFAULT_URL = "redis://localhost:6379/0"
-
-
-class UsageError(Exception):
-    """A problem with what the user typed; printed as one line."""
+#: Jobs read per broker round trip by ``asyncq jobs``.
+PAGE = 100
+#: Longest pause between two tries of ``--wait-for-redis``.
+WAIT_STEP_MAX = 0.5
 
 
 def load_app(path: str) -> App:
@@ -53,55 +69,14 @@ def load_app(path: str) -> App:
     return app
 
 
-def parse_queues(spec: str | None, default: int) -> dict[str, int] | None:
-    """Parse ``emails=20,default=5`` (a bare name gets ``default`` concurrency).
-
-    Args:
-        spec: The ``-q`` value, or None.
-        default: Concurrency for names without ``=N``.
-
-    Returns:
-        ``{queue: concurrency}``, or None when no spec was given.
-
-    Raises:
-        UsageError: The spec is malformed.
-    """
-    if not spec:
-        return None
-    queues: dict[str, int] = {}
-    for part in spec.split(","):
-        name, sep, num = part.strip().partition("=")
-        if not name or any(c in name for c in "{} "):
-            raise UsageError(f"bad queue spec {part!r}: expected name or name=concurrency")
-        try:
-            n = int(num) if sep else default
-        except ValueError:
-            raise UsageError(f"bad queue spec {part!r}: {num!r} is not a number") from None
-        if n < 1:
-            raise UsageError(f"bad queue spec {part!r}: concurrency must be >= 1")
-        queues[name] = n
-    return queues
-
-
-def load_config(path: str | None) -> dict[str, Any]:
-    """Read the ``[worker]`` table (or the top level) of a TOML config file.
-
-    Raises:
-        UsageError: The file is missing or invalid.
-    """
-    if path is None:
-        return {}
-    if sys.version_info < (3, 11):
-        raise UsageError("--config needs Python 3.11+ (tomllib)")
-    tomllib: Any = importlib.import_module("tomllib")
-
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read config {path!r}: {exc}") from exc
-    section = data.get("worker", data)
-    return dict(section) if isinstance(section, dict) else {}
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _run(
@@ -120,6 +95,36 @@ def _run(
         return 130
 
 
+def _quiet_on_broken_pipe(main: Callable[[], int]) -> int:
+    """Run ``main``; if the reader of stdout went away (``| head``), exit 141 without a traceback.
+
+    141 is what a shell reports for a process ended by SIGPIPE, which Python ignores.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The interpreter flushes stdout once more at exit; pointed at /dev/null that cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return code
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    n = float(text)
+    if not n >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return n
+
+
 # ---- asyncq-worker ---------------------------------------------------------------------------
 
 
@@ -127,56 +132,116 @@ def worker_parser() -> argparse.ArgumentParser:
     """The ``asyncq-worker`` argument parser."""
     p = argparse.ArgumentParser(prog="asyncq-worker", description="Run an asyncq worker.")
     p.add_argument("app", nargs="?", help="the App to serve, as package.module:app")
+    p.add_argument("--url", help="broker URL to use instead of the app's")
     p.add_argument("-q", "--queues", help="queues and concurrency: emails=20,default=5")
-    p.add_argument("-c", "--concurrency", type=int, help="jobs at once per queue (default 50)")
-    p.add_argument("--threads", type=int, help="threads for sync tasks")
-    p.add_argument("--grace", type=float, help="seconds to finish jobs on shutdown (default 30)")
+    p.add_argument("-c", "--concurrency", type=_positive_int, help="jobs at once per queue (50)")
+    p.add_argument("--threads", type=_positive_int, help="threads for sync tasks")
+    p.add_argument(
+        "--processes", type=_positive_int, help='child processes for executor="process" tasks'
+    )
+    p.add_argument("--grace", type=_seconds, help="seconds to finish jobs on shutdown (30)")
     p.add_argument(
         "--prefetch",
         action="store_true",
         default=None,
         help="lease the next batch while this one runs (for short jobs)",
     )
-    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default=None, choices=["text", "json"])
+    p.add_argument(
+        "--wait-for-redis",
+        type=_seconds,
+        metavar="SECONDS",
+        help="at start, retry reaching the broker for up to SECONDS (for containers)",
+    )
+    p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
+    p.add_argument("--log-format", default=None, choices=LOG_FORMATS)
     p.add_argument("--config", help="TOML file with a [worker] table of these options")
     p.add_argument("--version", action="version", version=f"asyncq {__version__}")
     return p
 
 
+def worker_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's settings with the command-line flags given on top of them.
+
+    Raises:
+        UsageError: A bad config file or queue spec.
+    """
+    settings = load_config(args.config)
+    flags = {k: getattr(args, k, None) for k in CONFIG_KEYS if k != "queues"}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if args.queues:
+        settings["queues"] = parse_queues(args.queues)
+    return settings
+
+
+def use_url(app: App, url: str) -> None:
+    """Point ``app`` at another broker, keeping its other settings (signing keys included)."""
+    app.broker = app.broker.with_url(url)
+    app.url = url
+
+
+async def wait_for_broker(broker: Broker, seconds: float) -> None:
+    """Retry reaching ``broker`` until it answers or ``seconds`` have passed.
+
+    Raises:
+        AsyncqError: It did not answer in time (the message names the URL and the last error).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    url, step, waited = redact(broker.url), 0.05, False
+    while True:
+        try:
+            await asyncio.wait_for(broker.now(), max(deadline - loop.time(), 0.1))
+        except (BrokerError, asyncio.TimeoutError) as exc:
+            last = str(exc) or "no answer"
+        else:
+            if waited:
+                log.info("Redis at %s answered", url)
+            return
+        if loop.time() >= deadline:
+            raise AsyncqError(f"Redis at {url} did not answer within {seconds:g}s: {last}")
+        if not waited:
+            log.info("waiting for Redis at %s (up to %gs)", url, seconds)
+            waited = True
+        await asyncio.sleep(min(step, max(deadline - loop.time(), 0)))
+        step = min(step * 2, WAIT_STEP_MAX)
+
+
 async def _worker(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    configure_logging(
-        args.log_level or cfg.get("log_level", "info"),
-        args.log_format or cfg.get("log_format", "text"),
-    )
-    app_path = args.app or cfg.get("app")
+    settings = worker_settings(args)
+    configure_logging(settings.get("log_level", "info"), settings.get("log_format", "text"))
+    app_path = settings.get("app")
     if not app_path:
         raise UsageError("no app given: asyncq-worker package.module:app")
     app = load_app(app_path)
-    concurrency = int(args.concurrency or cfg.get("concurrency", 50))
-    queues = parse_queues(args.queues or cfg.get("queues"), concurrency)
+    if settings.get("url"):
+        use_url(app, settings["url"])
+    concurrency = settings.get("concurrency", 50)
     worker = app.worker(
-        queues,
+        resolve_queues(settings.get("queues"), concurrency),
         concurrency=concurrency,
-        threads=args.threads or cfg.get("threads"),
-        grace=float(args.grace if args.grace is not None else cfg.get("grace", 30.0)),
-        prefetch=bool(args.prefetch if args.prefetch is not None else cfg.get("prefetch", False)),
+        threads=settings.get("threads"),
+        processes=settings.get("processes"),
+        grace=settings.get("grace", 30.0),
+        prefetch=settings.get("prefetch", False),
     )
+    if settings.get("wait_for_redis"):
+        await wait_for_broker(app.broker, settings["wait_for_redis"])
     try:
         await worker.run()
     except AsyncqError as exc:
-        raise AsyncqError(f"cannot reach broker {app.url}: {exc}") from exc
+        raise AsyncqError(f"cannot reach broker {redact(app.url)}: {exc}") from exc
     return 0
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncq-worker``."""
     args = worker_parser().parse_args(argv)
-    return _run(_worker, args)
+    return _quiet_on_broken_pipe(lambda: _run(_worker, args))
 
 
 # ---- asyncq (admin) ----------------------------------------------------------------------------
+
+LISTABLE = ("queued", "scheduled", "running", "dead")
 
 
 def admin_parser() -> argparse.ArgumentParser:
@@ -187,22 +252,22 @@ def admin_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ASYNCQ_URL", DEFAULT_URL),
         help="broker URL (default $ASYNCQ_URL or %(default)s)",
     )
-    p.add_argument("--app", help="take the broker URL from this App (package.module:app)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--app", help="take the broker URL and tasks from this App (module:app)")
+    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
     p.add_argument("--version", action="version", version=f"asyncq {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="queues with counts per state, and live workers")
     job = sub.add_parser("job", help="show one job")
     job.add_argument("id")
     job.add_argument("--queue", help="its queue (default: search every queue)")
-    enq = sub.add_parser("enqueue", help="enqueue a job by task name")
-    enq.add_argument("task", help="registered task name, e.g. myapp.tasks:send_email")
-    enq.add_argument("--args", default="[]", help="JSON list of positional arguments")
-    enq.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
-    enq.add_argument("--queue", default="default")
-    enq.add_argument("--delay", type=float)
-    enq.add_argument("--priority", type=int, default=0)
-    enq.add_argument("--retries", type=int, default=0)
+    jobs = sub.add_parser("jobs", help="list the jobs of a queue in one state")
+    jobs.add_argument("queue")
+    jobs.add_argument("--state", choices=LISTABLE, default="dead", help="which jobs (dead)")
+    jobs.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N jobs (50)"
+    )
+    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+    _enqueue_parser(sub.add_parser("enqueue", help="enqueue a job by task name"))
     retry = sub.add_parser("retry", help="move dead-lettered jobs back to their queue")
     retry.add_argument("queue")
     retry.add_argument("ids", nargs="*", help="job ids (default: all)")
@@ -210,6 +275,16 @@ def admin_parser() -> argparse.ArgumentParser:
     purge.add_argument("queue")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return p
+
+
+def _enqueue_parser(enq: argparse.ArgumentParser) -> None:
+    enq.add_argument("task", help="registered task name, e.g. myapp.tasks:send_email")
+    enq.add_argument("--args", default="[]", help="JSON list of positional arguments")
+    enq.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    enq.add_argument("--queue", help="override the task's queue (without --app: default)")
+    enq.add_argument("--delay", type=float, help="seconds before it may run (>= 0)")
+    enq.add_argument("--priority", type=int, help="0 (lowest) to 9; default the task's")
+    enq.add_argument("--retries", type=int, help="retries of a task unknown here (no --app)")
 
 
 def _broker(args: argparse.Namespace) -> Broker:
@@ -230,41 +305,147 @@ async def _info(broker: Broker, _: argparse.Namespace) -> int:
     return 0
 
 
+def job_record(info: JobInfo) -> dict[str, Any]:
+    """Everything known about a job, as a JSON-ready dict (times in unix seconds)."""
+    return {
+        "id": info.id,
+        "queue": info.queue,
+        "task": info.task,
+        "state": info.state,
+        "attempts": info.attempts,
+        "max_attempts": info.max_attempts,
+        "priority": info.priority,
+        "enqueued_at": info.enqueued_at,
+        "due_at": info.due_at,
+        "started_at": info.started_at,
+        "finished_at": info.finished_at,
+        "worker": info.worker,
+        "result": info.result,
+        "error": info.error,
+    }
+
+
 async def _job(broker: Broker, args: argparse.Namespace) -> int:
     queues = [args.queue] if args.queue else sorted(await broker.queues())
     for queue in queues:
         info = await broker.job(queue, args.id)
         if info is not None:
-            out = {
-                "id": info.id,
-                "queue": info.queue,
-                "task": info.task,
-                "state": info.state,
-                "attempts": info.attempts,
-                "max_attempts": info.max_attempts,
-                "priority": info.priority,
-                "enqueued_at": info.enqueued_at,
-                "started_at": info.started_at,
-                "finished_at": info.finished_at,
-                "worker": info.worker,
-                "result": info.result,
-                "error": info.error,
-            }
-            print(json.dumps(out, indent=2, default=repr))
+            print(json.dumps(job_record(info), indent=2, default=repr))
             return 0
     raise UsageError(f"no job {args.id} in queue(s) {', '.join(queues) or '(none)'}")
 
 
-async def _enqueue(broker: Broker, args: argparse.Namespace) -> int:
+async def iter_jobs(broker: Broker, queue: str, state: str, limit: int) -> AsyncIterator[JobInfo]:
+    """Up to ``limit`` jobs of ``queue`` in ``state``, read ``PAGE`` at a time.
+
+    Each page is one bounded range read of the state's set plus one batch read of the records;
+    the set is never read whole. A job whose record vanished between the two is skipped.
+    """
+    offset = shown = 0
+    while shown < limit:
+        ids = await broker.job_ids(queue, state, offset, min(PAGE, limit - shown))
+        if not ids:
+            return
+        offset += len(ids)
+        for info in await broker.jobs(queue, ids):
+            if info is not None:
+                shown += 1
+                yield info
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _error_text(info: JobInfo) -> str:
+    err = info.error
+    if err is None or info.state not in ("dead", "failed"):
+        return ""
+    text = f"{err.get('type', '?')}: {' '.join(err.get('message', '').split())}"
+    return f"{text} [{err['reason']}]" if err.get("reason") else text
+
+
+_ROW = "{:<32}  {:<24}  {:<9}  {:>7}  {:<19}  {:<19}  {:<19}  {}"
+
+
+def _job_row(info: JobInfo) -> str:
+    tries = f"{info.attempts}/{info.max_attempts}"
+    times = (_when(info.enqueued_at), _when(info.started_at), _when(info.finished_at))
+    return _ROW.format(
+        info.id, info.task or "?", info.state, tries, *times, _error_text(info)
+    ).rstrip()
+
+
+async def _jobs(broker: Broker, args: argparse.Namespace) -> int:
+    if not args.json:
+        times = ("enqueued UTC", "started UTC", "finished UTC")
+        print(_ROW.format("id", "task", "state", "tries", *times, "error"))
+    shown = 0
+    async for info in iter_jobs(broker, args.queue, args.state, args.limit):
+        shown += 1
+        if args.json:
+            print(json.dumps(job_record(info), default=repr))
+        else:
+            print(_job_row(info))
+    total = (await broker.counts(args.queue)).get(args.state, 0)
+    if not args.json and total > shown:
+        print(f"({shown} of {total} {args.state} jobs shown; see --limit)", file=sys.stderr)
+    return 0
+
+
+def _call_args(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     try:
         pos, kw = json.loads(args.args), json.loads(args.kwargs)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--args/--kwargs must be JSON: {exc}") from exc
-    if not isinstance(pos, list) or not isinstance(kw, dict):
-        raise UsageError("--args must be a JSON list and --kwargs a JSON object")
-    opts = (args.retries + 1, None, args.priority, args.delay, None, None, 86400.0, 1 << 20)
-    ids = await broker.enqueue(args.queue, args.task, [], [(tuple(pos), kw)], opts)
-    print(ids[0][0])
+    if not isinstance(pos, list):
+        raise UsageError(f"--args must be a JSON list, got {args.args}")
+    if not isinstance(kw, dict):
+        raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs}")
+    return pos, kw
+
+
+def _check_enqueue_options(args: argparse.Namespace) -> None:
+    if args.delay is not None and not 0 <= args.delay < math.inf:
+        raise UsageError(f"--delay must be >= 0 seconds, got {args.delay:g}")
+    if args.priority is not None and not 0 <= args.priority <= 9:
+        raise UsageError(f"--priority must be between 0 and 9, got {args.priority}")
+    if args.retries is not None and args.retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
+
+
+def find_task(app: App, name: str, where: str) -> Task[Any, Any]:
+    """The task registered as ``name``.
+
+    Raises:
+        UsageError: No such task (the message suggests close names).
+    """
+    task = app.tasks.get(name)
+    if task is None:
+        known = ", ".join(sorted(app.tasks)) or "(none)"
+        raise UsageError(f"{where} has no task {name!r}{suggest(name, app.tasks)}; tasks: {known}")
+    return task
+
+
+async def _enqueue(broker: Broker, args: argparse.Namespace) -> int:
+    pos, kw = _call_args(args)
+    _check_enqueue_options(args)
+    if not args.app:
+        retries = args.retries or 0
+        priority = args.priority or 0
+        opts = (retries + 1, None, priority, args.delay, None, None, 86400.0, 1 << 20, None)
+        ids = await broker.enqueue(args.queue or "default", args.task, [], [(tuple(pos), kw)], opts)
+        print(ids[0][0])
+        return 0
+    task = find_task(load_app(args.app), args.task, args.app)
+    if args.retries is not None:
+        raise UsageError(
+            f"--retries is for tasks enqueued without --app; {task.name!r} retries "
+            f"{task.config.retries} time(s) as declared in code"
+        )
+    bound = task.options(delay=args.delay, priority=args.priority, queue=args.queue)
+    handles = await bound.enqueue_many([(tuple(pos), kw)])
+    print(handles[0].id)
     return 0
 
 
@@ -283,6 +464,7 @@ async def _purge(broker: Broker, args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[Broker, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "info": _info,
     "job": _job,
+    "jobs": _jobs,
     "enqueue": _enqueue,
     "retry": _retry,
     "purge": _purge,
@@ -295,15 +477,33 @@ async def _admin(args: argparse.Namespace) -> int:
     try:
         return await _COMMANDS[args.command](broker, args)
     except AsyncqError as exc:
-        raise AsyncqError(f"{broker.url}: {exc}") from exc
+        raise AsyncqError(f"{redact(broker.url)}: {exc}") from exc
+
+
+def _confirm_purge(args: argparse.Namespace) -> int | None:
+    """Ask before purging; None to go ahead, else the exit code."""
+    if args.yes:
+        return None
+    if not sys.stdin.isatty():
+        # Nobody can answer (a script, a pipe, cron): never delete on an unanswered question.
+        print(
+            "error: purge asks for confirmation; pass --yes when not at a terminal", file=sys.stderr
+        )
+        return 2
+    answer = input(f"delete every queued, scheduled and dead job of {args.queue!r}? [y/N] ")
+    if answer.strip().lower() != "y":
+        print("nothing deleted")
+        return 1
+    return None
 
 
 def admin_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncq``."""
     args = admin_parser().parse_args(argv)
-    if args.command == "purge" and not args.yes and sys.stdin.isatty():
-        answer = input(f"delete every queued, scheduled and dead job of {args.queue!r}? [y/N] ")
-        if answer.strip().lower() != "y":
-            print("nothing deleted")
-            return 1
-    return _run(_admin, args)
+
+    def main() -> int:
+        if args.command == "purge" and (refused := _confirm_purge(args)) is not None:
+            return refused
+        return _run(_admin, args)
+
+    return _quiet_on_broken_pipe(main)

@@ -41,7 +41,14 @@ class JobContext:
 
 
 # The worker stores the leased Job itself (no allocation per job); contexts are built on demand.
-_current: contextvars.ContextVar[Job] = contextvars.ContextVar("asyncq_job")
+# A process-pool child has no Job (it lives in the parent), so it stores a JobContext instead.
+_current: contextvars.ContextVar[Job | JobContext] = contextvars.ContextVar("asyncq_job")
+
+_OUTSIDE_JOB = (
+    "current_job() was called outside a running job: it works only inside a task function "
+    "executed by a worker (and in code that function calls, and in middleware execute hooks); "
+    "calling the task function directly or enqueueing it does not create a job context"
+)
 
 
 def current_job() -> JobContext:
@@ -51,6 +58,9 @@ def current_job() -> JobContext:
         The running job's :class:`JobContext`.
 
     Raises:
-        LookupError: When called outside a job.
+        LookupError: When called outside a job run by a worker.
     """
-    return JobContext.of(_current.get())
+    job = _current.get(None)
+    if job is None:
+        raise LookupError(_OUTSIDE_JOB)
+    return job if isinstance(job, JobContext) else JobContext.of(job)

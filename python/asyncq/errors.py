@@ -25,7 +25,8 @@ class JobFailed(AsyncqError):
         traceback: The remote traceback, formatted.
         reason: Why it failed: ``exception``, ``timeout``, ``lease_expired``, ``unknown_task``,
             ``bad_payload``, ``unsupported_version``, ``oversized``, ``unsigned``,
-            ``bad_signature``, ``unserializable_result`` or ``cancelled``.
+            ``bad_signature``, ``unserializable_result``, ``cancelled`` or ``abandoned`` (the
+            worker let go of the job without recording an outcome).
     """
 
     def __init__(self, job_id: str, type: str, message: str, traceback: str, reason: str) -> None:

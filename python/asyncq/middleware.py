@@ -2,8 +2,14 @@
 
 Subclass :class:`Middleware` and override the hooks you need; every hook is a no-op by default.
 Pass instances to ``App(middleware=[...])``. Hooks run in list order and may be sync or async
-(override with ``async def`` to await inside). An exception in a hook is logged, never allowed to
-lose the job.
+(override with ``async def`` to await inside).
+
+Enqueue hooks run the same way for ``enqueue``, ``enqueue_sync`` and ``enqueue_many``: after the
+arguments are checked, ``before_enqueue`` of every middleware for each call, then the write, then
+``after_enqueue`` of every middleware for each handle. Their exceptions reach the caller (so
+``before_enqueue`` can refuse an enqueue). ``enqueue_sync`` runs them on a helper event loop of
+the app, with the caller's context variables. An exception in an execution hook is logged, never
+allowed to lose the job. See docs/tasks.md.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -15,7 +15,7 @@ from .job import JobHandle
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["EnqueueOptions", "Task", "TaskConfig"]
+__all__ = ["Call", "EnqueueOptions", "Task", "TaskConfig"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +33,9 @@ class TaskConfig:
         timeout: Seconds a run may take; None for no limit.
         priority: Default priority, 0 (lowest) to 9 (highest).
         result_ttl: Seconds results are kept; None uses the app's default.
+        executor: Where a run happens: ``"async"`` (a coroutine function, on the worker's
+            event loop), ``"thread"`` (a plain function, in the worker's thread pool) or
+            ``"process"`` (a plain function, in a child process).
     """
 
     name: str
@@ -42,6 +45,7 @@ class TaskConfig:
     timeout: float | None
     priority: int
     result_ttl: float | None
+    executor: str
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class EnqueueOptions:
         priority: 0 (lowest) to 9 (highest); None uses the task's default.
         key: Idempotency key; while it lives, enqueueing again returns the first job.
         queue: Override the task's queue.
+        job_id: The job's id instead of a generated one; a job with this id is written at
+            most once (see docs/producers.md).
     """
 
     delay: float | None = None
@@ -61,15 +67,118 @@ class EnqueueOptions:
     priority: int | None = None
     key: str | None = None
     queue: str | None = None
+    job_id: str | None = None
 
 
-def _positional_names(fn: Callable[..., Any]) -> list[str]:
+# Caller-supplied job ids: the rule the Rust core enforces too (producer::check_job_id).
+_JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _check_job_id(job_id: str | None) -> str | None:
+    if job_id is not None and (not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id)):
+        raise ValueError(
+            f"job_id {job_id!r} is not valid: use 1 to 128 ASCII letters, digits, "
+            "'-', '_', '.' or ':'"
+        )
+    return job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[P]):
+    """One call of a task, for :meth:`Task.enqueue_many`; made by :meth:`Task.call`, which is
+    what lets mypy check its arguments against the task's signature.
+
+    Attributes:
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+    """
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        params = inspect.signature(fn).parameters.values()
+        return inspect.signature(fn)
     except (TypeError, ValueError):
+        return None
+
+
+def _positional_names(sig: inspect.Signature | None) -> list[str]:
+    if sig is None:
         return []
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds]
+    return [p.name for p in sig.parameters.values() if p.kind in kinds]
+
+
+_STARS: dict[object, str] = {
+    inspect.Parameter.VAR_POSITIONAL: "*",
+    inspect.Parameter.VAR_KEYWORD: "**",
+}
+
+
+def _params_source(sig: inspect.Signature) -> str:
+    """The parameter list of ``sig`` as source, every default replaced by ``_d``."""
+    kind = inspect.Parameter
+    parts: list[str] = []
+    prev = None
+    for p in sig.parameters.values():
+        if prev is kind.POSITIONAL_ONLY and p.kind is not kind.POSITIONAL_ONLY:
+            parts.append("/")
+        if p.kind is kind.KEYWORD_ONLY and prev not in (kind.KEYWORD_ONLY, kind.VAR_POSITIONAL):
+            parts.append("*")
+        star = _STARS.get(p.kind, "")
+        default = "" if p.default is p.empty else "=_d"
+        parts.append(f"{star}{p.name}{default}")
+        prev = p.kind
+    if prev is kind.POSITIONAL_ONLY:
+        parts.append("/")
+    return ", ".join(parts)
+
+
+def _arg_checker(
+    fn: Callable[..., Any], sig: inspect.Signature | None
+) -> Callable[..., None] | None:
+    """Build a function with ``fn``'s parameters and an empty body: calling it raises exactly
+    the TypeError that calling ``fn`` with bad arguments would, and nothing otherwise.
+
+    NOTE: measured per call, 0.07 us against 1.9 us for ``Signature.bind``, and the messages
+    are CPython's own ("add() missing 1 required positional argument: 'y'"). Parameter names
+    are identifiers (``inspect.Parameter`` enforces it), so the generated source is safe.
+    """
+    if sig is None:
+        return None
+    namespace: dict[str, Any] = {"_d": None}
+    exec(f"def check({_params_source(sig)}):\n    pass\n", namespace)
+    check: Callable[..., None] = namespace["check"]
+    check.__name__ = getattr(fn, "__name__", "task")
+    check.__qualname__ = getattr(fn, "__qualname__", check.__name__)
+    return check
+
+
+def resolve_executor(fn: Callable[..., Any], executor: str | None) -> str:
+    """Decide where a task's runs happen (see :attr:`TaskConfig.executor`).
+
+    Raises:
+        ValueError: An unknown executor, ``"thread"``/``"process"`` for a coroutine function,
+            or ``"process"`` for a function a child process cannot import.
+    """
+    if executor not in (None, "thread", "process"):
+        raise ValueError(f"executor must be 'thread' or 'process', got {executor!r}")
+    if inspect.iscoroutinefunction(fn):
+        if executor is not None:
+            raise ValueError(
+                f"{executor} executor runs plain functions; {fn.__qualname__} is a coroutine "
+                "function and always runs on the worker's event loop: drop executor="
+            )
+        return "async"
+    # "<locals>" (nested) or "<lambda>": a child process could not import it by name.
+    if executor == "process" and "<" in getattr(fn, "__qualname__", "<"):
+        raise ValueError(
+            f"process executor needs a named module-level function (a child process imports "
+            f"it by name); {getattr(fn, '__qualname__', fn)!r} is nested or a lambda"
+        )
+    return executor or "thread"
 
 
 def _eta_seconds(eta: dt.datetime | float | None) -> float | None:
@@ -97,7 +206,9 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.config = config
         self.is_async = inspect.iscoroutinefunction(fn)
-        self._arg_names = _positional_names(fn)
+        sig = _signature(fn)
+        self._arg_names = _positional_names(sig)
+        self._check_args = _arg_checker(fn, sig)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", config.name)
 
@@ -121,6 +232,7 @@ class Task(Generic[P, R]):
         priority: int | None = None,
         key: str | None = None,
         queue: str | None = None,
+        job_id: str | None = None,
     ) -> BoundTask[P, R]:
         """Return this task with per-enqueue options.
 
@@ -130,12 +242,16 @@ class Task(Generic[P, R]):
             priority: 0 (lowest) to 9 (highest).
             key: Idempotency key.
             queue: Send to this queue instead of the task's.
+            job_id: Use this id for the job (one job per call). Enqueueing an id that
+                already has a record writes nothing and returns that job, so resending after
+                a ``BrokerError`` with ``job_id=err.job_ids[0]`` cannot run the job twice.
 
         Returns:
             An object with the same ``enqueue`` methods.
 
         Raises:
-            ValueError: On a negative delay, a naive eta or a priority outside 0..9.
+            ValueError: On a negative delay, a naive eta, a priority outside 0..9 or a
+                job_id that is not 1 to 128 of ``A-Z a-z 0-9 - _ . :``.
         """
         if isinstance(delay, dt.timedelta):
             delay = delay.total_seconds()
@@ -143,8 +259,16 @@ class Task(Generic[P, R]):
             raise ValueError("delay must be >= 0")
         if priority is not None and not 0 <= priority <= 9:
             raise ValueError(f"priority must be between 0 and 9, got {priority}")
-        opts = EnqueueOptions(delay, _eta_seconds(eta), priority, key, queue)
+        opts = EnqueueOptions(delay, _eta_seconds(eta), priority, key, queue, _check_job_id(job_id))
         return BoundTask(self, opts)
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call[P]:
+        """Describe one call for :meth:`enqueue_many`, its arguments type-checked.
+
+        Returns:
+            The call (arguments are bound against the signature when it is enqueued).
+        """
+        return Call(args, kwargs)
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job.
@@ -153,31 +277,39 @@ class Task(Generic[P, R]):
             A handle to the job.
 
         Raises:
-            TypeError: An argument cannot be serialized (the message names it).
+            TypeError: The arguments do not fit the function's signature (raised as calling
+                it would), or an argument cannot be serialized (the message names it).
         """
         return await BoundTask(self, _NO_OPTIONS).enqueue(*args, **kwargs)
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
-        """Enqueue one job from synchronous code (blocks until Redis confirms).
+        """Enqueue one job from synchronous code (blocks until the broker confirms).
+
+        Safe from any thread, also one running an event loop. Middleware hooks run as for
+        :meth:`enqueue`, on a helper event loop of the app.
 
         Returns:
             A handle to the job.
 
         Raises:
-            TypeError: An argument cannot be serialized.
+            TypeError: The arguments do not fit the signature, or one cannot be serialized.
         """
         return BoundTask(self, _NO_OPTIONS).enqueue_sync(*args, **kwargs)
 
     async def enqueue_many(
-        self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]
+        self, calls: Iterable[Call[P] | tuple[tuple[Any, ...], dict[str, Any]]]
     ) -> list[JobHandle[R]]:
         """Enqueue many jobs in one round trip.
 
         Args:
-            calls: ``(args, kwargs)`` pairs, one per job.
+            calls: One per job: ``task.call(...)`` (type-checked) or an ``(args, kwargs)`` pair.
 
         Returns:
             Handles in the same order.
+
+        Raises:
+            TypeError: A call does not fit the signature (nothing is enqueued), or an argument
+                cannot be serialized.
         """
         return await BoundTask(self, _NO_OPTIONS).enqueue_many(calls)
 
@@ -199,7 +331,9 @@ class BoundTask(Generic[P, R]):
 
     def _core_options(
         self,
-    ) -> tuple[int, float | None, int, float | None, float | None, str | None, float, int]:
+    ) -> tuple[
+        int, float | None, int, float | None, float | None, str | None, float, int, str | None
+    ]:
         cfg, app, o = self.task.config, self.task.app, self.opts
         priority = cfg.priority if o.priority is None else o.priority
         return (
@@ -211,6 +345,7 @@ class BoundTask(Generic[P, R]):
             o.key,
             app.key_ttl,
             app.max_payload,
+            o.job_id,
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
@@ -222,19 +357,22 @@ class BoundTask(Generic[P, R]):
         """Blocking enqueue with these options (see :meth:`Task.enqueue_sync`)."""
         task, app = self.task, self.task.app
         if app.middleware:
-            asyncio.run(app.run_before_enqueue(task, [(args, kwargs)], self.opts))
+            # The async path on the app's helper loop: same hooks, same order, any thread.
+            return app._run_blocking(lambda: self.enqueue(*args, **kwargs))
+        if task._check_args is not None:
+            task._check_args(*args, **kwargs)
         queue = self._queue()
         ids = app.broker.enqueue_blocking(
-            queue, task.name, task._arg_names, [(args, kwargs)], self._core_options()
+            queue, task.name, task._arg_names, [(args, kwargs or None)], self._core_options()
         )
         return JobHandle(app.broker, queue, ids[0][0], ids[0][1])
 
     async def enqueue_many(
-        self, calls: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]
+        self, calls: Iterable[Call[P] | tuple[tuple[Any, ...], dict[str, Any]]]
     ) -> list[JobHandle[R]]:
         """Enqueue many jobs with these options in one round trip."""
         task, app = self.task, self.task.app
-        items = [(tuple(a), k or None) for a, k in calls]
+        items = _bound_items(task, calls)
         if app.middleware:
             await app.run_before_enqueue(task, items, self.opts)
         queue = self._queue()
@@ -246,3 +384,21 @@ class BoundTask(Generic[P, R]):
         if app.middleware:
             await app.run_after_enqueue(task, handles)
         return handles
+
+
+def _bound_items(
+    task: Task[Any, Any], calls: Iterable[Call[Any] | tuple[tuple[Any, ...], dict[str, Any]]]
+) -> list[tuple[tuple[Any, ...], dict[str, Any] | None]]:
+    """Normalize calls to ``(args, kwargs | None)``, checking each against the signature
+    before anything is written (one check per call, nothing more: the enqueue hot path)."""
+    check = task._check_args
+    items: list[tuple[tuple[Any, ...], dict[str, Any] | None]] = []
+    for call in calls:
+        args, kwargs = (call.args, call.kwargs) if isinstance(call, Call) else call
+        if check is not None:
+            check(*args, **kwargs or _EMPTY)
+        items.append((tuple(args), kwargs or None))
+    return items
+
+
+_EMPTY: dict[str, Any] = {}

@@ -38,6 +38,12 @@ _EVENTS: dict[str, tuple[int, str, str]] = {
         "job %(detail)s: its record is gone from Redis (data lost or flushed while it ran); "
         "its outcome will be dropped",
     ),
+    "abandoned": (
+        logging.ERROR,
+        "job.abandoned",
+        "job %(detail)s: dropped by the worker without an outcome; failed as 'abandoned' "
+        "(retried if attempts remain)",
+    ),
     "refused": (
         logging.WARNING,
         "job.refused",

@@ -21,7 +21,7 @@ use tokio::sync::futures::OwnedNotified;
 use self::store::QueueState;
 use super::{
     Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome,
-    JobInfo, Lease, NewJob, QueueCounts, ReapOutcome, WorkerInfo,
+    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapOutcome, WorkerInfo,
 };
 use crate::errors::Result;
 
@@ -220,6 +220,24 @@ impl Broker for MemoryBroker {
 
     async fn dead_ids(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
         Ok(self.with_queue(queue, |q, _| q.dead_ids(limit)))
+    }
+
+    async fn job_ids(
+        &self,
+        queue: &str,
+        set: JobSet,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<String>> {
+        Ok(self.with_queue(queue, |q, _| q.job_ids(set, offset, count)))
+    }
+
+    async fn jobs(&self, queue: &str, ids: &[String]) -> Result<Vec<Option<JobInfo>>> {
+        Ok(self.with_queue(queue, |q, _| {
+            ids.iter()
+                .map(|id| q.jobs.get(id).map(|r| r.info.clone()))
+                .collect()
+        }))
     }
 
     async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {

@@ -117,8 +117,11 @@ pub enum FailOutcome {
 
 #[derive(Debug, Clone, Default)]
 pub struct HeartbeatOutcome {
-    /// Leases the broker refused to extend (token stale or job gone).
+    /// Leases the broker refused to extend because the token is stale (or the job no longer
+    /// runs): someone else may hold the job now.
     pub lost: Vec<String>,
+    /// Leases whose job record no longer exists (the broker lost or flushed its data).
+    pub gone: Vec<String>,
     /// Jobs whose cancellation was requested while running.
     pub cancel: Vec<String>,
 }
@@ -166,6 +169,32 @@ impl JobState {
             "failed" => JobState::Failed,
             "dead" => JobState::Dead,
             "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A state whose jobs sit in a set of their own, so they can be listed page by page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSet {
+    /// Ready to run, in run order (priority, then FIFO).
+    Queued,
+    /// Delayed jobs and failed jobs waiting to retry, soonest due first.
+    Scheduled,
+    /// Leased jobs, earliest lease deadline first.
+    Running,
+    /// Dead letters, oldest first.
+    Dead,
+}
+
+impl JobSet {
+    /// The set for a state name; `None` for states without a set (`succeeded`, `cancelled`, ...).
+    pub fn parse(s: &str) -> Option<JobSet> {
+        Some(match s {
+            "queued" => JobSet::Queued,
+            "scheduled" => JobSet::Scheduled,
+            "running" => JobSet::Running,
+            "dead" => JobSet::Dead,
             _ => return None,
         })
     }
@@ -262,6 +291,18 @@ pub trait Broker: Send + Sync {
     async fn queues(&self) -> Result<Vec<String>>;
     /// Ids in the dead-letter queue, oldest first.
     async fn dead_ids(&self, queue: &str, limit: usize) -> Result<Vec<String>>;
+    /// One page of the ids in `set`, in the set's order, from position `offset`: at most `count`
+    /// ids, read with one bounded range query (never the whole set). Positions shift as jobs
+    /// move, so a job may be seen twice or missed across pages of a busy queue.
+    async fn job_ids(
+        &self,
+        queue: &str,
+        set: JobSet,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<String>>;
+    /// The records of `ids` in one round trip, in order; `None` where a record is gone.
+    async fn jobs(&self, queue: &str, ids: &[String]) -> Result<Vec<Option<JobInfo>>>;
     /// Move dead jobs back to ready with fresh attempts (`None`: all). Returns how many moved.
     async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64>;
     /// Delete every queued, scheduled and dead job of the queue. Returns how many.

@@ -28,6 +28,8 @@ use super::scripts::{
 use super::watchdog::{manager_config, spawn_watchdog, CONNECT_TIMEOUT};
 use super::*;
 
+mod listing;
+
 /// Most jobs per enqueue script call: the script unpacks two set entries per job, and Lua's
 /// `unpack` stops at about 8,000 values.
 const ENQUEUE_CHUNK: usize = 1000;
@@ -342,7 +344,8 @@ impl Broker for RedisBroker {
             match item {
                 Ok(2) => out.cancel.push(lease.id),
                 Ok(_) => {}
-                Err(_) => out.lost.push(lease.id),
+                Err(ItemError::MissingJob) => out.gone.push(lease.id),
+                Err(ItemError::StaleToken) => out.lost.push(lease.id),
             }
         }
         Ok(out)
@@ -422,6 +425,20 @@ impl Broker for RedisBroker {
             .query_async(&mut self.con())
             .await?;
         Ok(ids)
+    }
+
+    async fn job_ids(
+        &self,
+        queue: &str,
+        set: JobSet,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<String>> {
+        self.list_ids(queue, set, offset, count).await
+    }
+
+    async fn jobs(&self, queue: &str, ids: &[String]) -> Result<Vec<Option<JobInfo>>> {
+        self.records(queue, ids).await
     }
 
     async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {

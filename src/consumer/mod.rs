@@ -19,12 +19,14 @@ use crate::errors::Error;
 
 mod tasks;
 
-use tasks::{flusher, heartbeater, reaper, Backoff};
+use crate::backoff::Redial;
+use tasks::{flusher, heartbeater, reaper};
 
 /// Most outcomes sent to the broker in one script call.
 const MAX_FLUSH: usize = 512;
-/// Longest pause between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Retry delay of a job whose Python side was dropped without an outcome (see
+/// [`Consumer::abandon`]): short, since the run itself never reached an ending.
+const ABANDONED_RETRY_MS: u64 = 1000;
 
 /// Settings of one consumer.
 #[derive(Debug, Clone)]
@@ -62,8 +64,13 @@ pub struct Fetched {
 pub enum Event {
     /// Cancellation of a running job was requested.
     Cancel(String),
-    /// The broker refused to extend a lease: another worker may run the job now.
+    /// The broker refused to extend a lease: its token is stale, another worker may run the
+    /// job now.
     Lost(String),
+    /// The broker has no record of a leased job any more (Redis lost or flushed its data).
+    Gone(String),
+    /// A job's Python object was dropped without an outcome; it was failed as `abandoned`.
+    Abandoned(String),
     /// The broker failed (first failure after a healthy period).
     BrokerDown(String),
     /// The broker answers again.
@@ -89,7 +96,8 @@ enum Msg {
 
 struct InFlight {
     token: u64,
-    /// Past this instant the lease is no longer extended (the task's own timeout has passed).
+    /// Past this instant the lease is no longer extended: the task's own timeout has passed, or
+    /// the lease was lost, its job is gone, or Python abandoned the job.
     extend_until: Option<Instant>,
 }
 
@@ -218,7 +226,7 @@ impl Consumer {
 
     async fn fetch_blocking(&self, max: usize) -> Vec<Fetched> {
         let sh = &self.shared;
-        let mut backoff = Backoff::new();
+        let mut backoff = Redial::new();
         loop {
             if sh.stop_fetching.is_cancelled() || max == 0 {
                 return Vec::new();
@@ -232,7 +240,7 @@ impl Consumer {
                 Ok(out) => out,
                 Err(err) => {
                     sh.set_health(Err(&err));
-                    self.pause(backoff.next()).await;
+                    self.pause(backoff.next_pause()).await;
                     continue;
                 }
             };
@@ -303,6 +311,28 @@ impl Consumer {
     /// Queue an outcome; the flusher sends it with others in one round trip.
     pub fn send(&self, outcome: Outcome) {
         self.shared.send(outcome);
+    }
+
+    /// The safety net for a job that Python let go of without an outcome: stop extending its
+    /// lease now and fail it with reason `abandoned` (retried after a short delay while attempts
+    /// remain, else dead-lettered), so no job stays `running` without an owner.
+    pub fn abandon(&self, lease: Lease) {
+        let sh = &self.shared;
+        sh.stop_extending(&lease.id);
+        sh.push_event(Event::Abandoned(lease.id.clone()));
+        let record = ErrorRecord {
+            kind: "JobAbandoned".into(),
+            message: "the worker dropped the job without recording an outcome".into(),
+            traceback: String::new(),
+            reason: "abandoned".into(),
+        };
+        sh.send(Outcome::Fail(Fail {
+            lease,
+            error: record.to_bytes(),
+            retry_delay_ms: Some(ABANDONED_RETRY_MS),
+            dead_ttl_ms: sh.cfg.dead_ttl_ms,
+            cancelled: false,
+        }));
     }
 
     /// Ids of jobs currently leased by this consumer (fetched, outcome not yet flushed).
@@ -516,6 +546,13 @@ impl Shared {
         let mut inflight = self.inflight.lock().unwrap();
         for id in ids {
             inflight.remove(&id);
+        }
+    }
+
+    /// Never extend this lease again (it was lost, is gone, or nobody owns the job any more).
+    fn stop_extending(&self, id: &str) {
+        if let Some(f) = self.inflight.lock().unwrap().get_mut(id) {
+            f.extend_until = Some(Instant::now());
         }
     }
 

@@ -6,25 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Event, Msg, Outcome, Shared, MAX_BACKOFF, MAX_FLUSH};
+use super::{Event, Msg, Outcome, Shared, MAX_FLUSH};
+use crate::backoff::Redial;
 use crate::broker::FailOutcome;
-
-/// Exponential pause between reconnect attempts: 50 ms doubling to 5 s.
-pub(super) struct Backoff(Duration);
-
-impl Backoff {
-    pub(super) fn new() -> Backoff {
-        Backoff(Duration::from_millis(50))
-    }
-    pub(super) fn reset(&mut self) {
-        self.0 = Duration::from_millis(50);
-    }
-    pub(super) fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        d
-    }
-}
 
 /// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
 /// out in the next call, so batches grow with load without a timer adding latency.
@@ -97,7 +81,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = crate::errors::Result<T>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = Redial::new();
     loop {
         match call().await {
             Ok(v) => {
@@ -106,7 +90,7 @@ where
             }
             Err(err) => {
                 sh.set_health(Err(&err));
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_pause()).await;
             }
         }
     }
@@ -127,8 +111,14 @@ pub(super) async fn heartbeater(sh: Arc<Shared>) {
         {
             Ok(out) => {
                 sh.set_health(Ok(()));
+                // Each is reported once: a lease the broker refused is never sent again.
                 for id in out.lost {
+                    sh.stop_extending(&id);
                     sh.push_event(Event::Lost(id));
+                }
+                for id in out.gone {
+                    sh.stop_extending(&id);
+                    sh.push_event(Event::Gone(id));
                 }
                 for id in out.cancel {
                     sh.push_event(Event::Cancel(id));

@@ -1,5 +1,7 @@
 -- enqueue.lua: write a batch of jobs in one call (ready now, or scheduled when due later).
 -- A job whose idempotency key still lives is not written; the existing job's id is returned.
+-- A job whose id already has a record is not written either (created 0): the id is the unit of
+-- idempotency, so a producer may resend a batch whose reply it never saw.
 -- The per-queue sequence is advanced once for the batch; ready score = band * 2^40 + seq, so
 -- order is priority first and FIFO within one priority. Idle waiters are woken.
 --
@@ -13,7 +15,8 @@
 -- ARGV[4..] per job, 8 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
 --           idempotency key|'', key_ttl_ms (0: the key never expires)
 --
--- Output: flat array, per job: id, created (1 new, 0 idempotency key matched an existing job)
+-- Output: flat array, per job: id, created (1 new; 0 when the idempotency key matched an
+--         existing job, whose id is returned, or a record with this id exists already)
 -- Errors: none (arguments are validated by the caller)
 
 local ready, scheduled, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -27,8 +30,11 @@ local now_ready, later = {}, {}
 
 for i = 4, #ARGV, 8 do
   local id, key = ARGV[i], ARGV[i + 6]
+  local jk = prefix .. 'job:' .. id
   local existing = false
   if key ~= '' then existing = redis.call('GET', prefix .. 'key:' .. key) end
+  -- One EXISTS per job, inside this call: a resent job is never written twice.
+  if not existing and redis.call('EXISTS', jk) == 1 then existing = id end
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
@@ -42,7 +48,6 @@ for i = 4, #ARGV, 8 do
     elseif ARGV[i + 3] ~= '' then
       due = now + tonumber(ARGV[i + 3])
     end
-    local jk = prefix .. 'job:' .. id
     local fields = {'p', ARGV[i + 1], 'a', 0, 'm', ARGV[i + 5], 'pr', prio, 'rs', rs, 'e', now, 't', 0}
     if key ~= '' then
       local ttl = tonumber(ARGV[i + 7])

@@ -2,17 +2,20 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tokio::sync::OnceCell;
 
 use crate::batcher::Batcher;
-use crate::bridge::{awaitable, block_on};
-use crate::broker::{self, Broker, CancelOutcome, NewJob, WorkerInfo, MAX_PRIORITY};
+use crate::bridge::{awaitable, awaitable_ok, block_on};
+use crate::broker::{self, Broker, CancelOutcome, JobSet, NewJob, WorkerInfo, MAX_PRIORITY};
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::errors::{Error, Result};
+use crate::producer::{self, check_job_id, Reply};
 use crate::py::consumer::PyConsumer;
 use crate::py::info::PyJobInfo;
 
@@ -44,6 +47,10 @@ impl Handle {
     pub async fn get(&self) -> Result<Arc<dyn Broker>> {
         Ok(self.connected().await?.broker.clone())
     }
+
+    async fn batcher(&self) -> Result<Batcher> {
+        Ok(self.connected().await?.batcher.clone())
+    }
 }
 
 /// Check a URL's shape without connecting, so a bad one fails where it is written.
@@ -71,7 +78,7 @@ fn ms(seconds: f64) -> u64 {
 }
 
 /// Options shared by every job of one enqueue call, passed from Python as a tuple:
-/// `(max_attempts, timeout, priority, delay, eta, key, key_ttl, max_payload)`.
+/// `(max_attempts, timeout, priority, delay, eta, key, key_ttl, max_payload, job_id)`.
 #[derive(FromPyObject)]
 pub struct EnqueueOptions(
     u32,
@@ -82,7 +89,25 @@ pub struct EnqueueOptions(
     Option<String>,
     f64,
     usize,
+    Option<String>,
 );
+
+/// The job id of each item: the caller's (for exactly one item), else fresh ones, made once
+/// here so every retry of the call resends the same ids.
+fn job_ids(job_id: Option<&str>, count: usize) -> Result<Vec<String>> {
+    let Some(id) = job_id else {
+        return Ok((0..count)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect());
+    };
+    check_job_id(id)?;
+    if count != 1 {
+        return Err(Error::Invalid(format!(
+            "job_id names one job, but this call enqueues {count}"
+        )));
+    }
+    Ok(vec![id.to_owned()])
+}
 
 fn build_jobs(
     task: &str,
@@ -91,8 +116,17 @@ fn build_jobs(
     opts: &EnqueueOptions,
     signing_key: Option<&[u8]>,
 ) -> Result<Vec<NewJob>> {
-    let EnqueueOptions(max_attempts, timeout, priority, delay, eta, ref key, key_ttl, max_payload) =
-        *opts;
+    let EnqueueOptions(
+        max_attempts,
+        timeout,
+        priority,
+        delay,
+        eta,
+        ref key,
+        key_ttl,
+        max_payload,
+        ref job_id,
+    ) = *opts;
     // The limit holds for what travels, signature included.
     let overhead = signing_key.map_or(0, |_| SIGNATURE_OVERHEAD);
     let max_payload = max_payload.saturating_sub(overhead);
@@ -102,8 +136,9 @@ fn build_jobs(
         )));
     }
     let meta = Meta { timeout_s: timeout };
+    let ids = job_ids(job_id.as_deref(), items.len())?;
     let mut jobs = Vec::with_capacity(items.len());
-    for item in items.iter() {
+    for (item, id) in items.iter().zip(ids) {
         let (args, kwargs): (Bound<'_, PyTuple>, Option<Bound<'_, PyDict>>) = item
             .extract()
             .map_err(|e: PyErr| Error::Payload(e.to_string()))?;
@@ -113,7 +148,7 @@ fn build_jobs(
             sign(&mut payload, key);
         }
         jobs.push(NewJob {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             payload,
             priority,
             delay_ms: delay.map(ms),
@@ -126,9 +161,17 @@ fn build_jobs(
     Ok(jobs)
 }
 
-async fn enqueue(h: Handle, queue: String, jobs: Vec<NewJob>) -> Result<Vec<(String, bool)>> {
-    let done = h.connected().await?.batcher.enqueue(queue, jobs).await?;
-    Ok(done.into_iter().map(|e| (e.id, e.created)).collect())
+/// Enqueue within the broker's enqueue timeout, retrying transient failures with the same ids.
+async fn enqueue(h: Handle, queue: String, jobs: Vec<NewJob>, how: Delivery) -> Reply {
+    let connect = || h.batcher();
+    Reply(producer::enqueue(connect, &queue, jobs, how.timeout, how.fresh_ids).await)
+}
+
+/// How one enqueue call is delivered: its deadline and whether its ids were made for it.
+#[derive(Clone, Copy)]
+struct Delivery {
+    timeout: Option<Duration>,
+    fresh_ids: bool,
 }
 
 async fn job_info(h: Handle, queue: String, id: String) -> Result<Option<PyJobInfo>> {
@@ -136,25 +179,47 @@ async fn job_info(h: Handle, queue: String, id: String) -> Result<Option<PyJobIn
 }
 
 /// Broker handle exposed to Python as `asyncq._core.Broker`.
+#[derive(Clone)]
 #[pyclass(frozen, name = "Broker", module = "asyncq._core")]
 pub struct PyBroker {
     handle: Handle,
     /// Envelope signing keys: the first signs, all are accepted by consumers made here.
     signing_keys: Vec<Vec<u8>>,
+    /// Deadline of one enqueue call, retries included (None: no limit).
+    enqueue_timeout: Option<Duration>,
 }
 
 impl PyBroker {
     fn signing_key(&self) -> Option<&[u8]> {
         self.signing_keys.first().map(Vec::as_slice)
     }
+
+    fn delivery(&self, options: &EnqueueOptions) -> Delivery {
+        Delivery {
+            timeout: self.enqueue_timeout,
+            fresh_ids: options.8.is_none(),
+        }
+    }
+}
+
+/// The enqueue timeout in seconds as a deadline; it must be a positive number or None.
+fn enqueue_deadline(seconds: Option<f64>) -> Result<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(Error::Invalid(format!(
+            "enqueue_timeout must be a positive number of seconds or None, got {s}"
+        ))),
+    }
 }
 
 #[pymethods]
 impl PyBroker {
     #[new]
-    #[pyo3(signature = (url, signing_keys=Vec::new()))]
-    fn new(url: &str, signing_keys: Vec<Vec<u8>>) -> PyResult<Self> {
+    #[pyo3(signature = (url, signing_keys=Vec::new(), enqueue_timeout=Some(5.0)))]
+    fn new(url: &str, signing_keys: Vec<Vec<u8>>, enqueue_timeout: Option<f64>) -> PyResult<Self> {
         validate_url(url)?;
+        let enqueue_timeout = enqueue_deadline(enqueue_timeout)?;
         if signing_keys.iter().any(Vec::is_empty) {
             return Err(Error::BadUrl("a signing key must not be empty".into()).into());
         }
@@ -164,12 +229,24 @@ impl PyBroker {
                 cell: Arc::new(OnceCell::new()),
             },
             signing_keys,
+            enqueue_timeout,
         })
     }
 
     #[getter]
     fn url(&self) -> &str {
         &self.handle.url
+    }
+
+    /// The same settings (signing keys and all) on another URL; connects on first use.
+    fn with_url(&self, url: &str) -> PyResult<Self> {
+        validate_url(url)?;
+        let mut other = self.clone();
+        other.handle = Handle {
+            url: url.into(),
+            cell: Arc::new(OnceCell::new()),
+        };
+        Ok(other)
     }
 
     /// Encode and enqueue jobs of one task; returns `[(job_id, created), ...]`.
@@ -183,21 +260,26 @@ impl PyBroker {
         options: EnqueueOptions,
     ) -> PyResult<Bound<'py, PyAny>> {
         let jobs = build_jobs(task, &arg_names, items, &options, self.signing_key())?;
-        awaitable(py, enqueue(self.handle.clone(), queue, jobs))
+        let how = self.delivery(&options);
+        awaitable_ok(py, enqueue(self.handle.clone(), queue, jobs, how))
     }
 
     /// Blocking `enqueue` for sync callers; releases the GIL while waiting.
-    fn enqueue_blocking(
+    fn enqueue_blocking<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         queue: String,
         task: &str,
         arg_names: Vec<String>,
         items: &Bound<'_, PyList>,
         options: EnqueueOptions,
-    ) -> PyResult<Vec<(String, bool)>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let jobs = build_jobs(task, &arg_names, items, &options, self.signing_key())?;
-        block_on(py, enqueue(self.handle.clone(), queue, jobs))
+        let how = self.delivery(&options);
+        let reply = block_on(py, async {
+            Ok(enqueue(self.handle.clone(), queue, jobs, how).await)
+        })?;
+        reply.into_pyobject(py)
     }
 
     /// Enqueue payloads exactly as given (no encoding): for tools and tests that need to
@@ -224,8 +306,8 @@ impl PyBroker {
             .collect();
         let h = self.handle.clone();
         awaitable(py, async move {
-            let done = enqueue(h, queue, jobs).await?;
-            Ok(done.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+            let done = h.batcher().await?.enqueue(queue, jobs).await?;
+            Ok(done.into_iter().map(|e| e.id).collect::<Vec<_>>())
         })
     }
 
@@ -293,6 +375,43 @@ impl PyBroker {
             py,
             async move { h.get().await?.dead_ids(&queue, limit).await },
         )
+    }
+
+    /// One page of the ids in a state's set (`queued`, `scheduled`, `running`, `dead`).
+    fn job_ids<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        state: &str,
+        offset: usize,
+        count: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let set = JobSet::parse(state).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "cannot list jobs in state {state:?}: expected queued, scheduled, running or dead"
+            ))
+        })?;
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            h.get().await?.job_ids(&queue, set, offset, count).await
+        })
+    }
+
+    /// The records of many jobs in one round trip; None where a record is gone.
+    fn jobs<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        ids: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let found = h.get().await?.jobs(&queue, &ids).await?;
+            Ok(found
+                .into_iter()
+                .map(|info| info.map(PyJobInfo::from))
+                .collect::<Vec<_>>())
+        })
     }
 
     #[pyo3(signature = (queue, ids=None))]

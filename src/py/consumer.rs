@@ -3,8 +3,8 @@
 //! One `fetch` crossing carries a whole batch, decoded into Python objects in one pass; outcomes
 //! are queued with a plain (non-async) call and flushed by Rust.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -41,6 +41,10 @@ pub struct PyJob {
     /// Seconds, from the task's options at enqueue time.
     #[pyo3(get)]
     timeout: Option<f64>,
+    /// Set by the first outcome queued for this job; later ones are ignored.
+    settled: AtomicBool,
+    /// Where an abandoned job's failure goes (weak: a job must not keep its consumer alive).
+    consumer: Weak<Consumer>,
 }
 
 #[pymethods]
@@ -60,6 +64,25 @@ impl PyJob {
             token: self.token,
         }
     }
+
+    /// Claim the right to record this job's outcome: true the first time only.
+    fn settle(&self) -> bool {
+        !self.settled.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// The safety net: a job whose Python object goes away with no outcome queued (a bug, or an
+/// exception that escaped the worker's error path) is failed as `abandoned` instead of keeping
+/// its lease, renewed forever by Rust, with nobody left to finish it.
+impl Drop for PyJob {
+    fn drop(&mut self) {
+        if !self.settle() {
+            return;
+        }
+        if let Some(consumer) = self.consumer.upgrade() {
+            consumer.abandon(self.lease());
+        }
+    }
 }
 
 /// A fetched batch; turned into a list of `Job` under the GIL on the event loop's thread.
@@ -76,8 +99,9 @@ impl<'py> IntoPyObject<'py> for Batch {
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         let queue = &self.consumer.config().queue;
+        let owner = Arc::downgrade(&self.consumer);
         for f in self.jobs {
-            match to_job(py, queue, &f) {
+            match to_job(py, queue, &f, owner.clone()) {
                 Ok(job) => list.append(Bound::new(py, job)?)?,
                 Err(err) => dead_letter(&self.consumer, &f, err.to_string()),
             }
@@ -87,7 +111,7 @@ impl<'py> IntoPyObject<'py> for Batch {
 }
 
 /// Decode a job the consumer validated already (its spans come from that validation).
-fn to_job(py: Python<'_>, queue: &str, f: &Fetched) -> PyResult<PyJob> {
+fn to_job(py: Python<'_>, queue: &str, f: &Fetched, consumer: Weak<Consumer>) -> PyResult<PyJob> {
     let payload = f.job.payload.as_slice();
     let (args, kwargs) = f.spans.decode_args(py, payload)?;
     Ok(PyJob {
@@ -101,6 +125,8 @@ fn to_job(py: Python<'_>, queue: &str, f: &Fetched) -> PyResult<PyJob> {
         token: f.job.token,
         enqueued_at: f.job.enqueued_ms as f64 / 1000.0,
         timeout: f.timeout_s,
+        settled: AtomicBool::new(false),
+        consumer,
     })
 }
 
@@ -117,6 +143,8 @@ fn event_tuple(e: Event) -> (String, String) {
     match e {
         Event::Cancel(id) => ("cancel".into(), id),
         Event::Lost(id) => ("lost".into(), id),
+        Event::Gone(id) => ("gone".into(), id),
+        Event::Abandoned(id) => ("abandoned".into(), id),
         Event::BrokerDown(msg) => ("broker_down".into(), msg),
         Event::BrokerUp => ("broker_up".into(), String::new()),
         Event::Refused(id) => ("refused".into(), id),
@@ -124,7 +152,8 @@ fn event_tuple(e: Event) -> (String, String) {
     }
 }
 
-/// The consumer of one queue, exposed as `asyncq._core.Consumer`.
+/// The consumer of one queue, exposed as `asyncq._core.Consumer`. Only the first outcome
+/// (ack, fail, cancelled, release) queued for a job counts; later ones are ignored.
 #[pyclass(frozen, name = "Consumer", module = "asyncq._core")]
 pub struct PyConsumer {
     inner: Arc<Consumer>,
@@ -158,6 +187,9 @@ impl PyConsumer {
     #[pyo3(signature = (job, result, result_ttl=None))]
     fn ack(&self, job: &PyJob, result: &Bound<'_, PyAny>, result_ttl: Option<f64>) -> PyResult<()> {
         let bytes = encode_value(result, "the task's return value")?;
+        if !job.settle() {
+            return Ok(());
+        }
         let ttl = result_ttl.map_or(self.inner.config().result_ttl_ms, |s| (s * 1000.0) as u64);
         self.inner.send(Outcome::Ack(Ack {
             lease: job.lease(),
@@ -179,6 +211,9 @@ impl PyConsumer {
         reason: String,
         retry: Option<(f64, f64, f64)>,
     ) {
+        if !job.settle() {
+            return;
+        }
         let delay = retry.map(|(base, cap, jitter)| {
             let b = Backoff {
                 base_ms: (base.max(0.0) * 1000.0) as u64,
@@ -204,6 +239,9 @@ impl PyConsumer {
 
     /// Queue the end of a run cancelled on request: the job ends in state `cancelled`.
     fn cancelled(&self, job: &PyJob, message: String) {
+        if !job.settle() {
+            return;
+        }
         let reason = "cancelled".to_string();
         self.inner
             .finish_failed(job.lease(), "JobCancelled", reason, message, true);
@@ -211,11 +249,15 @@ impl PyConsumer {
 
     /// Queue a hand-back: the job returns to the queue now, its attempt not counted.
     fn release(&self, job: &PyJob) {
+        if !job.settle() {
+            return;
+        }
         self.inner.send(Outcome::Release(job.lease()));
     }
 
     /// Resolves with `[(kind, detail), ...]` once something happened: kinds are `cancel`, `lost`,
-    /// `broker_down`, `broker_up`, `refused`, `poison`. Resolves with `[]` after close.
+    /// `gone`, `abandoned`, `broker_down`, `broker_up`, `refused`, `poison`. Resolves with `[]`
+    /// after close.
     fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let consumer = self.inner.clone();
         awaitable_ok(py, async move {

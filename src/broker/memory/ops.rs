@@ -2,7 +2,7 @@
 
 use super::store::{JobRecord, QueueState};
 use crate::broker::{
-    Ack, CancelOutcome, Fail, FailOutcome, HeartbeatOutcome, JobState, Lease, QueueCounts,
+    Ack, CancelOutcome, Fail, FailOutcome, HeartbeatOutcome, JobSet, JobState, Lease, QueueCounts,
     ReapOutcome, CANCELLED_TTL_MS, MAX_STALLS,
 };
 use crate::codec::ErrorRecord;
@@ -106,6 +106,10 @@ impl QueueState {
     pub fn heartbeat(&mut self, leases: Vec<Lease>, lease_ms: u64, now: u64) -> HeartbeatOutcome {
         let mut out = HeartbeatOutcome::default();
         for lease in leases {
+            if !self.jobs.contains_key(&lease.id) {
+                out.gone.push(lease.id);
+                continue;
+            }
             if !self.holds(&lease) {
                 out.lost.push(lease.id);
                 continue;
@@ -242,5 +246,18 @@ impl QueueState {
             .take(limit)
             .map(|(_, id)| id.clone())
             .collect()
+    }
+
+    /// One page of the ids in `set`, in the same order as the Redis broker's sorted sets.
+    pub fn job_ids(&self, set: JobSet, offset: usize, count: usize) -> Vec<String> {
+        let page = |ids: &mut dyn Iterator<Item = &String>| {
+            ids.skip(offset).take(count).cloned().collect::<Vec<_>>()
+        };
+        match set {
+            JobSet::Queued => page(&mut self.ready.values()),
+            JobSet::Scheduled => page(&mut self.scheduled.iter().map(|(_, id)| id)),
+            JobSet::Running => page(&mut self.deadlines.iter().map(|(_, id)| id)),
+            JobSet::Dead => page(&mut self.dead.iter().map(|(_, id)| id)),
+        }
     }
 }

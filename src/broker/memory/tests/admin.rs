@@ -1,6 +1,7 @@
 //! Cancel, dead-letter administration, purge, listings, expiry and named instances.
 
 use super::*;
+use crate::broker::JobSet;
 
 #[tokio::test]
 async fn cancel_handles_every_state() {
@@ -248,4 +249,42 @@ async fn a_stalled_job_is_leased_in_a_batch_of_its_own() {
     );
     assert_eq!(ids(&fetch(&b, 10).await), ["s"], "the stalled job alone");
     assert_eq!(ids(&fetch(&b, 10).await), ["y"]);
+}
+
+#[tokio::test]
+async fn job_ids_pages_each_state_set_and_jobs_reads_a_batch() {
+    let b = MemoryBroker::new();
+    kill(&b, "x").await;
+    b.advance(1);
+    kill(&b, "y").await;
+    let later = NewJob {
+        delay_ms: Some(60_000),
+        ..new_job("later", 0)
+    };
+    let waiting = vec![new_job("q1", 5), new_job("q2", 5), new_job("q3", 0)];
+    enqueue(&b, [vec![new_job("run", 9), later], waiting].concat()).await;
+    assert_eq!(ids(&fetch(&b, 1).await), ["run"]);
+
+    let page = |set, offset, count| b.job_ids(Q, set, offset, count);
+    assert_eq!(
+        page(JobSet::Queued, 0, 10).await.unwrap(),
+        ["q1", "q2", "q3"]
+    );
+    assert_eq!(page(JobSet::Queued, 1, 1).await.unwrap(), ["q2"]);
+    assert_eq!(page(JobSet::Queued, 2, 5).await.unwrap(), ["q3"]);
+    assert!(page(JobSet::Queued, 3, 5).await.unwrap().is_empty());
+    assert!(page(JobSet::Queued, 0, 0).await.unwrap().is_empty());
+    assert_eq!(page(JobSet::Scheduled, 0, 10).await.unwrap(), ["later"]);
+    assert_eq!(page(JobSet::Running, 0, 10).await.unwrap(), ["run"]);
+    assert_eq!(page(JobSet::Dead, 0, 10).await.unwrap(), ["x", "y"]);
+
+    let wanted = ["q2", "missing", "x"].map(String::from);
+    let found = b.jobs(Q, &wanted).await.unwrap();
+    let states: Vec<_> = found.iter().map(|j| j.as_ref().map(|j| j.state)).collect();
+    assert_eq!(states, [Some(JobState::Queued), None, Some(JobState::Dead)]);
+    assert_eq!(
+        found[2].as_ref().unwrap().error.as_deref(),
+        Some(&b"boom"[..])
+    );
+    assert!(b.jobs(Q, &[]).await.unwrap().is_empty());
 }
