@@ -98,11 +98,12 @@ async fn send_group(broker: &dyn Broker, queue: String, mut reqs: Vec<Request>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
 
-    fn job(id: &str) -> NewJob {
+    /// A minimal ready job with this id (shared by the crate's unit tests).
+    pub(crate) fn job(id: &str) -> NewJob {
         NewJob {
             id: id.into(),
             payload: vec![1],

@@ -300,16 +300,7 @@ mod tests {
 
     #[test]
     fn ids_written_by_an_earlier_attempt_count_as_created() {
-        let job = |id: &str| NewJob {
-            id: id.into(),
-            payload: vec![],
-            priority: 0,
-            delay_ms: None,
-            eta_ms: None,
-            max_attempts: 1,
-            key: None,
-            key_ttl_ms: 0,
-        };
+        use crate::batcher::tests::job;
         let jobs = vec![job("a"), job("b")];
         let mut done = vec![
             Enqueued {

@@ -12,11 +12,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import asyncq
+from tests.procutil import WorkerProc
 
 REDIS = shutil.which("redis-server")
 
@@ -141,3 +143,20 @@ async def running(app: asyncq.App, **kwargs: Any) -> AsyncIterator[asyncq.Worker
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[WorkerProc]]:
+    """Worker subprocesses started by the test; killed afterwards whatever happened."""
+    started: list[WorkerProc] = []
+    yield started
+    for p in started:
+        p.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file the sample tasks append to, in subprocess workers and in this process alike."""
+    path = tmp_path / "ledger"
+    monkeypatch.setenv("ASYNCQ_TEST_LEDGER", str(path))
+    return path

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ from tests.conftest import RedisServer, free_port
 from tests.procutil import ROOT, SAMPLE, WorkerProc, await_until, run_cli, sample_env, script
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProc]]:
-    started: list[WorkerProc] = []
-    yield started
-    for p in started:
-        p.close()
 
 
 def one_line_error(stderr: str) -> str:

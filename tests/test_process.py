@@ -7,7 +7,6 @@ import collections
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,23 +19,6 @@ from tests.procutil import WorkerProc, await_until, read_ledger, sample_env, wai
 pytestmark = pytest.mark.timeout(60)
 
 LEASE = 1.0
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProc]]:
-    """Worker subprocesses started by the test; killed afterwards whatever happened."""
-    started: list[WorkerProc] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The file the sample tasks append to, in subprocess workers and in this process alike."""
-    path = tmp_path / "ledger"
-    monkeypatch.setenv("ASYNCQ_TEST_LEDGER", str(path))
-    return path
 
 
 def starts(ledger: Path) -> collections.Counter[str]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -240,20 +240,12 @@ async def test_a_worker_stops_a_process_task_at_its_timeout(
     assert (ctx["job_id"], ctx["queue"], ctx["attempt"]) == (second.id, queue, 1)
 
 
-@pytest.fixture
-def worker_procs() -> Iterator[list[WorkerProc]]:
-    started: list[WorkerProc] = []
-    yield started
-    for proc in started:
-        proc.close()
-
-
 async def test_asyncq_worker_kills_process_tasks_and_never_leaves_children(
-    redis_server: RedisServer, queue: str, tmp_path: Path, worker_procs: list[WorkerProc]
+    redis_server: RedisServer, queue: str, tmp_path: Path, procs: list[WorkerProc]
 ) -> None:
     env = sample_env(redis_server.url, queue)
     worker = WorkerProc(tmp_path, env, "-q", f"{queue}=2", app="tests.apps.proc_tasks:app")
-    worker_procs.append(worker)
+    procs.append(worker)
     worker.started()
     app = make_app(redis_server.url, queue)
     ticking = app.task(name=t.TICK, executor="process", timeout=0.5)(t.tick)

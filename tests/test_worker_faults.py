@@ -11,7 +11,6 @@ import collections
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,6 @@ from tests.procutil import WorkerProc, read_ledger, sample_env
 pytestmark = pytest.mark.timeout(60)
 
 FAULTY = "tests.apps.faulty:app"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProc]]:
-    started: list[WorkerProc] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "ledger"
-    monkeypatch.setenv("ASYNCQ_TEST_LEDGER", str(path))
-    return path
 
 
 def start_worker(

@@ -14,6 +14,7 @@ import time
 from typing import Any, NoReturn
 
 import asyncq
+from tests.apps.sample import note
 
 
 class Unprintable(Exception):
@@ -28,15 +29,6 @@ class Unprintable(Exception):
 
 class Custom(BaseException):
     """A BaseException that is neither Exception nor an interpreter signal."""
-
-
-def note(what: str) -> None:
-    path = os.environ.get("ASYNCQ_TEST_LEDGER")
-    if not path:
-        return
-    ctx = asyncq.current_job()
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(f"{what} {ctx.job_id} {ctx.attempt} {os.getpid()}\n")
 
 
 def build(url: str, queue: str, lease: float = 2.0, **kwargs: Any) -> asyncq.App:

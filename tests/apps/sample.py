@@ -16,7 +16,8 @@ import os
 import asyncq
 
 
-def _note(what: str) -> None:
+def note(what: str) -> None:
+    """Append ``what``, the running job's id and attempt and this pid to the ledger file."""
     path = os.environ.get("ASYNCQ_TEST_LEDGER")
     if not path:
         return
@@ -32,15 +33,15 @@ def build(url: str, queue: str, lease: float = 2.0) -> asyncq.App:
 
     @app.task(name="sample:sleep")
     async def sleep(seconds: float) -> dict[str, int]:
-        _note("start")
+        note("start")
         await asyncio.sleep(seconds)
-        _note("done")
+        note("done")
         ctx = asyncq.current_job()
         return {"attempt": ctx.attempt, "pid": os.getpid()}
 
     @app.task(name="sample:add")
     async def add(x: int, y: int) -> int:
-        _note("start")
+        note("start")
         return x + y
 
     @app.task(name="sample:noop")
