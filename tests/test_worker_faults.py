@@ -80,6 +80,25 @@ async def test_base_exceptions_fail_the_job_and_the_worker_lives_on(
     assert counts.get("running", 0) == 0 and counts["dead"] == 5
 
 
+async def test_os_exit_stays_contained_by_stall_counting(
+    redis_server: RedisServer, queue: str, tmp_path: Path, ledger: Path, procs: list[WorkerProc]
+) -> None:
+    """os._exit() cannot be caught: each run kills its worker. Stall counting still ends it:
+    after three runs the job is dead-lettered (reason lease_expired) instead of looping."""
+    app = faulty.build(redis_server.url, queue, lease=1.0)
+    handle = await app.tasks["faulty:hard_exit"].enqueue()
+    env = sample_env(redis_server.url, queue, 1.0, ledger)
+    for i in range(3):
+        victim = WorkerProc(tmp_path, env, name=f"victim{i}", app=FAULTY)
+        procs.append(victim)
+        # Each waits out the previous run's lease (1 s) before its reaper hands the job over.
+        assert victim.wait(30) == 7, victim.log()
+    async with running(app):  # its reaper records the third stall
+        err = await dead_error(handle)
+    assert err.reason == "lease_expired"
+    assert [a for what, _, a, _ in read_ledger(ledger) if what == "start"] == [1, 2, 3]
+
+
 async def test_unprintable_exception_still_ends_the_job(broker_url: str, queue: str) -> None:
     """An exception whose __str__ and __repr__ raise: the job is failed, retried, dead-lettered
     with a stand-in message; it does not stay `running` with a lease renewed forever."""

@@ -74,6 +74,11 @@ def build(url: str, queue: str, lease: float = 2.0, **kwargs: Any) -> asyncq.App
     def hang_sync(seconds: float) -> None:
         time.sleep(seconds)
 
+    @app.task(name="faulty:hard_exit")
+    async def hard_exit() -> None:
+        note("start")
+        os._exit(7)  # no Python cleanup, no outcome: only lease expiry can tell
+
     @app.task(name="faulty:ok")
     async def ok(x: int) -> int:
         return x
