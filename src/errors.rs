@@ -5,20 +5,22 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 use pyo3::{create_exception, PyErr};
 
+// Module `asyncq`, where users import them from: `__module__` reads right and pickling finds
+// the classes (they are re-exported there).
 create_exception!(
-    _core,
+    asyncq,
     AsyncqError,
     pyo3::exceptions::PyException,
     "Base class of asyncq errors."
 );
 create_exception!(
-    _core,
+    asyncq,
     BrokerError,
     AsyncqError,
     "The broker (Redis) failed or could not be reached.\n\nAttributes:\n    outcome_unknown: For an enqueue: True when the request may have reached Redis (the jobs may\n        exist); False when nothing was written.\n    job_ids: For an enqueue: the ids of the jobs it was about; resending them with the same\n        ids (``Task.options(job_id=...)``) is safe.\n"
 );
 create_exception!(
-    _core,
+    asyncq,
     PayloadError,
     AsyncqError,
     "A payload could not be encoded or decoded."

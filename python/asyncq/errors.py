@@ -29,6 +29,8 @@ class JobFailed(AsyncqError):
             worker let go of the job without recording an outcome).
     """
 
+    __module__ = "asyncq"
+
     def __init__(self, job_id: str, type: str, message: str, traceback: str, reason: str) -> None:
         super().__init__(f"job {job_id} failed: {type}: {message} ({reason})")
         self.job_id = job_id
@@ -37,14 +39,24 @@ class JobFailed(AsyncqError):
         self.traceback = traceback
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[JobFailed], tuple[str, str, str, str, str]]:
+        # Pickled with its fields (for results passed between processes), not its message.
+        return (type(self), (self.job_id, self.type, self.message, self.traceback, self.reason))
+
 
 class JobCancelled(AsyncqError):
     """The job was cancelled before it produced a result."""
+
+    __module__ = "asyncq"
 
 
 class JobNotFound(AsyncqError, LookupError):
     """No record of the job exists (never enqueued, or its record expired)."""
 
+    __module__ = "asyncq"
+
 
 class ResultTimeout(AsyncqError, TimeoutError):
     """The job did not finish within the time given to ``JobHandle.result``."""
+
+    __module__ = "asyncq"
