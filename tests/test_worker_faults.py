@@ -247,3 +247,21 @@ async def test_cancel_of_a_sync_job_waiting_for_a_thread(broker_url: str, queue:
         await second.result(timeout=10)
         await asyncio.sleep(0.05)
         assert worker._runner.pool.slots.busy == 0
+
+
+async def test_timeout_comes_from_the_envelope(broker_url: str, queue: str) -> None:
+    """A producer's timeout travels with the job: a worker whose copy of the task declares
+    another timeout still cancels at the enqueued one (Rust stops extending the lease there)."""
+    producer = make_app(broker_url, queue)
+    worker_app = make_app(broker_url, queue)
+
+    @producer.task(name="slow", timeout=0.2)
+    async def slow_p() -> None: ...
+
+    @worker_app.task(name="slow")
+    async def slow_w() -> None:
+        await asyncio.sleep(30)
+
+    async with running(worker_app):
+        err = await dead_error(await slow_p.enqueue())
+    assert err.reason == "timeout" and "0.2s" in err.message

@@ -190,7 +190,9 @@ class Runner:
                 gate.release()
 
     async def _call(self, task: Task[Any, Any], job: Job, gate: Slots | None) -> Any:
-        timeout = task.config.timeout
+        # The envelope's timeout: the one Rust uses to stop extending the lease, so the two
+        # can never disagree (a task whose timeout changed since the job was enqueued).
+        timeout = job.timeout
         kind = executor_of(task)
         if kind == "async":
             coro = task.fn(*job.args, **job.kwargs)
