@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension ``asyncq._core`` (checked by stubtest)."""
 
 from collections.abc import Awaitable
-from typing import Any, final
+from typing import Any, Protocol, final
 
 __all__ = [
     "AsyncqError",
@@ -101,9 +101,27 @@ class Consumer:
     def close(self, timeout: float) -> Awaitable[bool]: ...
     def stats(self) -> dict[str, int]: ...
 
-_EnqueueOptions = tuple[
-    int, float | None, int, float | None, float | None, str | None, float, int, str | None
-]
+class _EnqueueOptions(Protocol):
+    """What ``Broker.enqueue`` reads by name (``asyncq.task.CoreOptions`` provides it)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def delay(self) -> float | None: ...
+    @property
+    def eta(self) -> float | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def key_ttl(self) -> float: ...
+    @property
+    def max_payload(self) -> int: ...
+    @property
+    def job_id(self) -> str | None: ...
 
 @final
 class Broker:

@@ -29,7 +29,7 @@ from ._core import Broker, BrokerError, JobInfo, __version__
 from .app import App
 from .errors import AsyncqError
 from .log import configure_logging
-from .task import Task
+from .task import CoreOptions, Task
 
 __all__ = ["UsageError", "admin_main", "load_app", "parse_queues", "worker_main"]
 
@@ -431,9 +431,9 @@ async def _enqueue(broker: Broker, args: argparse.Namespace) -> int:
     pos, kw = _call_args(args)
     _check_enqueue_options(args)
     if not args.app:
-        retries = args.retries or 0
-        priority = args.priority or 0
-        opts = (retries + 1, None, priority, args.delay, None, None, 86400.0, 1 << 20, None)
+        opts = CoreOptions(
+            max_attempts=(args.retries or 0) + 1, priority=args.priority or 0, delay=args.delay
+        )
         ids = await broker.enqueue(args.queue or "default", args.task, [], [(tuple(pos), kw)], opts)
         print(ids[0][0])
         return 0

@@ -15,7 +15,7 @@ from .job import JobHandle
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Call", "EnqueueOptions", "Task", "TaskConfig"]
+__all__ = ["Call", "CoreOptions", "EnqueueOptions", "Task", "TaskConfig"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,6 +102,33 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(fn)
     except (TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoreOptions:
+    """Everything the Rust core needs to write the jobs of one enqueue call, read by name.
+
+    Attributes:
+        max_attempts: Runs allowed in total (retries + 1).
+        timeout: Seconds one run may take (travels in the envelope); None for no limit.
+        priority: 0 (lowest) to 9 (highest).
+        delay: Seconds from now before the jobs may run.
+        eta: Unix seconds before which they may not run.
+        key: Idempotency key.
+        key_ttl: Seconds the idempotency key stays reserved.
+        max_payload: Largest encoded job in bytes.
+        job_id: The caller's id for the (single) job; None makes fresh ones.
+    """
+
+    max_attempts: int = 1
+    timeout: float | None = None
+    priority: int = 0
+    delay: float | None = None
+    eta: float | None = None
+    key: str | None = None
+    key_ttl: float = 86400.0
+    max_payload: int = 1 << 20
+    job_id: str | None = None
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:
@@ -329,23 +356,18 @@ class BoundTask(Generic[P, R]):
     def _queue(self) -> str:
         return self.opts.queue or self.task.config.queue
 
-    def _core_options(
-        self,
-    ) -> tuple[
-        int, float | None, int, float | None, float | None, str | None, float, int, str | None
-    ]:
+    def _core_options(self) -> CoreOptions:
         cfg, app, o = self.task.config, self.task.app, self.opts
-        priority = cfg.priority if o.priority is None else o.priority
-        return (
-            cfg.retries + 1,
-            cfg.timeout,
-            priority,
-            o.delay,
-            o.eta,
-            o.key,
-            app.key_ttl,
-            app.max_payload,
-            o.job_id,
+        return CoreOptions(
+            max_attempts=cfg.retries + 1,
+            timeout=cfg.timeout,
+            priority=cfg.priority if o.priority is None else o.priority,
+            delay=o.delay,
+            eta=o.eta,
+            key=o.key,
+            key_ttl=app.key_ttl,
+            max_payload=app.max_payload,
+            job_id=o.job_id,
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:

@@ -77,20 +77,24 @@ fn ms(seconds: f64) -> u64 {
     (seconds.max(0.0) * 1000.0).round() as u64
 }
 
-/// Options shared by every job of one enqueue call, passed from Python as a tuple:
-/// `(max_attempts, timeout, priority, delay, eta, key, key_ttl, max_payload, job_id)`.
+/// Options shared by every job of one enqueue call, read by name from the Python object
+/// (`asyncq.task.CoreOptions`): adding one is a field here and a field there, not a shuffle
+/// of positions.
 #[derive(FromPyObject)]
-pub struct EnqueueOptions(
-    u32,
-    Option<f64>,
-    i64,
-    Option<f64>,
-    Option<f64>,
-    Option<String>,
-    f64,
-    usize,
-    Option<String>,
-);
+pub struct EnqueueOptions {
+    max_attempts: u32,
+    /// Seconds; travels in the envelope (the one source of a run's timeout).
+    timeout: Option<f64>,
+    priority: i64,
+    /// Seconds from now.
+    delay: Option<f64>,
+    /// Unix seconds.
+    eta: Option<f64>,
+    key: Option<String>,
+    key_ttl: f64,
+    max_payload: usize,
+    job_id: Option<String>,
+}
 
 /// The job id of each item: the caller's (for exactly one item), else fresh ones, made once
 /// here so every retry of the call resends the same ids.
@@ -116,7 +120,7 @@ fn build_jobs(
     opts: &EnqueueOptions,
     signing_key: Option<&[u8]>,
 ) -> Result<Vec<NewJob>> {
-    let EnqueueOptions(
+    let EnqueueOptions {
         max_attempts,
         timeout,
         priority,
@@ -126,7 +130,7 @@ fn build_jobs(
         key_ttl,
         max_payload,
         ref job_id,
-    ) = *opts;
+    } = *opts;
     // The limit holds for what travels, signature included.
     let overhead = signing_key.map_or(0, |_| SIGNATURE_OVERHEAD);
     let max_payload = max_payload.saturating_sub(overhead);
@@ -197,7 +201,7 @@ impl PyBroker {
     fn delivery(&self, options: &EnqueueOptions) -> Delivery {
         Delivery {
             timeout: self.enqueue_timeout,
-            fresh_ids: options.8.is_none(),
+            fresh_ids: options.job_id.is_none(),
         }
     }
 }
