@@ -3,6 +3,7 @@
 //! Every operation works on a batch where a batch makes sense, so a worker pays one round trip
 //! per fetched batch and one per flushed group of acks, never one per job.
 
+mod calls;
 pub mod keys;
 pub mod memory;
 pub mod redis;

@@ -20,28 +20,18 @@ use ::redis::aio::{ConnectionManager, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, Value};
 use async_trait::async_trait;
 
+use super::calls::{self, ScriptRunner};
 use super::keys::{self, QueueKeys};
-use super::scripts::{
-    parse_enqueue, parse_fetch, parse_job, parse_pair, protocol, value_i64, Call, ItemError,
-    ScriptId,
-};
+use super::scripts::{parse_job, Call};
 use super::watchdog::{manager_config, spawn_watchdog, CONNECT_TIMEOUT};
 use super::*;
 
 mod listing;
 
-/// Most jobs per enqueue script call: the script unpacks two set entries per job, and Lua's
-/// `unpack` stops at about 8,000 values.
-const ENQUEUE_CHUNK: usize = 1000;
-/// How many jobs a looping maintenance call (purge, retry all) handles per script run.
-const CHUNK: usize = 1000;
 /// Extra time a blocking wait gets beyond its own timeout before the client gives up on it.
 const WAIT_GRACE: Duration = Duration::from_secs(1);
 /// Longest single BLPOP: a longer wait is cut short (a spurious wake-up, which callers allow).
 const MAX_BLOCK: Duration = Duration::from_secs(2);
-
-/// A per-item script reply: status code, or the error the script reported for that item.
-type Item = std::result::Result<i64, ItemError>;
 
 /// A [`Broker`] backed by Redis (or Valkey).
 pub struct RedisBroker {
@@ -96,62 +86,6 @@ impl RedisBroker {
         lock(&self.con).clone()
     }
 
-    /// One enqueue script call for at most `ENQUEUE_CHUNK` jobs.
-    async fn enqueue_chunk(&self, k: &QueueKeys, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
-        let mut call = Call::new(
-            ScriptId::Enqueue,
-            vec![k.ready(), k.scheduled(), k.seq(), k.wake()],
-        );
-        call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
-        for job in jobs {
-            call.arg(&job.id)
-                .arg(job.payload.as_slice())
-                .arg(job.priority);
-            call.arg(opt(job.delay_ms))
-                .arg(opt(job.eta_ms))
-                .arg(job.max_attempts);
-            call.arg(job.key.as_deref().unwrap_or(""))
-                .arg(job.key_ttl_ms);
-        }
-        parse_enqueue(self.run(&call).await?, jobs.len())
-    }
-
-    async fn run(&self, call: &Call) -> Result<Value> {
-        Ok(call.invoke(&mut self.con()).await?)
-    }
-
-    /// Run a script that answers one integer code per item.
-    async fn run_items(&self, call: &Call, expected: usize) -> Result<Vec<Item>> {
-        let name = call.id().def().name;
-        let codes: Vec<i64> = ::redis::from_redis_value(self.run(call).await?)
-            .map_err(|e| protocol(name, e.to_string()))?;
-        if codes.len() != expected {
-            return Err(protocol(
-                name,
-                format!("{} replies for {expected} items", codes.len()),
-            ));
-        }
-        codes
-            .into_iter()
-            .map(|c| ItemError::split(c).ok_or_else(|| protocol(name, format!("unknown code {c}"))))
-            .collect()
-    }
-
-    /// Add the queue to the global queue set once per broker instance (outside any script, so
-    /// scripts stay within one cluster slot).
-    async fn remember_queue(&self, queue: &str) -> Result<()> {
-        if lock(&self.known_queues).contains(queue) {
-            return Ok(());
-        }
-        ::redis::cmd("SADD")
-            .arg(keys::QUEUES)
-            .arg(queue)
-            .query_async::<()>(&mut self.con())
-            .await?;
-        lock(&self.known_queues).insert(queue.to_owned());
-        Ok(())
-    }
-
     /// A dedicated connection for one blocking command: pooled if one is idle, else a new one.
     async fn blocking_con(&self) -> Result<(MultiplexedConnection, bool)> {
         if let Some(con) = lock(&self.waiters).pop() {
@@ -179,45 +113,37 @@ impl RedisBroker {
     }
 }
 
-/// Optional number as a script argument: '' stands for None.
-fn opt(n: Option<u64>) -> String {
-    n.map(|v| v.to_string()).unwrap_or_default()
-}
-
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn check_priority(job: &NewJob) -> Result<()> {
-    if (0..=MAX_PRIORITY).contains(&job.priority) {
-        return Ok(());
+#[async_trait]
+impl ScriptRunner for RedisBroker {
+    async fn run(&self, call: &Call) -> Result<Value> {
+        Ok(call.invoke(&mut self.con()).await?)
     }
-    Err(Error::Payload(format!(
-        "job {}: priority {} outside 0..={MAX_PRIORITY}",
-        job.id, job.priority
-    )))
+
+    /// Add the queue to the global queue set once per broker instance (outside any script, so
+    /// scripts stay within one cluster slot).
+    async fn remember_queue(&self, queue: &str) -> Result<()> {
+        if lock(&self.known_queues).contains(queue) {
+            return Ok(());
+        }
+        ::redis::cmd("SADD")
+            .arg(keys::QUEUES)
+            .arg(queue)
+            .query_async::<()>(&mut self.con())
+            .await?;
+        lock(&self.known_queues).insert(queue.to_owned());
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Broker for RedisBroker {
     async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        let k = QueueKeys::new(queue)?;
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        jobs.iter().try_for_each(check_priority)?;
-        self.remember_queue(queue).await?;
-        // Chunks go out together on the multiplexed connection: one round trip in practice,
-        // while each script call stays within Lua's unpack limit.
-        let calls = jobs
-            .chunks(ENQUEUE_CHUNK)
-            .map(|chunk| self.enqueue_chunk(&k, chunk));
-        let mut out = Vec::with_capacity(jobs.len());
-        for part in futures::future::join_all(calls).await {
-            out.extend(part?);
-        }
-        Ok(out)
+        calls::enqueue(self, queue, jobs).await
     }
 
     async fn fetch(
@@ -227,13 +153,7 @@ impl Broker for RedisBroker {
         lease_ms: u64,
         worker: &str,
     ) -> Result<FetchOutcome> {
-        let k = QueueKeys::new(queue)?;
-        let mut call = Call::new(
-            ScriptId::Fetch,
-            vec![k.ready(), k.scheduled(), k.active(), k.wake()],
-        );
-        call.arg(k.prefix()).arg(max).arg(lease_ms).arg(worker);
-        parse_fetch(self.run(&call).await?)
+        calls::fetch(self, queue, max, lease_ms, worker).await
     }
 
     async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
@@ -264,63 +184,15 @@ impl Broker for RedisBroker {
     }
 
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
-        let k = QueueKeys::new(queue)?;
-        if acks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut call = Call::new(ScriptId::Ack, vec![k.active(), k.stats()]);
-        call.arg(k.prefix());
-        for a in &acks {
-            call.arg(&a.lease.id)
-                .arg(a.lease.token)
-                .arg(a.result.as_slice())
-                .arg(a.result_ttl_ms);
-        }
-        let items = self.run_items(&call, acks.len()).await?;
-        Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+        calls::ack(self, queue, acks).await
     }
 
     async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
-        let k = QueueKeys::new(queue)?;
-        if fails.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = vec![k.active(), k.scheduled(), k.dead(), k.stats(), k.wake()];
-        let mut call = Call::new(ScriptId::Fail, keys);
-        call.arg(k.prefix());
-        for f in &fails {
-            call.arg(&f.lease.id)
-                .arg(f.lease.token)
-                .arg(f.error.as_slice());
-            call.arg(opt(f.retry_delay_ms))
-                .arg(f.dead_ttl_ms)
-                .arg(u8::from(f.cancelled));
-        }
-        let items = self.run_items(&call, fails.len()).await?;
-        items
-            .into_iter()
-            .map(|r| match r {
-                Ok(1) => Ok(FailOutcome::Retrying),
-                Ok(2) => Ok(FailOutcome::Dead),
-                Ok(3) => Ok(FailOutcome::Cancelled),
-                Err(_) => Ok(FailOutcome::Stale),
-                Ok(c) => Err(protocol("fail", format!("unknown status {c}"))),
-            })
-            .collect()
+        calls::fail(self, queue, fails).await
     }
 
     async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
-        let k = QueueKeys::new(queue)?;
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut call = Call::new(ScriptId::Release, vec![k.active(), k.ready(), k.wake()]);
-        call.arg(k.prefix());
-        for l in &leases {
-            call.arg(&l.id).arg(l.token);
-        }
-        let items = self.run_items(&call, leases.len()).await?;
-        Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+        calls::release(self, queue, leases).await
     }
 
     async fn heartbeat(
@@ -329,35 +201,11 @@ impl Broker for RedisBroker {
         leases: Vec<Lease>,
         lease_ms: u64,
     ) -> Result<HeartbeatOutcome> {
-        let k = QueueKeys::new(queue)?;
-        let mut out = HeartbeatOutcome::default();
-        if leases.is_empty() {
-            return Ok(out);
-        }
-        let mut call = Call::new(ScriptId::Heartbeat, vec![k.active()]);
-        call.arg(k.prefix()).arg(lease_ms);
-        for l in &leases {
-            call.arg(&l.id).arg(l.token);
-        }
-        let items = self.run_items(&call, leases.len()).await?;
-        for (lease, item) in leases.into_iter().zip(items) {
-            match item {
-                Ok(2) => out.cancel.push(lease.id),
-                Ok(_) => {}
-                Err(ItemError::MissingJob) => out.gone.push(lease.id),
-                Err(ItemError::StaleToken) => out.lost.push(lease.id),
-            }
-        }
-        Ok(out)
+        calls::heartbeat(self, queue, leases, lease_ms).await
     }
 
     async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
-        let k = QueueKeys::new(queue)?;
-        let keys = vec![k.active(), k.ready(), k.scheduled(), k.dead(), k.wake()];
-        let mut call = Call::new(ScriptId::Reap, keys);
-        call.arg(k.prefix()).arg(dead_ttl_ms).arg(MAX_STALLS);
-        let (requeued, dead) = parse_pair(self.run(&call).await?, "reap")?;
-        Ok(ReapOutcome { requeued, dead })
+        calls::reap(self, queue, dead_ttl_ms).await
     }
 
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
@@ -370,17 +218,7 @@ impl Broker for RedisBroker {
     }
 
     async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
-        let k = QueueKeys::new(queue)?;
-        let mut call = Call::new(ScriptId::Cancel, vec![k.ready(), k.scheduled()]);
-        call.arg(k.prefix()).arg(id).arg(CANCELLED_TTL_MS);
-        let code = value_i64(&self.run(&call).await?, "cancel")?;
-        match ItemError::split(code) {
-            Some(Ok(1)) => Ok(CancelOutcome::Cancelled),
-            Some(Ok(2)) => Ok(CancelOutcome::Requested),
-            Some(Ok(3)) => Ok(CancelOutcome::Finished),
-            Some(Err(ItemError::MissingJob)) => Ok(CancelOutcome::NotFound),
-            _ => Err(protocol("cancel", format!("unknown code {code}"))),
-        }
+        calls::cancel(self, queue, id).await
     }
 
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
@@ -442,45 +280,11 @@ impl Broker for RedisBroker {
     }
 
     async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {
-        let k = QueueKeys::new(queue)?;
-        let new_call = || {
-            let mut call = Call::new(ScriptId::RetryDead, vec![k.dead(), k.ready(), k.wake()]);
-            call.arg(k.prefix()).arg(CHUNK);
-            call
-        };
-        if let Some(ids) = ids {
-            let mut moved = 0;
-            for chunk in ids.chunks(CHUNK) {
-                let mut call = new_call();
-                for id in chunk {
-                    call.arg(id);
-                }
-                moved += parse_pair(self.run(&call).await?, "retry_dead")?.0;
-            }
-            return Ok(moved);
-        }
-        let mut moved = 0;
-        loop {
-            let (n, processed) = parse_pair(self.run(&new_call()).await?, "retry_dead")?;
-            moved += n;
-            if processed < CHUNK as u64 {
-                return Ok(moved);
-            }
-        }
+        calls::retry_dead(self, queue, ids).await
     }
 
     async fn purge(&self, queue: &str) -> Result<u64> {
-        let k = QueueKeys::new(queue)?;
-        let mut call = Call::new(ScriptId::Purge, vec![k.ready(), k.scheduled(), k.dead()]);
-        call.arg(k.prefix()).arg(CHUNK);
-        let mut total = 0;
-        loop {
-            let (deleted, remaining) = parse_pair(self.run(&call).await?, "purge")?;
-            total += deleted;
-            if deleted == 0 || remaining == 0 {
-                return Ok(total);
-            }
-        }
+        calls::purge(self, queue).await
     }
 
     async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()> {

@@ -144,6 +144,16 @@ impl Call {
         self.id
     }
 
+    /// The `KEYS` of this call.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The `ARGV` of this call, each as the bytes Redis would receive.
+    pub fn args(&self) -> &[Vec<u8>] {
+        &self.args
+    }
+
     fn command(&self, verb: &str, script: &str) -> Cmd {
         let mut cmd = redis::cmd(verb);
         cmd.arg(script).arg(self.keys.len()).arg(&self.keys);

@@ -1,0 +1,315 @@
+//! Every job state transition as one script call, for both brokers.
+//!
+//! A transition is written once, in `src/lua/<name>.lua`. This module is its Rust half, also
+//! written once: it turns the [`Broker`] arguments into the script's `KEYS`/`ARGV` and decodes
+//! the reply into broker types. What differs between brokers is only how a [`Call`] is run
+//! ([`ScriptRunner`]): `EVALSHA` on a Redis server, or the embedded Lua 5.1 of `memory://`.
+
+use async_trait::async_trait;
+use redis::Value;
+
+use super::keys::QueueKeys;
+use super::scripts::{parse_enqueue, parse_fetch, parse_pair, protocol, value_i64};
+use super::scripts::{Call, ItemError, ScriptId};
+use super::{
+    Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome, Lease, NewJob,
+    ReapOutcome, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
+};
+use crate::errors::{Error, Result};
+
+/// Most jobs per enqueue script call: the script unpacks two set entries per job, and Lua's
+/// `unpack` stops at about 8,000 values.
+pub(crate) const ENQUEUE_CHUNK: usize = 1000;
+/// How many jobs a looping maintenance call (purge, retry all) handles per script run.
+const CHUNK: usize = 1000;
+
+/// A per-item script reply: status code, or the error the script reported for that item.
+type Item = std::result::Result<i64, ItemError>;
+
+/// How a broker runs one script call; everything else about a transition lives here.
+#[async_trait]
+pub(crate) trait ScriptRunner: Send + Sync {
+    /// Run `call` and return the script's reply as Redis encodes it.
+    async fn run(&self, call: &Call) -> Result<Value>;
+    /// Record that `queue` has been enqueued to (done outside any script).
+    async fn remember_queue(&self, queue: &str) -> Result<()>;
+}
+
+/// Optional number as a script argument: '' stands for None.
+fn opt(n: Option<u64>) -> String {
+    n.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Run a script that answers one integer code per item.
+async fn run_items<R: ScriptRunner + ?Sized>(
+    r: &R,
+    call: &Call,
+    expected: usize,
+) -> Result<Vec<Item>> {
+    let name = call.id().def().name;
+    let codes: Vec<i64> =
+        ::redis::from_redis_value(r.run(call).await?).map_err(|e| protocol(name, e.to_string()))?;
+    if codes.len() != expected {
+        return Err(protocol(
+            name,
+            format!("{} replies for {expected} items", codes.len()),
+        ));
+    }
+    codes
+        .into_iter()
+        .map(|c| ItemError::split(c).ok_or_else(|| protocol(name, format!("unknown code {c}"))))
+        .collect()
+}
+
+/// One enqueue script call for at most [`ENQUEUE_CHUNK`] jobs.
+fn enqueue_call(k: &QueueKeys, jobs: &[NewJob]) -> Call {
+    let mut call = Call::new(
+        ScriptId::Enqueue,
+        vec![k.ready(), k.scheduled(), k.seq(), k.wake()],
+    );
+    call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
+    for job in jobs {
+        call.arg(&job.id)
+            .arg(job.payload.as_slice())
+            .arg(job.priority);
+        call.arg(opt(job.delay_ms))
+            .arg(opt(job.eta_ms))
+            .arg(job.max_attempts);
+        call.arg(job.key.as_deref().unwrap_or(""))
+            .arg(job.key_ttl_ms);
+    }
+    call
+}
+
+/// A priority outside 0..=MAX_PRIORITY would give a ready score outside the priority bands.
+fn check_priority(job: &NewJob) -> Result<()> {
+    if (0..=MAX_PRIORITY).contains(&job.priority) {
+        return Ok(());
+    }
+    Err(Error::Payload(format!(
+        "job {}: priority {} outside 0..={MAX_PRIORITY}",
+        job.id, job.priority
+    )))
+}
+
+pub(crate) async fn enqueue<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<Enqueued>> {
+    let k = QueueKeys::new(queue)?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    jobs.iter().try_for_each(check_priority)?;
+    r.remember_queue(queue).await?;
+    // Chunks go out together (on Redis' multiplexed connection: one round trip in practice),
+    // while each script call stays within Lua's unpack limit.
+    let calls: Vec<(Call, usize)> = jobs
+        .chunks(ENQUEUE_CHUNK)
+        .map(|chunk| (enqueue_call(&k, chunk), chunk.len()))
+        .collect();
+    let runs = calls.iter().map(|(call, _)| r.run(call));
+    let mut out = Vec::with_capacity(jobs.len());
+    for (reply, (_, n)) in futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .zip(&calls)
+    {
+        out.extend(parse_enqueue(reply?, *n)?);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn fetch<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    max: usize,
+    lease_ms: u64,
+    worker: &str,
+) -> Result<FetchOutcome> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(
+        ScriptId::Fetch,
+        vec![k.ready(), k.scheduled(), k.active(), k.wake()],
+    );
+    call.arg(k.prefix()).arg(max).arg(lease_ms).arg(worker);
+    parse_fetch(r.run(&call).await?)
+}
+
+pub(crate) async fn ack<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    acks: Vec<Ack>,
+) -> Result<Vec<bool>> {
+    let k = QueueKeys::new(queue)?;
+    if acks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = Call::new(ScriptId::Ack, vec![k.active(), k.stats()]);
+    call.arg(k.prefix());
+    for a in &acks {
+        call.arg(&a.lease.id)
+            .arg(a.lease.token)
+            .arg(a.result.as_slice())
+            .arg(a.result_ttl_ms);
+    }
+    let items = run_items(r, &call, acks.len()).await?;
+    Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+}
+
+pub(crate) async fn fail<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    fails: Vec<Fail>,
+) -> Result<Vec<FailOutcome>> {
+    let k = QueueKeys::new(queue)?;
+    if fails.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = vec![k.active(), k.scheduled(), k.dead(), k.stats(), k.wake()];
+    let mut call = Call::new(ScriptId::Fail, keys);
+    call.arg(k.prefix());
+    for f in &fails {
+        call.arg(&f.lease.id)
+            .arg(f.lease.token)
+            .arg(f.error.as_slice());
+        call.arg(opt(f.retry_delay_ms))
+            .arg(f.dead_ttl_ms)
+            .arg(u8::from(f.cancelled));
+    }
+    let items = run_items(r, &call, fails.len()).await?;
+    items
+        .into_iter()
+        .map(|r| match r {
+            Ok(1) => Ok(FailOutcome::Retrying),
+            Ok(2) => Ok(FailOutcome::Dead),
+            Ok(3) => Ok(FailOutcome::Cancelled),
+            Err(_) => Ok(FailOutcome::Stale),
+            Ok(c) => Err(protocol("fail", format!("unknown status {c}"))),
+        })
+        .collect()
+}
+
+pub(crate) async fn release<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    leases: Vec<Lease>,
+) -> Result<Vec<bool>> {
+    let k = QueueKeys::new(queue)?;
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = Call::new(ScriptId::Release, vec![k.active(), k.ready(), k.wake()]);
+    call.arg(k.prefix());
+    for l in &leases {
+        call.arg(&l.id).arg(l.token);
+    }
+    let items = run_items(r, &call, leases.len()).await?;
+    Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+}
+
+pub(crate) async fn heartbeat<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    leases: Vec<Lease>,
+    lease_ms: u64,
+) -> Result<HeartbeatOutcome> {
+    let k = QueueKeys::new(queue)?;
+    let mut out = HeartbeatOutcome::default();
+    if leases.is_empty() {
+        return Ok(out);
+    }
+    let mut call = Call::new(ScriptId::Heartbeat, vec![k.active()]);
+    call.arg(k.prefix()).arg(lease_ms);
+    for l in &leases {
+        call.arg(&l.id).arg(l.token);
+    }
+    let items = run_items(r, &call, leases.len()).await?;
+    for (lease, item) in leases.into_iter().zip(items) {
+        match item {
+            Ok(2) => out.cancel.push(lease.id),
+            Ok(_) => {}
+            Err(ItemError::MissingJob) => out.gone.push(lease.id),
+            Err(ItemError::StaleToken) => out.lost.push(lease.id),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn reap<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    dead_ttl_ms: u64,
+) -> Result<ReapOutcome> {
+    let k = QueueKeys::new(queue)?;
+    let keys = vec![k.active(), k.ready(), k.scheduled(), k.dead(), k.wake()];
+    let mut call = Call::new(ScriptId::Reap, keys);
+    call.arg(k.prefix()).arg(dead_ttl_ms).arg(MAX_STALLS);
+    let (requeued, dead) = parse_pair(r.run(&call).await?, "reap")?;
+    Ok(ReapOutcome { requeued, dead })
+}
+
+pub(crate) async fn cancel<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    id: &str,
+) -> Result<CancelOutcome> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(ScriptId::Cancel, vec![k.ready(), k.scheduled()]);
+    call.arg(k.prefix()).arg(id).arg(CANCELLED_TTL_MS);
+    let code = value_i64(&r.run(&call).await?, "cancel")?;
+    match ItemError::split(code) {
+        Some(Ok(1)) => Ok(CancelOutcome::Cancelled),
+        Some(Ok(2)) => Ok(CancelOutcome::Requested),
+        Some(Ok(3)) => Ok(CancelOutcome::Finished),
+        Some(Err(ItemError::MissingJob)) => Ok(CancelOutcome::NotFound),
+        _ => Err(protocol("cancel", format!("unknown code {code}"))),
+    }
+}
+
+pub(crate) async fn retry_dead<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    ids: Option<Vec<String>>,
+) -> Result<u64> {
+    let k = QueueKeys::new(queue)?;
+    let new_call = || {
+        let mut call = Call::new(ScriptId::RetryDead, vec![k.dead(), k.ready(), k.wake()]);
+        call.arg(k.prefix()).arg(CHUNK);
+        call
+    };
+    if let Some(ids) = ids {
+        let mut moved = 0;
+        for chunk in ids.chunks(CHUNK) {
+            let mut call = new_call();
+            for id in chunk {
+                call.arg(id);
+            }
+            moved += parse_pair(r.run(&call).await?, "retry_dead")?.0;
+        }
+        return Ok(moved);
+    }
+    let mut moved = 0;
+    loop {
+        let (n, processed) = parse_pair(r.run(&new_call()).await?, "retry_dead")?;
+        moved += n;
+        if processed < CHUNK as u64 {
+            return Ok(moved);
+        }
+    }
+}
+
+pub(crate) async fn purge<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Result<u64> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(ScriptId::Purge, vec![k.ready(), k.scheduled(), k.dead()]);
+    call.arg(k.prefix()).arg(CHUNK);
+    let mut total = 0;
+    loop {
+        let (deleted, remaining) = parse_pair(r.run(&call).await?, "purge")?;
+        total += deleted;
+        if deleted == 0 || remaining == 0 {
+            return Ok(total);
+        }
+    }
+}
