@@ -115,21 +115,50 @@ impl Engine {
     /// Run one call with the clock frozen at `now_us`: the reply as Redis would encode it, or
     /// the error text of a failed script.
     pub fn run(&self, call: &Call, now_us: u64) -> Result<Value, String> {
+        let keys: Vec<&[u8]> = call.keys().iter().map(|k| k.as_bytes()).collect();
+        let args: Vec<&[u8]> = call.args().iter().map(Vec::as_slice).collect();
+        let script = self.scripts[call.id() as usize].clone();
+        self.run_function(script, &keys, &args, now_us)
+    }
+
+    /// Run any Lua source as a script (what `EVAL` would do), for tests of the environment.
+    #[cfg(test)]
+    pub fn eval(&self, source: &str, keys: &[&str], args: &[&str]) -> Result<Value, String> {
+        let f = self
+            .lua
+            .load(source)
+            .set_name("user_script")
+            .into_function()
+            .map_err(|e| format!("ERR {e}"))?;
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let now = self.db().now_us();
+        self.run_function(f, &keys, &args, now)
+    }
+
+    fn run_function(
+        &self,
+        script: Function,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+        now_us: u64,
+    ) -> Result<Value, String> {
         self.db().set_clock(now_us);
         let lua_err = |e: mlua::Error| format!("ERR {e}");
-        let globals = self.lua.globals();
-        let strings = |items: Vec<&[u8]>| -> mlua::Result<Table> {
+        let strings = |items: &[&[u8]]| -> mlua::Result<Table> {
             let t = self.lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.into_iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 t.raw_set(i + 1, self.lua.create_string(item)?)?;
             }
             Ok(t)
         };
-        let keys = strings(call.keys().iter().map(|k| k.as_bytes()).collect()).map_err(lua_err)?;
-        let argv = strings(call.args().iter().map(Vec::as_slice).collect()).map_err(lua_err)?;
-        globals.raw_set("KEYS", keys).map_err(lua_err)?;
-        globals.raw_set("ARGV", argv).map_err(lua_err)?;
-        let script = self.scripts[call.id() as usize].clone();
+        let globals = self.lua.globals();
+        globals
+            .raw_set("KEYS", strings(keys).map_err(lua_err)?)
+            .map_err(lua_err)?;
+        globals
+            .raw_set("ARGV", strings(args).map_err(lua_err)?)
+            .map_err(lua_err)?;
         let out: LuaValue = self.runner.call(script).map_err(lua_err)?;
         from_lua(out)
     }

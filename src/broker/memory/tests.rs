@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod admin;
+mod engine;
 mod wait;
 
 use super::MemoryBroker;
