@@ -111,7 +111,16 @@ impl QueueState {
                 continue;
             }
             if !self.holds(&lease) {
-                out.lost.push(lease.id);
+                // Same token but no longer running: this holder's own outcome ended the run.
+                if self
+                    .jobs
+                    .get(&lease.id)
+                    .is_some_and(|r| r.token == lease.token)
+                {
+                    out.finished.push(lease.id);
+                } else {
+                    out.lost.push(lease.id);
+                }
                 continue;
             }
             let mut cancel = false;

@@ -343,6 +343,28 @@ async fn heartbeat_extends_refuses_stale_and_reports_cancel() {
 }
 
 #[tokio::test]
+async fn heartbeat_after_the_holders_own_outcome_is_finished_not_lost() {
+    let b = MemoryBroker::new();
+    enqueue(&b, vec![new_job("a", 5), new_job("b", 5), new_job("c", 5)]).await;
+    let leased = fetch(&b, 3).await;
+    b.ack(Q, vec![ack_of(&leased[0], DAY)]).await.unwrap();
+    b.fail(Q, vec![fail_of(&leased[1], Some(1000))])
+        .await
+        .unwrap();
+    b.release(Q, vec![lease_of(&leased[2])]).await.unwrap();
+    let leases = leased.iter().map(lease_of).collect();
+    let out = b.heartbeat(Q, leases, LEASE).await.unwrap();
+    // A release bumps the token like a takeover: the broker cannot tell those apart.
+    assert_eq!(
+        (out.finished, out.lost),
+        (
+            vec!["a".to_string(), "b".to_string()],
+            vec!["c".to_string()]
+        )
+    );
+}
+
+#[tokio::test]
 async fn reap_requeues_expired_lease_then_dead_letters_on_third_stall() {
     let b = MemoryBroker::new();
     enqueue(&b, vec![with_attempts(new_job("a", 5), 2), new_job("b", 5)]).await;
