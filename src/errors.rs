@@ -55,6 +55,25 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// True when the broker answered, but a script (or a command in it) failed or broke its
+    /// contract: a Lua runtime error, a wrong-type key, an unexpected reply. Such an error is
+    /// about data or code, not connectivity, so it is never reported as the broker being down.
+    pub fn is_script_error(&self) -> bool {
+        use redis::{ErrorKind, ServerErrorKind};
+        match self {
+            Error::Protocol { .. } => true,
+            Error::Redis(e) => {
+                matches!(
+                    e.kind(),
+                    ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort)
+                ) || e.code() == Some("WRONGTYPE")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Give `BrokerError` its class-level attribute defaults (what an error raised outside enqueue
 /// carries); enqueue failures set per-instance values with [`broker_error`].
 pub fn init_broker_error(py: Python<'_>) -> PyResult<()> {

@@ -684,3 +684,27 @@ async fn heartbeat_tells_a_vanished_job_from_a_stale_lease() {
         .unwrap();
     assert_eq!((hb.lost.len(), hb.gone), (0, vec!["a".to_string()]));
 }
+
+#[tokio::test]
+async fn heartbeat_after_the_holders_own_outcome_is_finished_not_lost() {
+    let Some((_s, b)) = setup().await else { return };
+    b.enqueue(
+        "q",
+        vec![job("a", 1), job("b", 1), job("c", 1), job("d", 1)],
+    )
+    .await
+    .unwrap();
+    let got = b.fetch("q", 4, 30_000, "w").await.unwrap();
+    let j = &got.jobs;
+    b.ack("q", vec![ack_of(&j[0], b"")]).await.unwrap();
+    b.fail("q", vec![fail_of(&j[1], Some(1000))]).await.unwrap();
+    b.fail("q", vec![fail_of(&j[2], None)]).await.unwrap();
+    b.release("q", vec![lease(&j[3])]).await.unwrap();
+    let hb = b
+        .heartbeat("q", j.iter().map(lease).collect(), 10_000)
+        .await
+        .unwrap();
+    // A release bumps the token like a takeover: the broker cannot tell those apart.
+    assert_eq!(hb.finished, ["a", "b", "c"]);
+    assert_eq!((hb.lost, hb.gone.len()), (vec!["d".to_string()], 0));
+}

@@ -25,8 +25,10 @@ class JobFailed(AsyncqError):
         traceback: The remote traceback, formatted.
         reason: Why it failed: ``exception``, ``timeout``, ``lease_expired``, ``unknown_task``,
             ``bad_payload``, ``unsupported_version``, ``oversized``, ``unsigned``,
-            ``bad_signature``, ``unserializable_result``, ``cancelled`` or ``abandoned`` (the
-            worker let go of the job without recording an outcome).
+            ``bad_signature``, ``unserializable_result``, ``cancelled``, ``abandoned`` (the
+            worker let go of the job without recording an outcome) or ``corrupt_record`` (a
+            field of the job's record in the broker was missing or not a number; the message
+            names it).
     """
 
     __module__ = "asyncq"

@@ -18,6 +18,7 @@ from ._core import BrokerError
 from ._runner import Lane, Runner
 
 if TYPE_CHECKING:
+    from ._core import Job
     from .app import App
 
 __all__ = ["Worker", "WorkerStats"]
@@ -55,6 +56,11 @@ _EVENTS: dict[str, tuple[int, str, str]] = {
         "queue %(queue)s: broker unreachable (%(detail)s); retrying with backoff",
     ),
     "broker_up": (logging.WARNING, "broker.up", "queue %(queue)s: broker reachable again"),
+    "script_error": (
+        logging.ERROR,
+        "broker.script_error",
+        "queue %(queue)s: a broker script failed (%(detail)s); retrying with backoff",
+    ),
 }
 
 
@@ -327,7 +333,7 @@ class Worker:
                 lane.slot_free.clear()
                 await lane.slot_free.wait()
                 continue
-            jobs = await lane.consumer.fetch(free)
+            jobs = await self._fetch(lane, free)
             if self._stop.is_set():
                 for job in jobs:
                     lane.consumer.release(job)
@@ -335,6 +341,19 @@ class Worker:
             for job in jobs:
                 task = loop.create_task(runner.execute(lane, job, runner.reserve(job)))
                 lane.running[job.id] = (task, job)
+
+    @staticmethod
+    async def _fetch(lane: Lane, n: int) -> list[Job]:
+        """Lease up to ``n`` jobs. A batch that arrived just as this task was cancelled (an
+        immediate stop) goes back to the queue instead of being dropped unstarted."""
+        batch = asyncio.ensure_future(lane.consumer.fetch(n))
+        try:
+            return await batch
+        except asyncio.CancelledError:
+            if batch.done() and not batch.cancelled() and batch.exception() is None:
+                for job in batch.result():
+                    lane.consumer.release(job)
+            raise
 
     async def _watch(self, lane: Lane) -> None:
         while events := await lane.consumer.events():

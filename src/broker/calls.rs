@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::keys::QueueKeys;
-use super::scripts::{parse_enqueue, parse_fetch, parse_pair, protocol, value_i64};
+use super::scripts::{parse_enqueue, parse_fetch, parse_pair, parse_triple, protocol, value_i64};
 use super::scripts::{Call, ItemError, ScriptId};
 use super::{
     Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome, Lease, NewJob,
@@ -131,7 +131,7 @@ pub(crate) async fn fetch<R: ScriptRunner + ?Sized>(
     let k = QueueKeys::new(queue)?;
     let mut call = Call::new(
         ScriptId::Fetch,
-        vec![k.ready(), k.scheduled(), k.active(), k.wake()],
+        vec![k.ready(), k.scheduled(), k.active(), k.wake(), k.dead()],
     );
     call.arg(k.prefix()).arg(max).arg(lease_ms).arg(worker);
     parse_fetch(r.run(&call).await?)
@@ -200,13 +200,18 @@ pub(crate) async fn release<R: ScriptRunner + ?Sized>(
     if leases.is_empty() {
         return Ok(Vec::new());
     }
-    let mut call = Call::new(ScriptId::Release, vec![k.active(), k.ready(), k.wake()]);
+    let keys = vec![k.active(), k.ready(), k.wake(), k.dead()];
+    let mut call = Call::new(ScriptId::Release, keys);
     call.arg(k.prefix());
     for l in &leases {
         call.arg(&l.id).arg(l.token);
     }
     let items = run_items(r, &call, leases.len()).await?;
-    Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+    // 2: the record was corrupt and went to the dead set; the lease is over all the same.
+    Ok(items
+        .into_iter()
+        .map(|r| matches!(r, Ok(1) | Ok(2)))
+        .collect())
 }
 
 pub(crate) async fn heartbeat<R: ScriptRunner + ?Sized>(
@@ -229,6 +234,7 @@ pub(crate) async fn heartbeat<R: ScriptRunner + ?Sized>(
     for (lease, item) in leases.into_iter().zip(items) {
         match item {
             Ok(2) => out.cancel.push(lease.id),
+            Ok(0) => out.finished.push(lease.id),
             Ok(_) => {}
             Err(ItemError::MissingJob) => out.gone.push(lease.id),
             Err(ItemError::StaleToken) => out.lost.push(lease.id),
@@ -286,15 +292,17 @@ pub(crate) async fn retry_dead<R: ScriptRunner + ?Sized>(
             for id in chunk {
                 call.arg(id);
             }
-            moved += parse_pair(r.run(&call).await?, "retry_dead")?.0;
+            moved += parse_triple(r.run(&call).await?, "retry_dead")?.0;
         }
         return Ok(moved);
     }
     let mut moved = 0;
     loop {
-        let (n, processed) = parse_pair(r.run(&new_call()).await?, "retry_dead")?;
+        let (n, processed, kept) = parse_triple(r.run(&new_call()).await?, "retry_dead")?;
         moved += n;
-        if processed < CHUNK as u64 {
+        // Corrupt records stay at the head of the dead set: a call that kept every entry
+        // it looked at would see the same ones again.
+        if processed < CHUNK as u64 || kept == processed {
             return Ok(moved);
         }
     }

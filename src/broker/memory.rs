@@ -36,7 +36,7 @@ use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
     Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome,
-    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapOutcome, WorkerInfo, MAX_PRIORITY,
+    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapOutcome, WorkerInfo,
 };
 use crate::errors::{Error, Result};
 
@@ -47,6 +47,10 @@ pub struct MemoryBroker {
     wakers: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
     /// Added to the system clock; lets tests move time forward without sleeping.
     skew_ms: AtomicU64,
+    /// When set (tests only), the clock stands still at this unix µs, plus the skew: a test
+    /// that moves the clock to 1 ms before a deadline must not see real time pass it.
+    #[cfg(test)]
+    frozen_us: AtomicU64,
 }
 
 impl Default for MemoryBroker {
@@ -56,6 +60,8 @@ impl Default for MemoryBroker {
             engine: Mutex::new(Engine::new().expect("memory:// Lua engine failed to start")),
             wakers: Mutex::default(),
             skew_ms: AtomicU64::new(0),
+            #[cfg(test)]
+            frozen_us: AtomicU64::new(0),
         }
     }
 }
@@ -121,6 +127,11 @@ impl MemoryBroker {
         let system = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        #[cfg(test)]
+        let system = match self.frozen_us.load(Ordering::Relaxed) {
+            0 => system,
+            frozen => frozen,
+        };
         let skew = self.skew_ms.load(Ordering::Relaxed).saturating_mul(1000);
         system.saturating_add(skew)
     }
@@ -129,6 +140,15 @@ impl MemoryBroker {
     #[cfg(test)]
     fn advance(&self, ms: u64) {
         self.skew_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Stop this broker's clock at now; from here on only [`Self::advance`] moves it (tests only).
+    #[cfg(test)]
+    fn freeze(&self) {
+        let now = self
+            .clock_us()
+            .saturating_sub(self.skew_ms.load(Ordering::Relaxed) * 1000);
+        self.frozen_us.store(now.max(1), Ordering::Relaxed);
     }
 
     fn notify(&self, wake_key: &[u8]) -> Arc<Notify> {
@@ -213,12 +233,7 @@ impl ScriptRunner for MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn enqueue(&self, queue: &str, mut jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        // NOTE: the one behaviour left that differs from Redis, kept because both test suites
-        // pin it: here an out-of-range priority is clamped, where Redis rejects the job.
-        for job in &mut jobs {
-            job.priority = job.priority.clamp(0, MAX_PRIORITY);
-        }
+    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         calls::enqueue(self, queue, jobs).await
     }
 

@@ -125,6 +125,9 @@ pub struct HeartbeatOutcome {
     pub gone: Vec<String>,
     /// Jobs whose cancellation was requested while running.
     pub cancel: Vec<String>,
+    /// Leases whose run already ended under this very token (the holder's own outcome reached
+    /// the broker first): not extended, and not a loss.
+    pub finished: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,7 +277,8 @@ pub trait Broker: Send + Sync {
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>>;
     /// Record failures.
     async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>>;
-    /// Hand leased jobs back to ready now, without counting the attempt.
+    /// Hand leased jobs back to ready now, without counting the attempt. `true` per lease the
+    /// broker took back (also when a corrupt record was dead-lettered instead).
     async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>>;
     /// Extend leases to now + lease_ms.
     async fn heartbeat(

@@ -7,39 +7,46 @@
 //!
 //! Faults: the manager reconnects with backoff after errors, but a connection that stays open
 //! while nothing comes back (a half-open TCP flow, a blackholed route) raises no error, only
-//! response timeouts. A watchdog task pings the shared connection every second and swaps in a
-//! fresh manager when a ping goes unanswered, so consumption resumes by itself. Blocking waits
-//! are capped at [`MAX_BLOCK`] (callers tolerate early wake-ups), so a silent dedicated connection
-//! costs at most `MAX_BLOCK + WAIT_GRACE` before it is dropped.
+//! response timeouts. A watchdog task (see [`super::watchdog`]) pings the shared connection,
+//! fails whatever waits on it once it has been silent for 1.5 s and swaps in a fresh manager, so
+//! consumption resumes by itself within about 2.4 s. Blocking waits have their own rule: one
+//! deadline of [`MAX_BLOCK`] + [`WAIT_GRACE`] over dialing and the `BLPOP` (callers tolerate early
+//! wake-ups), after which the dedicated connection is dropped; they also give up, and pooled
+//! connections are discarded, when the watchdog finds the shared connection silent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, MultiplexedConnection};
+use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, Value};
 use async_trait::async_trait;
 
 use super::calls::{self, ScriptRunner};
 use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, Call};
-use super::watchdog::{manager_config, spawn_watchdog, CONNECT_TIMEOUT};
+use super::watchdog::{manager_config, spawn_watchdog, Watched, CONNECT_TIMEOUT};
 use super::*;
+use tokio_util::sync::CancellationToken;
 
 mod listing;
 
-/// Extra time a blocking wait gets beyond its own timeout before the client gives up on it.
-const WAIT_GRACE: Duration = Duration::from_secs(1);
+/// Extra time a blocking wait gets beyond its own timeout before the client gives up on it and
+/// drops the connection: Redis answers a timed-out BLPOP at its next `hz` tick (100 ms).
+const WAIT_GRACE: Duration = Duration::from_millis(500);
 /// Longest single BLPOP: a longer wait is cut short (a spurious wake-up, which callers allow).
-const MAX_BLOCK: Duration = Duration::from_secs(2);
+/// With [`WAIT_GRACE`], a silent blocking connection costs at most 2 s, no more than the
+/// watchdog takes to find a silent shared connection.
+const MAX_BLOCK: Duration = Duration::from_millis(1500);
 
 /// A [`Broker`] backed by Redis (or Valkey).
 pub struct RedisBroker {
     client: Client,
     /// The shared connection; the watchdog replaces it when it goes silent.
-    con: Arc<Mutex<ConnectionManager>>,
-    /// Idle dedicated connections for blocking waits.
-    waiters: Mutex<Vec<MultiplexedConnection>>,
+    con: Arc<Mutex<Watched>>,
+    /// Idle dedicated connections for blocking waits, each with the dead signal of the shared
+    /// connection of its time: once that fired, the connection is suspect and not reused.
+    waiters: Mutex<Vec<(MultiplexedConnection, CancellationToken)>>,
     /// Queues already added to the global queue set by this instance.
     known_queues: Mutex<HashSet<String>>,
 }
@@ -60,6 +67,8 @@ impl RedisBroker {
         let con = client
             .get_connection_manager_with_config(manager_config())
             .await?;
+        let con = Watched::new(con);
+        let first_waiter = (first_waiter, con.dead_signal());
         let con = Arc::new(Mutex::new(con));
         spawn_watchdog(client.clone(), Arc::downgrade(&con));
         Ok(RedisBroker {
@@ -82,14 +91,19 @@ impl RedisBroker {
     }
 
     /// A handle on the shared connection (cheap clone; it reconnects by itself after errors).
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> Watched {
         lock(&self.con).clone()
     }
 
-    /// A dedicated connection for one blocking command: pooled if one is idle, else a new one.
+    /// A dedicated connection for one blocking command: pooled if one is idle and not suspect,
+    /// else a new one.
     async fn blocking_con(&self) -> Result<(MultiplexedConnection, bool)> {
-        if let Some(con) = lock(&self.waiters).pop() {
-            return Ok((con, true));
+        loop {
+            match lock(&self.waiters).pop() {
+                Some((_, dead)) if dead.is_cancelled() => continue,
+                Some((con, _)) => return Ok((con, true)),
+                None => break,
+            }
         }
         Ok((Self::dial_blocking(&self.client).await?, false))
     }
@@ -98,18 +112,39 @@ impl RedisBroker {
     async fn blpop(
         mut con: MultiplexedConnection,
         wake: &str,
-        timeout_ms: u64,
+        block: Duration,
     ) -> (::redis::RedisResult<()>, Option<MultiplexedConnection>) {
-        let block = Duration::from_millis(timeout_ms).min(MAX_BLOCK);
         let mut cmd = ::redis::cmd("BLPOP");
         cmd.arg(wake).arg(block.as_secs_f64());
-        let limit = block + WAIT_GRACE;
-        match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut con)).await {
-            Ok(Ok(_)) => (Ok(()), Some(con)),
-            Ok(Err(e)) => (Err(e), None),
-            // The server never answered: the connection is suspect, drop it; waking early is fine.
-            Err(_) => (Ok(()), None),
+        match cmd.query_async::<Value>(&mut con).await {
+            Ok(_) => (Ok(()), Some(con)),
+            Err(e) => (Err(e), None),
         }
+    }
+
+    /// Dial (or take from the pool) and BLPOP, retrying once on a fresh connection when a pooled
+    /// one turns out dead; a usable connection goes back to the pool.
+    async fn wait_blocking(
+        &self,
+        wake: &str,
+        block: Duration,
+        dead: &CancellationToken,
+    ) -> Result<()> {
+        let (con, pooled) = self.blocking_con().await?;
+        let (mut result, mut back) = Self::blpop(con, wake, block).await;
+        if pooled
+            && result
+                .as_ref()
+                .is_err_and(|e| e.is_unrecoverable_error() || e.is_io_error())
+        {
+            // An idle pooled connection may have died with a server restart: retry on a fresh one.
+            let (con, _) = self.blocking_con().await?;
+            (result, back) = Self::blpop(con, wake, block).await;
+        }
+        if let Some(con) = back {
+            lock(&self.waiters).push((con, dead.clone()));
+        }
+        Ok(result?)
     }
 }
 
@@ -166,21 +201,18 @@ impl Broker for RedisBroker {
                 .await?;
             return Ok(());
         }
-        let (con, pooled) = self.blocking_con().await?;
-        let (mut result, mut back) = Self::blpop(con, &k.wake(), timeout_ms).await;
-        if pooled
-            && result
-                .as_ref()
-                .is_err_and(|e| e.is_unrecoverable_error() || e.is_io_error())
-        {
-            // An idle pooled connection may have died with a server restart: retry on a fresh one.
-            let (con, _) = self.blocking_con().await?;
-            (result, back) = Self::blpop(con, &k.wake(), timeout_ms).await;
+        let block = Duration::from_millis(timeout_ms).min(MAX_BLOCK);
+        let dead = self.con().dead_signal();
+        // One deadline over dialing and the BLPOP: past it, or once the shared connection is
+        // found silent, the dedicated connection is suspect and dropped (with a dial in
+        // progress, if any); waking early is fine.
+        let wake = k.wake();
+        let waited =
+            tokio::time::timeout(block + WAIT_GRACE, self.wait_blocking(&wake, block, &dead));
+        tokio::select! {
+            res = waited => res.unwrap_or(Ok(())),
+            _ = dead.cancelled() => Ok(()),
         }
-        if let Some(con) = back {
-            lock(&self.waiters).push(con);
-        }
-        Ok(result?)
     }
 
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {

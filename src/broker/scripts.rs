@@ -56,10 +56,10 @@ macro_rules! script {
 /// Every script, in [`ScriptId`] order.
 pub static REGISTRY: [ScriptDef; 10] = [
     script!("enqueue", 4),
-    script!("fetch", 4),
+    script!("fetch", 5),
     script!("ack", 2),
     script!("fail", 5),
-    script!("release", 3),
+    script!("release", 4),
     script!("heartbeat", 1),
     script!("reap", 5),
     script!("cancel", 2),
@@ -288,7 +288,14 @@ pub(crate) fn parse_pair(reply: Value, script: &'static str) -> Result<(u64, u64
     Ok(pair)
 }
 
-/// Build a [`JobInfo`] from the job hash (`HGETALL`); `None` when the hash is gone.
+/// Three-integer replies (retry_dead: moved, processed, kept).
+pub(crate) fn parse_triple(reply: Value, script: &'static str) -> Result<(u64, u64, u64)> {
+    ::redis::from_redis_value(reply).map_err(|e| protocol(script, e.to_string()))
+}
+
+/// Build a [`JobInfo`] from the job hash (`HGETALL`); `None` when the hash is gone. A numeric
+/// field that is not a number (a corrupt record, which the scripts dead-letter with reason
+/// `corrupt_record`) reads as absent, so such a record can still be inspected.
 pub(crate) fn parse_job(
     queue: &str,
     id: &str,
@@ -301,27 +308,23 @@ pub(crate) fn parse_job(
     let text = |h: &HashMap<String, Vec<u8>>, f: &str| {
         h.get(f).map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let num = |h: &HashMap<String, Vec<u8>>, f: &str| -> Result<Option<i64>> {
-        text(h, f)
-            .filter(|s| !s.is_empty())
-            .map(|s| parse_int(&s).ok_or_else(|| protocol(S, format!("field {f}: {s:?}"))))
-            .transpose()
-    };
+    let num = |f: &str| text(&h, f).and_then(|s| parse_int(&s));
+    let count = |f: &str| num(f).and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    let time = |f: &str| num(f).and_then(|v| u64::try_from(v).ok());
     let state_text = text(&h, "s").unwrap_or_default();
     let state = JobState::parse(&state_text)
         .ok_or_else(|| protocol(S, format!("unknown state {state_text:?}")))?;
-    let to_u64 = |n: Option<i64>| n.and_then(|v| u64::try_from(v).ok());
     Ok(Some(JobInfo {
         id: id.to_owned(),
         queue: queue.to_owned(),
         state,
-        priority: num(&h, "pr")?.unwrap_or(0),
-        attempts: u32_of(num(&h, "a")?.unwrap_or(0), S)?,
-        max_attempts: u32_of(num(&h, "m")?.unwrap_or(0), S)?,
-        enqueued_ms: to_u64(num(&h, "e")?).unwrap_or(0),
-        due_ms: to_u64(num(&h, "d")?),
-        started_ms: to_u64(num(&h, "st")?),
-        finished_ms: to_u64(num(&h, "f")?),
+        priority: num("pr").unwrap_or(0),
+        attempts: count("a"),
+        max_attempts: count("m"),
+        enqueued_ms: time("e").unwrap_or(0),
+        due_ms: time("d"),
+        started_ms: time("st"),
+        finished_ms: time("f"),
         worker: text(&h, "w"),
         payload: h.remove("p").unwrap_or_default(),
         result: h.remove("r"),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker::{Ack, Broker, Fail, Lease, Leased};
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
@@ -24,6 +25,8 @@ use tasks::{flusher, heartbeater, reaper};
 
 /// Most outcomes sent to the broker in one script call.
 const MAX_FLUSH: usize = 512;
+/// Distinct script errors remembered for reporting each once (see `Shared::report_script_error`).
+const MAX_SCRIPT_ERRORS: usize = 64;
 /// Retry delay of a job whose Python side was dropped without an outcome (see
 /// [`Consumer::abandon`]): short, since the run itself never reached an ending.
 const ABANDONED_RETRY_MS: u64 = 1000;
@@ -75,6 +78,9 @@ pub enum Event {
     BrokerDown(String),
     /// The broker answers again.
     BrokerUp,
+    /// A broker script failed although the broker answered (see [`Error::is_script_error`]):
+    /// not an outage. Reported once per distinct message.
+    ScriptError(String),
     /// An outcome was refused because its lease was stale.
     Refused(String),
     /// A message was dead-lettered before reaching Python.
@@ -99,6 +105,10 @@ struct InFlight {
     /// Past this instant the lease is no longer extended: the task's own timeout has passed, or
     /// the lease was lost, its job is gone, or Python abandoned the job.
     extend_until: Option<Instant>,
+    /// An outcome was queued for this lease (set before it reaches the flusher). It is not
+    /// extended again, and a heartbeat refusal for it is no loss: the outcome may have landed
+    /// first (see `tasks::heartbeater`).
+    settled: bool,
 }
 
 /// Counters for tests, metrics and the shutdown summary.
@@ -119,6 +129,8 @@ struct Shared {
     events: Mutex<Vec<Event>>,
     events_ready: Notify,
     healthy: AtomicBool,
+    /// Script errors already reported (see [`Shared::set_health`]).
+    script_errors: Mutex<HashSet<String>>,
     stop_fetching: CancellationToken,
     stop_all: CancellationToken,
     stats: Stats,
@@ -133,7 +145,37 @@ pub struct Consumer {
     /// Leased jobs fetched ahead (see `ConsumerConfig::prefetch`), oldest first.
     buffer: Mutex<VecDeque<Fetched>>,
     /// A fetch running in the background to fill `buffer`.
-    pending: tokio::sync::Mutex<Option<JoinHandle<Vec<Fetched>>>>,
+    pending: tokio::sync::Mutex<Option<JoinHandle<Claimed>>>,
+    /// Broker fetches of [`Consumer::fetch_blocking`], each in a task of its own (see there);
+    /// `close()` waits for them.
+    fetches: TaskTracker,
+}
+
+/// Jobs the broker leased and the consumer admitted, on their way to the caller. Dropped before
+/// they were taken (the fetch that wanted them was cancelled), it hands every job back at once.
+struct Claimed {
+    sh: Arc<Shared>,
+    jobs: Vec<Fetched>,
+}
+
+impl Claimed {
+    fn take(mut self) -> Vec<Fetched> {
+        std::mem::take(&mut self.jobs)
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        self.sh.hand_back(std::mem::take(&mut self.jobs));
+    }
+}
+
+/// One broker fetch as run by [`Consumer::fetch_blocking`].
+struct FetchRound {
+    claimed: Claimed,
+    /// The broker leased something (maybe all poison, then `claimed` is empty).
+    got_any: bool,
+    next_due_us: Option<u64>,
 }
 
 impl Consumer {
@@ -147,6 +189,7 @@ impl Consumer {
             events: Mutex::new(Vec::new()),
             events_ready: Notify::new(),
             healthy: AtomicBool::new(true),
+            script_errors: Mutex::new(HashSet::new()),
             stop_fetching: CancellationToken::new(),
             stop_all: CancellationToken::new(),
             stats: Stats::default(),
@@ -162,6 +205,7 @@ impl Consumer {
             tasks: Mutex::new(tasks),
             buffer: Mutex::new(VecDeque::new()),
             pending: tokio::sync::Mutex::new(None),
+            fetches: TaskTracker::new(),
         }
     }
 
@@ -185,8 +229,10 @@ impl Consumer {
         let mut pending = self.pending.lock().await;
         let mut jobs = self.take_buffered(max);
         if jobs.is_empty() {
-            if let Some(handle) = pending.take() {
-                let fetched = handle.await.unwrap_or_default();
+            if let Some(handle) = pending.as_mut() {
+                // Taken out only once finished: a caller cancelled meanwhile leaves it in place.
+                let fetched = handle.await.map(Claimed::take).unwrap_or_default();
+                *pending = None;
                 self.buffer.lock().unwrap().extend(fetched);
                 jobs = self.take_buffered(max);
             }
@@ -197,7 +243,7 @@ impl Consumer {
         let drained = self.buffer.lock().unwrap().is_empty() && pending.is_none();
         if self.shared.cfg.prefetch && jobs.len() == max && drained {
             let sh = self.shared.clone();
-            *pending = Some(tokio::spawn(async move { sh.fetch_once(max).await }));
+            *pending = Some(tokio::spawn(sh.fetch_once(max)));
         }
         jobs
     }
@@ -211,17 +257,17 @@ impl Consumer {
     /// Hand every prefetched job back to the queue (at shutdown).
     async fn release_buffered(&self) {
         if let Some(handle) = self.pending.lock().await.take() {
-            let fetched = handle.await.unwrap_or_default();
+            let fetched = handle.await.map(Claimed::take).unwrap_or_default();
             self.buffer.lock().unwrap().extend(fetched);
         }
         let buffered: Vec<Fetched> = self.buffer.lock().unwrap().drain(..).collect();
-        for f in buffered {
-            self.shared.stats.fetched.fetch_sub(1, Ordering::Relaxed);
-            self.send(Outcome::Release(Lease {
-                id: f.job.id,
-                token: f.job.token,
-            }));
-        }
+        self.shared.hand_back(buffered);
+    }
+
+    /// Hand fetched jobs that will never run here back to the queue now, their attempt not
+    /// counted (a batch that reached nobody).
+    pub fn hand_back(&self, jobs: Vec<Fetched>) {
+        self.shared.hand_back(jobs);
     }
 
     async fn fetch_blocking(&self, max: usize) -> Vec<Fetched> {
@@ -231,13 +277,8 @@ impl Consumer {
             if sh.stop_fetching.is_cancelled() || max == 0 {
                 return Vec::new();
             }
-            let cfg = &sh.cfg;
-            let res = sh
-                .broker
-                .fetch(&cfg.queue, max, cfg.lease_ms, &cfg.worker_id)
-                .await;
-            let out = match res {
-                Ok(out) => out,
+            let round = match self.fetch_round(max).await {
+                Ok(round) => round,
                 Err(err) => {
                     sh.set_health(Err(&err));
                     self.pause(backoff.next_pause()).await;
@@ -246,18 +287,55 @@ impl Consumer {
             };
             sh.set_health(Ok(()));
             backoff.reset();
-            let got_any = !out.jobs.is_empty();
-            let jobs = sh.admit(out.jobs);
+            let jobs = round.claimed.take();
             if !jobs.is_empty() {
                 return jobs;
             }
-            if got_any {
+            if round.got_any {
                 continue; // every job was poison: look again at once
             }
-            match out.next_due_us {
+            match round.next_due_us {
                 Some(0) => continue, // due now: the next fetch promotes it
                 due => self.block(due).await,
             }
+        }
+    }
+
+    /// One broker fetch, run in a task of its own so that cancelling the caller cannot drop a
+    /// batch between the script leasing it and the consumer recording the leases: the task
+    /// always admits what was leased, and a batch whose caller is gone by then is handed back
+    /// at once (see [`Claimed`]). `close()` waits for these tasks.
+    async fn fetch_round(&self, max: usize) -> Result<FetchRound, Error> {
+        let sh = self.shared.clone();
+        let task = self.fetches.spawn(async move {
+            let cfg = &sh.cfg;
+            // Checked inside the tracked task: a close() that stopped fetching before this
+            // point sees nothing leased; one that stopped it later waits for this task.
+            let out = if sh.stop_fetching.is_cancelled() {
+                Default::default()
+            } else {
+                let (q, w) = (&cfg.queue, &cfg.worker_id);
+                sh.broker.fetch(q, max, cfg.lease_ms, w).await?
+            };
+            let got_any = !out.jobs.is_empty();
+            let jobs = sh.admit(out.jobs);
+            Ok::<_, Error>(FetchRound {
+                claimed: Claimed { sh, jobs },
+                got_any,
+                next_due_us: out.next_due_us,
+            })
+        });
+        match task.await {
+            Ok(res) => res,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => Ok(FetchRound {
+                claimed: Claimed {
+                    sh: self.shared.clone(),
+                    jobs: Vec::new(),
+                },
+                got_any: false,
+                next_due_us: None,
+            }), // the runtime is shutting down
         }
     }
 
@@ -379,8 +457,12 @@ impl Consumer {
     /// Returns false when the flush did not finish in time (those jobs are recovered by the reaper).
     pub async fn close(&self, deadline: Duration) -> bool {
         self.stop_fetching();
-        self.release_buffered().await;
         let drain = async {
+            // A fetch whose caller was cancelled still admits what it leased; wait for that,
+            // so the hand-back below cannot miss a batch that was on the wire.
+            self.fetches.close();
+            self.fetches.wait().await;
+            self.release_buffered().await;
             self.flush().await;
             // Whatever is still leased now has no one to finish it (e.g. a fetch abandoned at
             // shutdown): hand it back rather than let it wait out its lease.
@@ -445,6 +527,7 @@ impl Shared {
                 InFlight {
                     token: job.token,
                     extend_until,
+                    settled: false,
                 },
             );
             match verdict {
@@ -507,23 +590,47 @@ impl Shared {
 
     /// Queue an outcome; the flusher sends it with others in one round trip.
     fn send(&self, outcome: Outcome) {
+        let lease = match &outcome {
+            Outcome::Ack(a) => &a.lease,
+            Outcome::Fail(f) => &f.lease,
+            Outcome::Release(l) => l,
+        };
+        // Marked before the flusher can see it, so no heartbeat answer that follows the
+        // outcome to the broker can be taken for a loss.
+        if let Some(f) = self.inflight.lock().unwrap().get_mut(&lease.id) {
+            if f.token == lease.token {
+                f.settled = true;
+            }
+        }
         // The receiver only goes away after close(); a late outcome is then dropped and the
         // job is recovered by lease expiry, which keeps at-least-once intact.
         let _ = self.tx.send(Msg::Outcome(outcome));
     }
 
+    /// Queue the release of fetched jobs that reached no caller.
+    fn hand_back(&self, jobs: Vec<Fetched>) {
+        for f in jobs {
+            self.stats.fetched.fetch_sub(1, Ordering::Relaxed);
+            self.send(Outcome::Release(Lease {
+                id: f.job.id,
+                token: f.job.token,
+            }));
+        }
+    }
+
     /// One non-blocking fetch (for prefetching): empty on any failure, which the blocking
     /// fetch that follows will retry and report.
-    async fn fetch_once(&self, max: usize) -> Vec<Fetched> {
+    async fn fetch_once(self: Arc<Self>, max: usize) -> Claimed {
         let cfg = &self.cfg;
-        match self
+        let jobs = match self
             .broker
             .fetch(&cfg.queue, max, cfg.lease_ms, &cfg.worker_id)
             .await
         {
             Ok(out) => self.admit(out.jobs),
             Err(_) => Vec::new(),
-        }
+        };
+        Claimed { sh: self, jobs }
     }
 
     fn push_event(&self, event: Event) {
@@ -532,7 +639,13 @@ impl Shared {
     }
 
     /// Record broker health; emit an event only when it changes (one log line per outage).
+    /// A script error is no outage: health is left as it is and the error is reported once
+    /// per distinct message (the callers retry it with backoff like any other failure).
     fn set_health(&self, res: Result<(), &Error>) {
+        if let Some(err) = res.err().filter(|e| e.is_script_error()) {
+            self.report_script_error(err.to_string());
+            return;
+        }
         let ok = res.is_ok();
         if self.healthy.swap(ok, Ordering::Relaxed) != ok {
             self.push_event(match res {
@@ -540,6 +653,21 @@ impl Shared {
                 Err(err) => Event::BrokerDown(err.to_string()),
             });
         }
+    }
+
+    /// Emit `ScriptError` the first time a message is seen. The memory is bounded: past
+    /// `MAX_SCRIPT_ERRORS` distinct messages it starts over (an error may then be logged again).
+    fn report_script_error(&self, message: String) {
+        let mut seen = self.script_errors.lock().unwrap();
+        if seen.contains(&message) {
+            return;
+        }
+        if seen.len() >= MAX_SCRIPT_ERRORS {
+            seen.clear();
+        }
+        seen.insert(message.clone());
+        drop(seen);
+        self.push_event(Event::ScriptError(message));
     }
 
     fn forget(&self, ids: impl Iterator<Item = String>) {
@@ -556,13 +684,22 @@ impl Shared {
         }
     }
 
-    /// Leases to extend now: skips jobs past their own timeout.
+    /// Whether this consumer still runs `lease` with no outcome queued: only then can a
+    /// heartbeat refusal mean that the job was lost.
+    fn still_running(&self, lease: &Lease) -> bool {
+        let inflight = self.inflight.lock().unwrap();
+        inflight
+            .get(&lease.id)
+            .is_some_and(|f| f.token == lease.token && !f.settled)
+    }
+
+    /// Leases to extend now: skips jobs past their own timeout and jobs with an outcome queued.
     fn leases_to_extend(&self) -> Vec<Lease> {
         let now = Instant::now();
         let inflight = self.inflight.lock().unwrap();
         inflight
             .iter()
-            .filter(|(_, f)| f.extend_until.is_none_or(|t| t > now))
+            .filter(|(_, f)| !f.settled && f.extend_until.is_none_or(|t| t > now))
             .map(|(id, f)| Lease {
                 id: id.clone(),
                 token: f.token,

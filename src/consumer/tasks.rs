@@ -1,5 +1,6 @@
 //! The consumer engine's background tasks: outcome flusher, heartbeater, reaper.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{Event, Msg, Outcome, Shared, MAX_FLUSH};
 use crate::backoff::Redial;
-use crate::broker::FailOutcome;
+use crate::broker::{FailOutcome, Lease};
 
 /// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
 /// out in the next call, so batches grow with load without a timer adding latency.
@@ -104,6 +105,7 @@ pub(super) async fn heartbeater(sh: Arc<Shared>) {
         if leases.is_empty() {
             continue;
         }
+        let sent: HashMap<String, u64> = leases.iter().map(|l| (l.id.clone(), l.token)).collect();
         match sh
             .broker
             .heartbeat(&sh.cfg.queue, leases, sh.cfg.lease_ms)
@@ -111,14 +113,15 @@ pub(super) async fn heartbeater(sh: Arc<Shared>) {
         {
             Ok(out) => {
                 sh.set_health(Ok(()));
-                // Each is reported once: a lease the broker refused is never sent again.
                 for id in out.lost {
-                    sh.stop_extending(&id);
-                    sh.push_event(Event::Lost(id));
+                    refused(&sh, &sent, id, Event::Lost);
                 }
                 for id in out.gone {
+                    refused(&sh, &sent, id, Event::Gone);
+                }
+                // Ended under this very lease (its outcome landed first): nothing was lost.
+                for id in out.finished {
                     sh.stop_extending(&id);
-                    sh.push_event(Event::Gone(id));
                 }
                 for id in out.cancel {
                     sh.push_event(Event::Cancel(id));
@@ -126,6 +129,22 @@ pub(super) async fn heartbeater(sh: Arc<Shared>) {
             }
             Err(err) => sh.set_health(Err(&err)),
         }
+    }
+}
+
+/// Report a lease the broker refused to extend, unless this consumer queued an outcome for it:
+/// the snapshot of leases was taken before, and the outcome may have reached the broker ahead
+/// of the heartbeat (then it, not a takeover, explains the refusal). The mark is set before the
+/// outcome is handed to the flusher and the lease is forgotten only after the flush, so when
+/// the lease is still tracked under the same token with no outcome queued, no outcome of ours
+/// can have run before the heartbeat did: the refusal is a real loss. Each is reported once: a
+/// lease the broker refused is never sent again.
+fn refused(sh: &Shared, sent: &HashMap<String, u64>, id: String, event: fn(String) -> Event) {
+    let Some(&token) = sent.get(&id) else { return };
+    let lease = Lease { id, token };
+    if sh.still_running(&lease) {
+        sh.stop_extending(&lease.id);
+        sh.push_event(event(lease.id));
     }
 }
 

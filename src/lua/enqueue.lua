@@ -17,7 +17,7 @@
 --
 -- Output: flat array, per job: id, created (1 new; 0 when the idempotency key matched an
 --         existing job, whose id is returned, or a record with this id exists already)
--- Errors: none (arguments are validated by the caller)
+-- Errors: none (arguments are validated by the caller; no job record field is read)
 
 local ready, scheduled, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, count, maxprio = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -32,7 +32,12 @@ for i = 4, #ARGV, 8 do
   local id, key = ARGV[i], ARGV[i + 6]
   local jk = prefix .. 'job:' .. id
   local existing = false
-  if key ~= '' then existing = redis.call('GET', prefix .. 'key:' .. key) end
+  if key ~= '' then
+    -- pcall: a key of another type (written by someone else) must not abort the batch half-way
+    -- through its writes; it holds no job id and is overwritten below.
+    existing = redis.pcall('GET', prefix .. 'key:' .. key)
+    if type(existing) == 'table' then existing = false end
+  end
   -- One EXISTS per job, inside this call: a resent job is never written twice.
   if not existing and redis.call('EXISTS', jk) == 1 then existing = id end
   if existing then

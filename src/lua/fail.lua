@@ -1,6 +1,9 @@
 -- fail.lua: record a batch of failures. With a retry delay and attempts left the job waits in
 -- the scheduled set (state 'failed'); otherwise it is dead-lettered and its record expires after
--- dead_ttl_ms. Either way the lifetime 'failed' counter grows.
+-- dead_ttl_ms. Either way the lifetime 'failed' counter grows. A retry decision needs the
+-- record's attempt counts: when one cannot be read (missing, or not a whole number) the job is
+-- dead-lettered instead, with reason 'corrupt_record' (reply 2); nothing is written before the
+-- fields are checked.
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] scheduled  ZSET id -> due ms
@@ -21,6 +24,23 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out, failed, retrying = {}, 0, 0
 
+-- A record field as a whole number >= 0, or nil when it is missing or corrupt.
+local function whole(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
+end
+
+-- The error record for a record whose `field` cannot be read (`value` false if absent).
+local function corrupt(field, value)
+  local what = 'is missing'
+  if value then
+    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
+    what = 'is not a whole number >= 0: "' .. shown .. '"'
+  end
+  return cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
+    message = "job record field '" .. field .. "' " .. what})
+end
+
 for i = 2, #ARGV, 6 do
   local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local jk = prefix .. 'job:' .. id
@@ -30,13 +50,25 @@ for i = 2, #ARGV, 6 do
   elseif j[1] ~= 'running' or j[2] ~= token then
     out[#out + 1] = -1
   else
+    -- Decide first (reading the counts only when a retry is possible), write after.
+    local retry = false
+    if ARGV[i + 5] ~= '1' and delay ~= '' then
+      local a, m = whole(j[3]), whole(j[4])
+      if not a then
+        err = corrupt('a', j[3])
+      elseif not m then
+        err = corrupt('m', j[4])
+      else
+        retry = a < m
+      end
+    end
     redis.call('ZREM', active, id)
     local ttl = tonumber(ARGV[i + 4])
     if ARGV[i + 5] == '1' then
       redis.call('HSET', jk, 's', 'cancelled', 'x', err, 'f', now)
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 3
-    elseif delay ~= '' and tonumber(j[3]) < tonumber(j[4]) then
+    elseif retry then
       local due = now + tonumber(delay)
       redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', due)
       redis.call('ZADD', scheduled, due, id)

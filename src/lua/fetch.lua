@@ -4,11 +4,16 @@
 -- (field 'sl' > 0: a worker died running it) is leased in a batch of its own, so a job that
 -- kills its worker cannot take a batch of good jobs down with it; the rest of the popped
 -- jobs go back with their scores.
+-- Every field is checked before anything is written for the job: a corrupt record (a field
+-- missing, or not a whole number where one is expected) is dead-lettered with reason
+-- 'corrupt_record' and the rest of the batch proceeds; such a dead letter has no TTL of its
+-- own and is trimmed by reap after dead_ttl_ms like any other.
 --
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
 -- KEYS[3] active     ZSET id -> lease deadline ms
 -- KEYS[4] wake       LIST holding at most one wake token
+-- KEYS[5] dead       ZSET id -> time of death ms
 -- ARGV[1] prefix     'asyncq:{q}:'
 -- ARGV[2] max        most jobs to lease (0: only promote and report next_due)
 -- ARGV[3] lease_ms   lease length
@@ -17,21 +22,43 @@
 -- Output: flat array: next_due (MICROseconds until the earliest scheduled job is due, -1: none;
 --         microseconds so the worker's timer is not rounded to a whole ms), then per
 --         leased job 6 values: id, payload, attempt, max_attempts, token, enqueued_ms
--- Errors: none (ids in ready whose job hash vanished are dropped silently)
+-- Errors: none (ids in ready or scheduled whose job hash vanished are dropped silently;
+--         corrupt records are dead-lettered, see above)
 
-local ready, scheduled, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ready, scheduled, active, wake, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, max, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- A record field as a whole number >= 0, or nil when it is missing or corrupt.
+local function whole(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
+end
+
+-- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
+local function dead_letter(jk, id, field, value)
+  local what = 'is missing'
+  if value then
+    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
+    what = 'is not a whole number >= 0: "' .. shown .. '"'
+  end
+  local err = cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
+    message = "job record field '" .. field .. "' " .. what})
+  redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now)
+  redis.call('ZADD', dead, now, id)
+end
 
 -- Promote in bounded chunks so one call never blocks Redis for long; the rest goes next call.
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   local jk = prefix .. 'job:' .. id
   local rs = redis.call('HGET', jk, 'rs')
-  if rs then
+  if whole(rs) then
     redis.call('ZADD', ready, rs, id)
     redis.call('HSET', jk, 's', 'queued')
+  elseif redis.call('EXISTS', jk) == 1 then
+    dead_letter(jk, id, 'rs', rs)
   end
 end
 if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end
@@ -41,6 +68,7 @@ local leased, m = {}, 0
 local deadline = now + lease
 local popped = {}
 local jp = prefix .. 'job:'
+local names = {'p', 'a', 'm', 'e', 't', 'sl'}
 if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
 -- Hot loop: two commands per job; tables are filled by index (no `#` per append).
 local stop = #popped + 1
@@ -48,18 +76,28 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = jp .. id
   local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl')
-  if j[1] then
-    local suspect = j[6] and tonumber(j[6]) > 0
+  local num = {true, whole(j[2]), whole(j[3]), whole(j[4]), whole(j[5]), 0}
+  if j[6] then num[6] = whole(j[6]) end
+  local bad = nil
+  if not j[1] then bad = 1 end
+  for k = 2, 6 do
+    if not bad and not num[k] then bad = k end
+  end
+  if bad then
+    -- No payload and no hash at all: the record vanished, drop the id (nothing to keep).
+    if j[1] or redis.call('EXISTS', jk) == 1 then dead_letter(jk, id, names[bad], j[bad]) end
+  else
+    local suspect = num[6] > 0
     if suspect and m > 0 then
       stop = i
       break
     end
-    local attempt, token = tonumber(j[2]) + 1, tonumber(j[5]) + 1
+    local attempt, token = num[2] + 1, num[5] + 1
     redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
     leased[m + 1], leased[m + 2] = deadline, id
     m = m + 2
     out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
-    out[n + 4], out[n + 5], out[n + 6] = tonumber(j[3]), token, tonumber(j[4])
+    out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
     n = n + 6
     if suspect then
       stop = i + 2
@@ -80,7 +118,9 @@ if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
 if first[1] then
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  out[1] = math.max(0, tonumber(first[2]) * 1000 - now_us)
+  local wait = tonumber(first[2]) * 1000 - now_us
+  -- A score of +inf (never due) would not convert to an integer reply: report none.
+  if wait < 2 ^ 53 then out[1] = math.max(0, wait) end
 end
 -- Jobs remain: pass the wake-up on so another idle worker takes them.
 if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then

@@ -3,6 +3,9 @@
 -- stall count (field 'sl') incremented. On reaching max_stalls the job goes dead with reason
 -- 'lease_expired', else back to ready at its original position. Stalls are counted apart from
 -- retries so a crash re-runs even a job with no retries. Work per call is bounded (1000 per set); callers reap periodically.
+-- A record whose token, stall count or (when requeued or promoted) ready score cannot be read
+-- (missing, or not a whole number) is dead-lettered with reason 'corrupt_record' and counted in
+-- `dead`; its fields are checked before anything is written for it.
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] ready      ZSET id -> ready score
@@ -14,7 +17,8 @@
 -- ARGV[3] max_stalls   lease expiries after which the job is dead-lettered
 --
 -- Output: array: requeued, dead
--- Errors: none (ids whose job hash vanished are dropped from the sets)
+-- Errors: none (ids whose job hash vanished are dropped from the sets; corrupt records are
+--         dead-lettered, see above)
 
 local active, ready, scheduled, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, ttl, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -22,23 +26,54 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local requeued, died = 0, 0
 
+-- A record field as a whole number >= 0, or nil when it is missing or corrupt.
+local function whole(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
+end
+
+-- Dead-letter a job: `err` is its error record, `fields` what else its record gets.
+local function bury(jk, id, err, fields)
+  redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now, unpack(fields))
+  redis.call('ZADD', dead, now, id)
+  if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
+  died = died + 1
+end
+
+-- The error record of a record whose `field` cannot be read (`value` false if absent).
+local function corrupt(field, value)
+  local what = 'is missing'
+  if value then
+    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
+    what = 'is not a whole number >= 0: "' .. shown .. '"'
+  end
+  return cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
+    message = "job record field '" .. field .. "' " .. what})
+end
+
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. now, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
   local jk = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', jk, 'a', 'rs', 't')
-  if j[1] then
-    local token = tonumber(j[3]) + 1
-    local stalls = redis.call('HINCRBY', jk, 'sl', 1)
+  local j = redis.call('HMGET', jk, 'rs', 't', 'sl')
+  local token, stalls = whole(j[2]), 0
+  if j[3] then stalls = whole(j[3]) end
+  if not (j[1] or j[2] or j[3]) and redis.call('EXISTS', jk) == 0 then
+    -- The record vanished: only its set entry goes.
+  elseif not token then
+    bury(jk, id, corrupt('t', j[2]), {})
+  elseif not stalls then
+    bury(jk, id, corrupt('sl', j[3]), {})
+  else
+    token, stalls = token + 1, stalls + 1
     if stalls >= max_stalls then
       local err = cmsgpack.pack({type = 'LeaseExpired', traceback = '', reason = 'lease_expired',
         message = 'lease expired ' .. stalls .. ' times: the worker stopped heartbeating'})
-      redis.call('HSET', jk, 's', 'dead', 't', token, 'x', err, 'f', now)
-      redis.call('ZADD', dead, now, id)
-      if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
-      died = died + 1
+      bury(jk, id, err, {'t', token, 'sl', stalls})
+    elseif not whole(j[1]) then
+      bury(jk, id, corrupt('rs', j[1]), {'t', token, 'sl', stalls})
     else
-      redis.call('HSET', jk, 's', 'queued', 't', token)
-      redis.call('ZADD', ready, j[2], id)
+      redis.call('HSET', jk, 's', 'queued', 't', token, 'sl', stalls)
+      redis.call('ZADD', ready, j[1], id)
       requeued = requeued + 1
     end
   end
@@ -49,9 +84,11 @@ local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000
 for _, id in ipairs(due) do
   local jk = prefix .. 'job:' .. id
   local rs = redis.call('HGET', jk, 'rs')
-  if rs then
+  if whole(rs) then
     redis.call('ZADD', ready, rs, id)
     redis.call('HSET', jk, 's', 'queued')
+  elseif redis.call('EXISTS', jk) == 1 then
+    bury(jk, id, corrupt('rs', rs), {})
   end
 end
 if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end

@@ -1,29 +1,63 @@
 -- release.lua: hand a batch of leased jobs back to ready at their original position without
 -- counting the attempt (attempts - 1); the token is bumped so the old lease is dead.
+-- A record whose attempts or ready score cannot be read (missing, or not a whole number) cannot
+-- be put back: it is dead-lettered with reason 'corrupt_record' instead (reply 2); the fields are
+-- checked before anything is written. Such a dead letter is trimmed by reap after dead_ttl_ms.
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] ready      ZSET id -> ready score
 -- KEYS[3] wake       LIST holding at most one wake token
+-- KEYS[4] dead       ZSET id -> time of death ms
 -- ARGV[1] prefix     'asyncq:{q}:'
 -- ARGV[2..] per lease, 2 values: id, token
 --
--- Output: array, per lease: 1 released, or an error code
+-- Output: array, per lease: 1 released, 2 dead-lettered (corrupt record), or an error code
 -- Errors: -1 stale token (or job not running), -2 job missing
 
-local active, ready, wake = KEYS[1], KEYS[2], KEYS[3]
+local active, ready, wake, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
 local out, released = {}, 0
+
+-- A record field as a whole number >= 0, or nil when it is missing or corrupt.
+local function whole(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
+end
+
+-- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
+local function dead_letter(jk, id, field, value)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local what = 'is missing'
+  if value then
+    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
+    what = 'is not a whole number >= 0: "' .. shown .. '"'
+  end
+  local err = cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
+    message = "job record field '" .. field .. "' " .. what})
+  redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now)
+  redis.call('ZREM', active, id)
+  redis.call('ZADD', dead, now, id)
+end
 
 for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local jk = prefix .. 'job:' .. id
   local j = redis.call('HMGET', jk, 's', 't', 'a', 'rs')
+  local a, rs = whole(j[3]), whole(j[4])
   if not j[1] then
     out[#out + 1] = -2
   elseif j[1] ~= 'running' or j[2] ~= token then
     out[#out + 1] = -1
+  elseif not a then
+    dead_letter(jk, id, 'a', j[3])
+    out[#out + 1] = 2
+  elseif not rs then
+    dead_letter(jk, id, 'rs', j[4])
+    out[#out + 1] = 2
   else
-    redis.call('HSET', jk, 's', 'queued', 'a', math.max(0, tonumber(j[3]) - 1), 't', tonumber(j[2]) + 1)
+    -- The token matched ours, a decimal number, so it is safe to bump.
+    redis.call('HSET', jk, 's', 'queued', 'a', math.max(0, a - 1), 't', tonumber(j[2]) + 1)
     redis.call('ZREM', active, id)
     redis.call('ZADD', ready, j[4], id)
     out[#out + 1] = 1

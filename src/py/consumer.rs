@@ -86,9 +86,17 @@ impl Drop for PyJob {
 }
 
 /// A fetched batch; turned into a list of `Job` under the GIL on the event loop's thread.
+/// Dropped unconverted (its asyncio future was cancelled after the fetch finished), it hands
+/// its jobs back to the queue at once.
 struct Batch {
     jobs: Vec<Fetched>,
     consumer: Arc<Consumer>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.consumer.hand_back(std::mem::take(&mut self.jobs));
+    }
 }
 
 impl<'py> IntoPyObject<'py> for Batch {
@@ -96,11 +104,14 @@ impl<'py> IntoPyObject<'py> for Batch {
     type Output = Bound<'py, PyList>;
     type Error = PyErr;
 
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn into_pyobject(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         let queue = &self.consumer.config().queue;
         let owner = Arc::downgrade(&self.consumer);
-        for f in self.jobs {
+        // Taken one at a time (popped, hence reversed): if Python fails half-way, `drop`
+        // hands back the rest.
+        self.jobs.reverse();
+        while let Some(f) = self.jobs.pop() {
             match to_job(py, queue, &f, owner.clone()) {
                 Ok(job) => list.append(Bound::new(py, job)?)?,
                 Err(err) => dead_letter(&self.consumer, &f, err.to_string()),
@@ -147,6 +158,7 @@ fn event_tuple(e: Event) -> (String, String) {
         Event::Abandoned(id) => ("abandoned".into(), id),
         Event::BrokerDown(msg) => ("broker_down".into(), msg),
         Event::BrokerUp => ("broker_up".into(), String::new()),
+        Event::ScriptError(msg) => ("script_error".into(), msg),
         Event::Refused(id) => ("refused".into(), id),
         Event::Poison { id, reason } => ("poison".into(), format!("{id} {reason}")),
     }
@@ -256,8 +268,8 @@ impl PyConsumer {
     }
 
     /// Resolves with `[(kind, detail), ...]` once something happened: kinds are `cancel`, `lost`,
-    /// `gone`, `abandoned`, `broker_down`, `broker_up`, `refused`, `poison`. Resolves with `[]`
-    /// after close.
+    /// `gone`, `abandoned`, `broker_down`, `broker_up`, `script_error`, `refused`, `poison`.
+    /// Resolves with `[]` after close.
     fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let consumer = self.inner.clone();
         awaitable_ok(py, async move {

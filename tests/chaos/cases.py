@@ -262,6 +262,13 @@ async def case_redis_restart(scale: str, mode: str) -> Result:
 
 # ---- 4. connection faults through the proxy -----------------------------------------------
 
+# Worst case by design from a heal to a worker's next fetch (docs/reliability.md): a silent
+# connection is found within 2 s (ping every 0.5 s, dead after 1.5 s of silence), the caller
+# retries at most 0.4 s after a new one is up: about 2.4 s, plus a dial and a round trip. The
+# first job then starts at once (jobs are waiting). 4 s leaves 1.6 s for process scheduling on
+# a busy 2-core host; the issue's own bound, 5 s, is checked too.
+RESUME_BOUND = 4.0
+
 
 async def case_faults(scale: str) -> Result:
     s = SCALES[scale]
@@ -296,8 +303,10 @@ async def case_faults(scale: str) -> Result:
         phases.append(await fault("latency 200ms/5s", latency))
         phases.append(await fault("blackhole 3s", lambda: proxy.blackhole(3)))
         phases.append(await fault("blackhole 15s", lambda: proxy.blackhole(15)))
+        # Old connections stay silent after this one: a NAT or firewall forgot the flows.
+        phases.append(await fault("bh 6s forgot", lambda: proxy.blackhole(6, forget=True)))
         phases.append(await fault("half-open", proxy.half_open))
-        # Each worker must start something within 5 s of every heal.
+        # Each worker must start something within RESUME_BOUND of every heal.
         recovery: list[float] = []
         per_phase: dict[str, float] = {}
         await asyncio.sleep(8)
@@ -328,11 +337,13 @@ async def case_faults(scale: str) -> Result:
             "lost 0": not lost,
             "no duplicates for faults shorter than the lease": not dup_short,
             "no worker idle >5s after heal": all(x <= 5 for x in recovery),
+            f"no worker idle >{RESUME_BOUND}s after heal": all(x <= RESUME_BOUND for x in recovery),
             "workers alive": all(w.alive() for w in workers),
         }
         r.notes.append(
             "resume per fault: " + ", ".join(f"{k} {v:.2f}s" for k, v in per_phase.items())
         )
+        r.notes.append(f"worst resume {max(recovery):.2f}s (bound {RESUME_BOUND}s)")
         return r
     finally:
         await proxy.close()

@@ -6,6 +6,9 @@ Faults (each applies to every connection, current and new, until healed):
 - ``latency(ms)``: delay every chunk in both directions by ``ms``.
 - ``blackhole(seconds)``: forward nothing for that long (connections stay open, new ones are
   accepted but not connected upstream), then carry on as if nothing happened.
+- ``blackhole(seconds, forget=True)``: the same, except that every connection open during it
+  (already open or accepted meanwhile) stays silent forever after the heal, as when a NAT or
+  firewall dropped its flows while the route was down; connections opened afterwards work.
 - ``half_open()``: every connection open now goes silent forever without being closed (as when
   a NAT or firewall forgets a flow); connections opened afterwards work normally.
 """
@@ -88,6 +91,7 @@ class FaultProxy:
         self._open.set()
         self._pipes: set[_Pipe] = set()
         self._server: asyncio.Server | None = None
+        self._forgetting = False  # a forgetful blackhole is on: new connections go silent too
         self.connections = 0
 
     @property
@@ -111,6 +115,7 @@ class FaultProxy:
     async def _accept(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.connections += 1
         pipe = _Pipe(self, r, w)
+        pipe.silent = self._forgetting
         self._pipes.add(pipe)
         await pipe.run()
 
@@ -129,12 +134,17 @@ class FaultProxy:
     def latency(self, ms: float) -> None:
         self.latency_s = ms / 1000.0
 
-    async def blackhole(self, seconds: float) -> None:
-        """Forward nothing for ``seconds``, then heal."""
+    async def blackhole(self, seconds: float, forget: bool = False) -> None:
+        """Forward nothing for ``seconds``, then heal; with ``forget``, every connection open
+        meanwhile stays silent forever (see the module docstring)."""
         self._open.clear()
+        if forget:
+            self._forgetting = True
+            self.half_open()
         try:
             await asyncio.sleep(seconds)
         finally:
+            self._forgetting = False
             self._open.set()
 
     def half_open(self) -> int:
@@ -146,4 +156,5 @@ class FaultProxy:
 
     def heal(self) -> None:
         self.latency_s = 0.0
+        self._forgetting = False
         self._open.set()

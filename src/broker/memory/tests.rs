@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod admin;
+mod corrupt;
 mod engine;
 mod wait;
 
@@ -16,6 +17,7 @@ use crate::broker::{
     Ack, Broker, CancelOutcome, Fail, FailOutcome, JobState, Lease, Leased, NewJob, WorkerInfo,
     CANCELLED_TTL_MS,
 };
+use crate::errors::Error;
 
 const Q: &str = "default";
 const LEASE: u64 = 1_000;
@@ -94,14 +96,10 @@ async fn kill(b: &MemoryBroker, id: &str) {
 #[tokio::test]
 async fn fetch_orders_by_priority_then_fifo() {
     let b = MemoryBroker::new();
-    let jobs = [("a", 5), ("b", 9), ("c", 5), ("d", 0), ("e", 9), ("f", 42)];
+    let jobs = [("a", 5), ("b", 9), ("c", 5), ("d", 0), ("e", 9), ("f", 7)];
     enqueue(&b, jobs.iter().map(|(id, p)| new_job(id, *p)).collect()).await;
     let leased = fetch(&b, 3).await;
-    assert_eq!(
-        ids(&leased),
-        ["b", "e", "f"],
-        "out-of-range priority clamps to 9"
-    );
+    assert_eq!(ids(&leased), ["b", "e", "f"]);
     assert_eq!(ids(&fetch(&b, 10).await), ["a", "c", "d"]);
     assert!(leased
         .iter()
@@ -113,6 +111,19 @@ async fn fetch_orders_by_priority_then_fifo() {
     );
     assert!(info.started_ms.is_some());
     assert_eq!(b.counts(Q).await.unwrap().running, 6);
+}
+
+#[tokio::test]
+async fn out_of_range_priority_is_rejected_as_on_redis() {
+    let b = MemoryBroker::new();
+    for bad in [42, 10, -1] {
+        let batch = vec![new_job("ok", 5), new_job("bad", bad)];
+        let err = b.enqueue(Q, batch).await.unwrap_err();
+        assert!(matches!(err, Error::Payload(_)), "priority {bad}: {err}");
+    }
+    // The batch is checked before anything is written: not even its valid job went in.
+    assert_eq!(b.counts(Q).await.unwrap().queued, 0);
+    assert!(b.queues().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -340,6 +351,28 @@ async fn heartbeat_extends_refuses_stale_and_reports_cancel() {
     assert_eq!(
         (out.lost, out.cancel),
         (vec!["b".to_string()], vec!["a".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_after_the_holders_own_outcome_is_finished_not_lost() {
+    let b = MemoryBroker::new();
+    enqueue(&b, vec![new_job("a", 5), new_job("b", 5), new_job("c", 5)]).await;
+    let leased = fetch(&b, 3).await;
+    b.ack(Q, vec![ack_of(&leased[0], DAY)]).await.unwrap();
+    b.fail(Q, vec![fail_of(&leased[1], Some(1000))])
+        .await
+        .unwrap();
+    b.release(Q, vec![lease_of(&leased[2])]).await.unwrap();
+    let leases = leased.iter().map(lease_of).collect();
+    let out = b.heartbeat(Q, leases, LEASE).await.unwrap();
+    // A release bumps the token like a takeover: the broker cannot tell those apart.
+    assert_eq!(
+        (out.finished, out.lost),
+        (
+            vec!["a".to_string(), "b".to_string()],
+            vec!["c".to_string()]
+        )
     );
 }
 

@@ -1,0 +1,324 @@
+//! Races inside the consumer engine, run on memory:// and on a private Redis: a fetch dropped
+//! after the broker leased its batch, and heartbeats crossing the outcome flusher.
+
+// The shared harness has helpers this file does not need.
+#[allow(dead_code)]
+mod redis_support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use _core::broker::memory::MemoryBroker;
+use _core::broker::*;
+use _core::consumer::{Consumer, ConsumerConfig, Event, Outcome};
+use _core::errors::Result;
+use async_trait::async_trait;
+use tokio::sync::{Notify, Semaphore};
+
+/// The smallest valid envelope: version 1, task `t`, no arguments.
+fn envelope() -> Vec<u8> {
+    let mut buf = Vec::new();
+    rmp::encode::write_map_len(&mut buf, 2).unwrap();
+    rmp::encode::write_str(&mut buf, "v").unwrap();
+    rmp::encode::write_uint(&mut buf, 1).unwrap();
+    rmp::encode::write_str(&mut buf, "t").unwrap();
+    rmp::encode::write_str(&mut buf, "t").unwrap();
+    buf
+}
+
+fn new_jobs(n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| NewJob {
+            id: format!("j{i:05}"),
+            payload: envelope(),
+            priority: 5,
+            delay_ms: None,
+            eta_ms: None,
+            max_attempts: 1,
+            key: None,
+            key_ttl_ms: 60_000,
+        })
+        .collect()
+}
+
+fn config(lease_ms: u64, heartbeat_ms: u64) -> ConsumerConfig {
+    ConsumerConfig {
+        queue: "q".into(),
+        worker_id: "w1".into(),
+        lease_ms,
+        heartbeat_ms,
+        // Far beyond every test's length: only the consumer itself may put a job back.
+        reap_ms: 600_000,
+        idle_wait_ms: 100,
+        result_ttl_ms: 60_000,
+        dead_ttl_ms: 60_000,
+        max_payload: 1 << 20,
+        tasks: HashSet::from(["t".to_string()]),
+        prefetch: false,
+        signing_keys: Vec::new(),
+    }
+}
+
+/// Both brokers: a fresh memory:// one, and a private Redis when `redis-server` is available.
+async fn brokers() -> Vec<(Option<redis_support::Server>, Arc<dyn Broker>)> {
+    let mut out: Vec<(Option<redis_support::Server>, Arc<dyn Broker>)> =
+        vec![(None, Arc::new(MemoryBroker::new()))];
+    if let Some((server, broker)) = redis_support::setup().await {
+        out.push((Some(server), broker));
+    }
+    out
+}
+
+/// Wraps a real broker; while `hold` is set, a fetch that leased jobs announces it on `leased`
+/// and keeps its reply until `reply` gets a permit: the window in which a cancelled fetch used
+/// to drop its batch.
+struct HeldFetch {
+    inner: Arc<dyn Broker>,
+    hold: AtomicBool,
+    leased: Notify,
+    reply: Semaphore,
+}
+
+impl HeldFetch {
+    fn new(inner: Arc<dyn Broker>) -> Arc<HeldFetch> {
+        Arc::new(HeldFetch {
+            inner,
+            hold: AtomicBool::new(true),
+            leased: Notify::new(),
+            reply: Semaphore::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for HeldFetch {
+    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        self.inner.enqueue(queue, jobs).await
+    }
+    async fn fetch(&self, q: &str, max: usize, lease: u64, w: &str) -> Result<FetchOutcome> {
+        let out = self.inner.fetch(q, max, lease, w).await?;
+        if self.hold.load(Ordering::SeqCst) && !out.jobs.is_empty() {
+            self.leased.notify_one();
+            self.reply.acquire().await.unwrap().forget();
+        }
+        Ok(out)
+    }
+    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
+        self.inner.wait(queue, timeout_ms).await
+    }
+    async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
+        self.inner.ack(queue, acks).await
+    }
+    async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
+        self.inner.fail(queue, fails).await
+    }
+    async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
+        self.inner.release(queue, leases).await
+    }
+    async fn heartbeat(&self, q: &str, leases: Vec<Lease>, ms: u64) -> Result<HeartbeatOutcome> {
+        self.inner.heartbeat(q, leases, ms).await
+    }
+    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
+        self.inner.reap(queue, dead_ttl_ms).await
+    }
+    async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
+        self.inner.job(queue, id).await
+    }
+    async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
+        self.inner.cancel(queue, id).await
+    }
+    async fn counts(&self, queue: &str) -> Result<QueueCounts> {
+        self.inner.counts(queue).await
+    }
+    async fn queues(&self) -> Result<Vec<String>> {
+        self.inner.queues().await
+    }
+    async fn dead_ids(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
+        self.inner.dead_ids(queue, limit).await
+    }
+    async fn job_ids(&self, q: &str, s: JobSet, off: usize, n: usize) -> Result<Vec<String>> {
+        self.inner.job_ids(q, s, off, n).await
+    }
+    async fn jobs(&self, queue: &str, ids: &[String]) -> Result<Vec<Option<JobInfo>>> {
+        self.inner.jobs(queue, ids).await
+    }
+    async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {
+        self.inner.retry_dead(queue, ids).await
+    }
+    async fn purge(&self, queue: &str) -> Result<u64> {
+        self.inner.purge(queue).await
+    }
+    async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()> {
+        self.inner.register_worker(worker, ttl_ms).await
+    }
+    async fn unregister_worker(&self, id: &str) -> Result<()> {
+        self.inner.unregister_worker(id).await
+    }
+    async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        self.inner.workers().await
+    }
+    async fn server_check(&self) -> Result<Vec<(String, String)>> {
+        self.inner.server_check().await
+    }
+    async fn now_ms(&self) -> Result<u64> {
+        self.inner.now_ms().await
+    }
+}
+
+/// Start `consumer.fetch`, wait until the broker has leased the batch, then drop the fetch
+/// before its reply arrives (what cancelling the awaiting asyncio task does).
+async fn drop_fetch_after_lease(consumer: &Consumer, held: &HeldFetch) {
+    let fetch = consumer.fetch(10);
+    tokio::select! {
+        jobs = fetch => panic!("the held fetch returned {} jobs", jobs.len()),
+        _ = held.leased.notified() => {}
+    }
+}
+
+async fn states(b: &Arc<dyn Broker>, n: usize) -> Vec<(JobState, u32)> {
+    let ids: Vec<String> = new_jobs(n).into_iter().map(|j| j.id).collect();
+    let infos = b.jobs("q", &ids).await.unwrap();
+    infos
+        .into_iter()
+        .map(|i| i.map(|i| (i.state, i.attempts)).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once() {
+    for (_server, real) in brokers().await {
+        real.enqueue("q", new_jobs(3)).await.unwrap();
+        let held = HeldFetch::new(real.clone());
+        // A 60 s lease and no reaper: only a hand-back can requeue the jobs within the test.
+        let consumer = Consumer::start(held.clone(), config(60_000, 20_000));
+        drop_fetch_after_lease(&consumer, &held).await;
+        assert_eq!(states(&real, 3).await, vec![(JobState::Running, 1); 3]);
+        held.reply.add_permits(1); // the reply arrives after its fetch was dropped
+        let deadline = Instant::now() + Duration::from_secs(10); // generous: a busy host
+        while states(&real, 3).await != vec![(JobState::Queued, 0); 3] {
+            assert!(
+                Instant::now() < deadline,
+                "the dropped batch stayed leased: {:?}",
+                states(&real, 3).await
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        held.hold.store(false, Ordering::SeqCst);
+        let again = consumer.fetch(10).await;
+        let got: Vec<(&str, u32)> = again
+            .iter()
+            .map(|f| (f.job.id.as_str(), f.job.attempt))
+            .collect();
+        assert_eq!(got, [("j00000", 1), ("j00001", 1), ("j00002", 1)]);
+        assert!(consumer.close(Duration::from_secs(10)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_a_dropped_fetch_and_hands_its_batch_back() {
+    for (_server, real) in brokers().await {
+        real.enqueue("q", new_jobs(3)).await.unwrap();
+        let held = HeldFetch::new(real.clone());
+        let consumer = Arc::new(Consumer::start(held.clone(), config(60_000, 20_000)));
+        drop_fetch_after_lease(&consumer, &held).await;
+        let closing = {
+            let c = consumer.clone();
+            tokio::spawn(async move { c.close(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held.reply.add_permits(1);
+        assert!(closing.await.unwrap(), "close flushed in time");
+        // No polling: once close() returned, the batch is back.
+        assert_eq!(states(&real, 3).await, vec![(JobState::Queued, 0); 3]);
+    }
+}
+
+/// Drain `n` jobs through one consumer with a 2 ms heartbeat: acking most at once and releasing
+/// every third job the first time it is seen (a release bumps the token, so the broker alone
+/// cannot tell it from a takeover). Returns every event the consumer reported.
+async fn drain_with_fast_heartbeats(broker: Arc<dyn Broker>, n: usize) -> Vec<Event> {
+    broker.enqueue("q", new_jobs(n)).await.unwrap();
+    let consumer = Arc::new(Consumer::start(broker.clone(), config(30_000, 2)));
+    let watcher = {
+        let c = consumer.clone();
+        tokio::spawn(async move {
+            let mut all = Vec::new();
+            loop {
+                let got = c.events().await;
+                if got.is_empty() {
+                    return all;
+                }
+                all.extend(got);
+            }
+        })
+    };
+    let (mut released, mut acks) = (HashSet::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(60); // generous: a busy host
+    while acks < n {
+        // Never empty-handed for long: every job not yet acked is ready or on its way back.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(batch) = tokio::time::timeout(left, consumer.fetch(20)).await else {
+            panic!("drain stuck: {:?}", broker.counts("q").await);
+        };
+        for f in batch {
+            let lease = Lease {
+                id: f.job.id.clone(),
+                token: f.job.token,
+            };
+            if f.job.id.ends_with(['0', '3', '6', '9']) && released.insert(f.job.id.clone()) {
+                consumer.send(Outcome::Release(lease));
+            } else {
+                acks += 1;
+                consumer.send(Outcome::Ack(Ack {
+                    lease,
+                    result: vec![0xc0],
+                    result_ttl_ms: 60_000,
+                }));
+            }
+            // Yield now and then so heartbeats interleave with outcomes as on a busy worker.
+            tokio::task::yield_now().await;
+        }
+    }
+    consumer.flush().await;
+    assert_eq!(consumer.stats().acked.load(Ordering::Relaxed), n as u64);
+    tokio::time::sleep(Duration::from_millis(50)).await; // a few more heartbeats
+    assert!(consumer.close(Duration::from_secs(10)).await);
+    watcher.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_never_reported_lost() {
+    for (_server, broker) in brokers().await {
+        let events = drain_with_fast_heartbeats(broker, 3000).await;
+        let bad: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Lost(_) | Event::Gone(_) | Event::Refused(_)))
+            .collect();
+        assert!(bad.is_empty(), "{} false reports: {:?}", bad.len(), bad);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_takeover_is_still_reported_lost() {
+    for (_server, broker) in brokers().await {
+        broker.enqueue("q", new_jobs(1)).await.unwrap();
+        // Heartbeats every 100 ms extend a 50 ms lease: it lapses between beats, so a reap
+        // can take the job over while this consumer still runs it.
+        let consumer = Consumer::start(broker.clone(), config(50, 100));
+        assert_eq!(consumer.fetch(1).await.len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broker.reap("q", 60_000).await.unwrap().requeued == 0 {
+            assert!(Instant::now() < deadline, "the lease never lapsed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let other = broker.fetch("q", 1, 60_000, "w2").await.unwrap();
+        assert_eq!(other.jobs.len(), 1, "another worker holds the job now");
+        let events = tokio::time::timeout(Duration::from_secs(10), consumer.events())
+            .await
+            .expect("the takeover is reported");
+        assert_eq!(events, [Event::Lost("j00000".into())]);
+        assert!(consumer.close(Duration::from_secs(10)).await);
+    }
+}
