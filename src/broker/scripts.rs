@@ -21,7 +21,10 @@ pub struct ScriptDef {
     pub name: &'static str,
     /// Path of the source relative to the crate root.
     pub file: &'static str,
-    /// The embedded Lua source.
+    /// The script's own file (its header contract and body), as written.
+    pub own: &'static str,
+    /// What runs: `src/lua/lib/common.lua` joined in front of the script's file, so shared
+    /// fragments are written once; the SHA and `EVAL` use this.
     pub source: &'static str,
     /// Number of `KEYS` the script takes (checked against its header in tests).
     pub keys: usize,
@@ -47,7 +50,11 @@ macro_rules! script {
         ScriptDef {
             name: $name,
             file: concat!("src/lua/", $name, ".lua"),
-            source: include_str!(concat!("../lua/", $name, ".lua")),
+            own: include_str!(concat!("../lua/", $name, ".lua")),
+            source: concat!(
+                include_str!("../lua/lib/common.lua"),
+                include_str!(concat!("../lua/", $name, ".lua"))
+            ),
             keys: $keys,
         }
     };
@@ -379,11 +386,37 @@ mod tests {
             .collect()
     }
 
+    /// The shared fragments stay shared: no script defines its own copy, and the library
+    /// reads no KEYS or ARGV (it runs in front of every script).
+    #[test]
+    fn shared_fragments_are_written_once() {
+        let lib = include_str!("../lua/lib/common.lua");
+        assert!(!lib.contains("KEYS[") && !lib.contains("ARGV["));
+        let names: Vec<&str> = lib
+            .lines()
+            .filter_map(|l| l.strip_prefix("local function "))
+            .map(|rest| &rest[..rest.find('(').expect("parameter list")])
+            .collect();
+        assert!(names.len() >= 3, "{names:?}");
+        for def in &REGISTRY {
+            assert!(def.source.starts_with(lib) && def.source.ends_with(def.own));
+            for name in &names {
+                let copy = format!("local function {name}(");
+                assert!(!def.own.contains(&copy), "{} redefines {name}", def.file);
+            }
+            assert!(
+                !def.own.contains("redis.call('TIME')"),
+                "{}: use redis_now()",
+                def.file
+            );
+        }
+    }
+
     #[test]
     fn headers_match_the_registry() {
         for def in &REGISTRY {
-            let head = header(def.source);
-            let body = &def.source[head.iter().map(|l| l.len() + 1).sum::<usize>()..];
+            let head = header(def.own);
+            let body = &def.own[head.iter().map(|l| l.len() + 1).sum::<usize>()..];
             assert!(
                 head[0].starts_with(&format!("-- {}.lua:", def.name)),
                 "{}",

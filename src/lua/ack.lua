@@ -11,8 +11,7 @@
 
 local active, stats = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local t, now = redis_now()
 local out, ok = {}, 0
 local done = {} -- removed from the active set with one ZREM for the whole batch
 local jp = prefix .. 'job:'

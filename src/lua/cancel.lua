@@ -17,8 +17,7 @@ local jk = prefix .. 'job:' .. id
 local state = redis.call('HGET', jk, 's')
 if not state then return -2 end
 if state == 'queued' or state == 'scheduled' or state == 'failed' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local _, now = redis_now()
   redis.call('HSET', jk, 's', 'cancelled', 'f', now)
   redis.call('ZREM', ready, id)
   redis.call('ZREM', scheduled, id)

@@ -21,8 +21,7 @@
 
 local ready, scheduled, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, count, maxprio = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local t, now = redis_now()
 local seq = redis.call('INCRBY', seqkey, count) - count
 local out, created = {}, 0
 -- Set entries are gathered and added with one ZADD per set: one command instead of one per job.

@@ -20,26 +20,8 @@
 
 local active, scheduled, dead, stats, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local t, now = redis_now()
 local out, failed, retrying = {}, 0, 0
-
--- A record field as a whole number >= 0, or nil when it is missing or corrupt.
-local function whole(v)
-  local n = tonumber(v)
-  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
-end
-
--- The error record for a record whose `field` cannot be read (`value` false if absent).
-local function corrupt(field, value)
-  local what = 'is missing'
-  if value then
-    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
-    what = 'is not a whole number >= 0: "' .. shown .. '"'
-  end
-  return cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
-    message = "job record field '" .. field .. "' " .. what})
-end
 
 for i = 2, #ARGV, 6 do
   local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]

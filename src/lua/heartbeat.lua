@@ -14,8 +14,7 @@
 
 local active = KEYS[1]
 local prefix, lease = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local t, now = redis_now()
 local out = {}
 
 for i = 3, #ARGV, 2 do

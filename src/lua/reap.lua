@@ -22,15 +22,8 @@
 
 local active, ready, scheduled, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, ttl, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local t, now = redis_now()
 local requeued, died = 0, 0
-
--- A record field as a whole number >= 0, or nil when it is missing or corrupt.
-local function whole(v)
-  local n = tonumber(v)
-  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
-end
 
 -- Dead-letter a job: `err` is its error record, `fields` what else its record gets.
 local function bury(jk, id, err, fields)
@@ -38,17 +31,6 @@ local function bury(jk, id, err, fields)
   redis.call('ZADD', dead, now, id)
   if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
   died = died + 1
-end
-
--- The error record of a record whose `field` cannot be read (`value` false if absent).
-local function corrupt(field, value)
-  local what = 'is missing'
-  if value then
-    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
-    what = 'is not a whole number >= 0: "' .. shown .. '"'
-  end
-  return cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
-    message = "job record field '" .. field .. "' " .. what})
 end
 
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. now, 'LIMIT', 0, 1000)

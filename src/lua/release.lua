@@ -18,24 +18,10 @@ local active, ready, wake, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
 local out, released = {}, 0
 
--- A record field as a whole number >= 0, or nil when it is missing or corrupt.
-local function whole(v)
-  local n = tonumber(v)
-  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
-end
-
 -- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
 local function dead_letter(jk, id, field, value)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local what = 'is missing'
-  if value then
-    local shown = string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')
-    what = 'is not a whole number >= 0: "' .. shown .. '"'
-  end
-  local err = cmsgpack.pack({type = 'CorruptRecord', traceback = '', reason = 'corrupt_record',
-    message = "job record field '" .. field .. "' " .. what})
-  redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now)
+  local _, now = redis_now()
+  redis.call('HSET', jk, 's', 'dead', 'x', corrupt(field, value), 'f', now)
   redis.call('ZREM', active, id)
   redis.call('ZADD', dead, now, id)
 end

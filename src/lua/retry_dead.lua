@@ -23,12 +23,6 @@ for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then ids = redis.call('ZRANGE', dead, 0, limit - 1) end
 local moved, kept = 0, 0
 
--- A record field as a whole number >= 0, or nil when it is missing or corrupt.
-local function whole(v)
-  local n = tonumber(v)
-  if n and n >= 0 and n < 2 ^ 53 and n == math.floor(n) then return n end
-end
-
 for _, id in ipairs(ids) do
   local jk = prefix .. 'job:' .. id
   local j = redis.call('HMGET', jk, 's', 't', 'rs')
