@@ -24,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PayloadError", py.get_type::<errors::PayloadError>())?;
     m.add_class::<py::broker::PyBroker>()?;
     m.add_class::<py::consumer::PyConsumer>()?;
+    m.add_class::<py::consumer::PyConsumerEvent>()?;
     m.add_class::<py::consumer::PyJob>()?;
     m.add_class::<py::info::PyJobInfo>()?;
     Ok(())

@@ -62,7 +62,7 @@ class Events:
 
     async def _gather(self, consumer: Consumer) -> None:
         while events := await consumer.events():
-            self.seen += events
+            self.seen += [(e.kind, e.job_id or e.message or "") for e in events]
 
     async def after(self, seconds: float) -> list[tuple[str, str]]:
         """What was seen so far, ``seconds`` from now."""

@@ -322,44 +322,89 @@ class Runner:
             kind, message, reason = "TimeoutError", exc.explain(), "timeout"
         else:
             kind, message, reason = failure.type, failure.message, "exception"
-        will_retry = job.attempt < job.max_attempts
-        retry = task.config.backoff.as_tuple() if will_retry else None
-        lane.consumer.fail(job, kind, message, failure.traceback, reason, retry)
-        lane.settled.add(job.id)
-        fields = job_fields(
-            job,
-            "job.retrying" if will_retry else "job.failed",
-            duration_ms=_ms(started),
-            error=f"{kind}: {message}",
-            reason=reason,
-            traceback=failure.traceback,
+        # Always offer the retry: the fail script decides whether attempts remain (it may also
+        # dead-letter a corrupt record or refuse a stale lease), and its verdict drives the rest.
+        verdict_of = lane.consumer.fail(
+            job, kind, message, failure.traceback, reason, task.config.backoff.as_tuple()
         )
-        if will_retry:
+        lane.settled.add(job.id)
+        error = f"{kind}: {message}"
+
+        def fields(verdict: str) -> dict[str, Any]:
+            return job_fields(
+                job,
+                _VERDICT_EVENTS.get(verdict, "job.failed"),
+                duration_ms=_ms(started),
+                error=error,
+                reason=reason,
+                traceback=failure.traceback,
+                verdict=verdict,
+            )
+
+        try:
+            verdict = await verdict_of
+        except asyncio.CancelledError:
+            # A shutdown gave up waiting. The outcome is queued already: _last_resort sees
+            # `settled` and sends nothing more; no hook runs.
+            self._log_verdict(job, "unknown", error, fields("unknown"))
+            raise
+        hook = self._log_verdict(job, verdict, error, fields(verdict))
+        if ctx is not None and hook is not None:
+            await run_hooks(self.app.middleware, hook, ctx, exc)
+
+    def _log_verdict(
+        self, job: Job, verdict: str, error: str, fields: dict[str, Any]
+    ) -> str | None:
+        """Count and log a failure by the fail script's verdict; returns the hook to run."""
+        if verdict == "retrying":
             self.stats.retried += 1
             log.info(
-                "job %s (%s) attempt %d/%d failed, will retry: %s: %s",
+                "job %s (%s) attempt %d/%d failed, will retry: %s",
                 job.id,
                 job.task,
                 job.attempt,
                 job.max_attempts,
-                kind,
-                message,
+                error,
                 extra=fields,
             )
-        else:
+            return "on_retry"
+        if verdict == "dead":
             self.stats.failed += 1
             log.warning(
-                "job %s (%s) failed for good after %d attempt(s): %s: %s",
+                "job %s (%s) failed for good after %d attempt(s): %s",
                 job.id,
                 job.task,
                 job.attempt,
-                kind,
-                message,
+                error,
                 extra=fields,
             )
-        if ctx is not None:
-            hook = "on_retry" if will_retry else "on_failure"
-            await run_hooks(self.app.middleware, hook, ctx, exc)
+            return "on_failure"
+        if verdict == "refused":
+            # The consumer's own `refused` event already warns once; this adds the error, at
+            # debug, so a refused failure is not reported twice.
+            log.debug(
+                "job %s (%s) failed, but its outcome was refused: the lease was stale and "
+                "another worker owns the job now: %s",
+                job.id,
+                job.task,
+                error,
+                extra=fields,
+            )
+            return None
+        if verdict == "cancelled":  # not asked for by this path; counted as what it is
+            self.stats.cancelled += 1
+            log.info("job %s (%s) ended cancelled: %s", job.id, job.task, error, extra=fields)
+            return None
+        log.warning(
+            "job %s (%s) failed, verdict unknown: the worker stopped before the failure was "
+            "confirmed by the broker (if it never got there, the lease expires and the job "
+            "is retried): %s",
+            job.id,
+            job.task,
+            error,
+            extra=fields,
+        )
+        return None
 
     def _last_resort(self, lane: Lane, job: Job, exc: BaseException) -> None:
         """The error path itself failed (or was cancelled half-way): still end the job."""
@@ -421,6 +466,16 @@ async def _deadline(aw: Awaitable[T], timeout: float, executor: str) -> T:
         raise
     finally:
         handle.cancel()
+
+
+# The fail script's verdict -> the log event of the failure.
+_VERDICT_EVENTS = {
+    "retrying": "job.retrying",
+    "dead": "job.failed",
+    "cancelled": "job.cancelled",
+    "refused": "job.refused",
+    "unknown": "job.unknown",
+}
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -18,7 +18,7 @@ from ._core import BrokerError
 from ._runner import Lane, Runner
 
 if TYPE_CHECKING:
-    from ._core import Job
+    from ._core import ConsumerEvent, Job
     from .app import App
 
 __all__ = ["Worker", "WorkerStats"]
@@ -357,27 +357,30 @@ class Worker:
 
     async def _watch(self, lane: Lane) -> None:
         while events := await lane.consumer.events():
-            for kind, detail in events:
-                self._on_event(lane, kind, detail)
+            for event in events:
+                self._on_event(lane, event)
 
-    def _on_event(self, lane: Lane, kind: str, detail: str) -> None:
+    def _on_event(self, lane: Lane, event: ConsumerEvent) -> None:
+        kind, job_id = event.kind, event.job_id
         if kind == "cancel":
-            entry = lane.running.get(detail)
-            if entry is not None:
-                self._runner.cancel_requested.add(detail)
+            entry = lane.running.get(job_id or "")
+            # A job whose outcome is queued already is past cancelling (it may be waiting for
+            # its failure's verdict): cancelling it now would only cut its hooks short.
+            if entry is not None and job_id is not None and job_id not in lane.settled:
+                self._runner.cancel_requested.add(job_id)
                 entry[0].cancel()
             return
         if kind == "poison":
-            job_id, _, reason = detail.partition(" ")
-            fields = {"event": "job.poison", "job_id": job_id, "reason": reason}
-            log.error("job %s dead-lettered before running: %s", job_id, reason, extra=fields)
+            fields = {"event": "job.poison", "job_id": job_id, "reason": event.reason}
+            log.error("job %s dead-lettered before running: %s", job_id, event.reason, extra=fields)
             return
+        detail = job_id or event.message or ""
         spec = _EVENTS.get(kind)
         if spec is None:
             log.debug("queue %s: unknown consumer event %s %s", lane.queue, kind, detail)
             return
-        level, event, text = spec
-        extra: dict[str, str] = {"event": event, "queue": lane.queue}
-        if event.startswith("job."):
+        level, name, text = spec
+        extra: dict[str, str] = {"event": name, "queue": lane.queue}
+        if name.startswith("job."):
             extra["job_id"] = detail
         log.log(level, text, {"queue": lane.queue, "detail": detail}, extra=extra)

@@ -49,7 +49,6 @@ pub struct MemoryBroker {
     skew_ms: AtomicU64,
     /// When set (tests only), the clock stands still at this unix µs, plus the skew: a test
     /// that moves the clock to 1 ms before a deadline must not see real time pass it.
-    #[cfg(test)]
     frozen_us: AtomicU64,
 }
 
@@ -60,7 +59,6 @@ impl Default for MemoryBroker {
             engine: Mutex::new(Engine::new().expect("memory:// Lua engine failed to start")),
             wakers: Mutex::default(),
             skew_ms: AtomicU64::new(0),
-            #[cfg(test)]
             frozen_us: AtomicU64::new(0),
         }
     }
@@ -127,7 +125,6 @@ impl MemoryBroker {
         let system = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        #[cfg(test)]
         let system = match self.frozen_us.load(Ordering::Relaxed) {
             0 => system,
             frozen => frozen,
@@ -136,15 +133,17 @@ impl MemoryBroker {
         system.saturating_add(skew)
     }
 
-    /// Move this broker's clock forward (tests only).
-    #[cfg(test)]
-    fn advance(&self, ms: u64) {
+    /// Move this broker's clock forward (a test hook, public for the contract suite in
+    /// `tests/contract/`; nothing else calls it).
+    #[doc(hidden)]
+    pub fn advance(&self, ms: u64) {
         self.skew_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
-    /// Stop this broker's clock at now; from here on only [`Self::advance`] moves it (tests only).
-    #[cfg(test)]
-    fn freeze(&self) {
+    /// Stop this broker's clock at now; from here on only [`Self::advance`] moves it (a test
+    /// hook, like `advance`).
+    #[doc(hidden)]
+    pub fn freeze(&self) {
         let now = self
             .clock_us()
             .saturating_sub(self.skew_ms.load(Ordering::Relaxed) * 1000);
@@ -187,6 +186,16 @@ impl MemoryBroker {
                 .map(|cmd| commands::exec(&mut db, &args_of(cmd)).map_err(|e| server_error(&e)))
                 .collect()
         })
+    }
+
+    /// Run one raw command on the keyspace, as `redis-cli` would on a server (a test hook for
+    /// corrupting records behind the broker's back, like `advance`).
+    #[doc(hidden)]
+    pub fn raw_command(&self, cmd: Cmd) -> Result<Value> {
+        Ok(self
+            .query(std::slice::from_ref(&cmd))?
+            .pop()
+            .unwrap_or(Value::Nil))
     }
 
     fn query_one<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T> {

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Ack, Broker, Fail, Lease, Leased};
+use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased};
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::errors::Error;
 
@@ -97,6 +97,8 @@ pub enum Outcome {
 
 enum Msg {
     Outcome(Outcome),
+    /// A failure whose caller wants the fail script's verdict (see [`Consumer::fail`]).
+    Fail(Fail, oneshot::Sender<FailOutcome>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -391,6 +393,17 @@ impl Consumer {
         self.shared.send(outcome);
     }
 
+    /// Queue a failure like [`Consumer::send`] and get the fail script's verdict once it was
+    /// flushed (still batched with other outcomes; only the reply comes back per job). The
+    /// receiver errs when no verdict will come: the consumer closed before the flush.
+    pub fn fail(&self, fail: Fail) -> oneshot::Receiver<FailOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.mark_settled(&fail.lease);
+        // After close() the message is dropped with its sender: the receiver errs at once.
+        let _ = self.shared.tx.send(Msg::Fail(fail, tx));
+        rx
+    }
+
     /// The safety net for a job that Python let go of without an outcome: stop extending its
     /// lease now and fail it with reason `abandoned` (retried after a short delay while attempts
     /// remain, else dead-lettered), so no job stays `running` without an owner.
@@ -595,16 +608,20 @@ impl Shared {
             Outcome::Fail(f) => &f.lease,
             Outcome::Release(l) => l,
         };
-        // Marked before the flusher can see it, so no heartbeat answer that follows the
-        // outcome to the broker can be taken for a loss.
+        self.mark_settled(lease);
+        // The receiver only goes away after close(); a late outcome is then dropped and the
+        // job is recovered by lease expiry, which keeps at-least-once intact.
+        let _ = self.tx.send(Msg::Outcome(outcome));
+    }
+
+    /// Mark a lease as having its outcome queued. Done before the flusher can see the outcome,
+    /// so no heartbeat answer that follows the outcome to the broker can be taken for a loss.
+    fn mark_settled(&self, lease: &Lease) {
         if let Some(f) = self.inflight.lock().unwrap().get_mut(&lease.id) {
             if f.token == lease.token {
                 f.settled = true;
             }
         }
-        // The receiver only goes away after close(); a late outcome is then dropped and the
-        // job is recovered by lease expiry, which keeps at-least-once intact.
-        let _ = self.tx.send(Msg::Outcome(outcome));
     }
 
     /// Queue the release of fetched jobs that reached no caller.

@@ -29,10 +29,19 @@ pub(super) async fn flusher(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
 
 async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
     let (mut acks, mut fails, mut releases, mut waiters) = (vec![], vec![], vec![], vec![]);
+    // One slot per entry of `fails`: where that failure's verdict goes, if anyone asked.
+    let mut verdicts = vec![];
     for msg in batch {
         match msg {
             Msg::Outcome(Outcome::Ack(a)) => acks.push(a),
-            Msg::Outcome(Outcome::Fail(f)) => fails.push(f),
+            Msg::Outcome(Outcome::Fail(f)) => {
+                fails.push(f);
+                verdicts.push(None);
+            }
+            Msg::Fail(f, tx) => {
+                fails.push(f);
+                verdicts.push(Some(tx));
+            }
             Msg::Outcome(Outcome::Release(l)) => releases.push(l),
             Msg::Flush(tx) => waiters.push(tx),
         }
@@ -49,6 +58,11 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let res = retry(sh, || sh.broker.fail(q, fails.clone())).await;
         let ok = res.iter().map(|o| *o != FailOutcome::Stale);
         sh.settle(ids, ok, &sh.stats.failed);
+        for (tx, verdict) in verdicts.into_iter().zip(res) {
+            if let Some(tx) = tx {
+                let _ = tx.send(verdict); // the caller may have stopped waiting
+            }
+        }
     }
     if !releases.is_empty() {
         let ids: Vec<String> = releases.iter().map(|l| l.id.clone()).collect();

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::backoff::Backoff;
 use crate::bridge::awaitable_ok;
-use crate::broker::{Ack, Fail, Lease};
+use crate::broker::{Ack, Fail, FailOutcome, Lease};
 use crate::codec::{encode_value, ErrorRecord};
 use crate::consumer::{Consumer, Event, Fetched, Outcome};
 
@@ -150,17 +150,64 @@ fn dead_letter(consumer: &Consumer, f: &Fetched, message: String) {
     consumer.finish_failed(lease, "PoisonMessage", "bad_payload".into(), message, false);
 }
 
-fn event_tuple(e: Event) -> (String, String) {
-    match e {
-        Event::Cancel(id) => ("cancel".into(), id),
-        Event::Lost(id) => ("lost".into(), id),
-        Event::Gone(id) => ("gone".into(), id),
-        Event::Abandoned(id) => ("abandoned".into(), id),
-        Event::BrokerDown(msg) => ("broker_down".into(), msg),
-        Event::BrokerUp => ("broker_up".into(), String::new()),
-        Event::ScriptError(msg) => ("script_error".into(), msg),
-        Event::Refused(id) => ("refused".into(), id),
-        Event::Poison { id, reason } => ("poison".into(), format!("{id} {reason}")),
+/// Something a consumer reports, exposed as `asyncq._core.ConsumerEvent`: `kind` says what,
+/// and only the fields that kind carries are set.
+#[pyclass(frozen, name = "ConsumerEvent", module = "asyncq._core")]
+pub struct PyConsumerEvent {
+    /// `cancel`, `lost`, `gone`, `abandoned`, `broker_down`, `broker_up`, `script_error`,
+    /// `refused` or `poison`.
+    #[pyo3(get)]
+    kind: &'static str,
+    /// The job concerned (every kind but `broker_down`, `broker_up`, `script_error`).
+    #[pyo3(get)]
+    job_id: Option<String>,
+    /// Why a `poison` job was dead-lettered (e.g. `bad_payload`).
+    #[pyo3(get)]
+    reason: Option<String>,
+    /// The broker's error text (`broker_down`, `script_error`).
+    #[pyo3(get)]
+    message: Option<String>,
+}
+
+#[pymethods]
+impl PyConsumerEvent {
+    fn __repr__(&self) -> String {
+        format!(
+            "ConsumerEvent(kind={:?}, job_id={:?}, reason={:?}, message={:?})",
+            self.kind, self.job_id, self.reason, self.message
+        )
+    }
+}
+
+impl From<Event> for PyConsumerEvent {
+    fn from(e: Event) -> Self {
+        let (kind, job_id, reason, message) = match e {
+            Event::Cancel(id) => ("cancel", Some(id), None, None),
+            Event::Lost(id) => ("lost", Some(id), None, None),
+            Event::Gone(id) => ("gone", Some(id), None, None),
+            Event::Abandoned(id) => ("abandoned", Some(id), None, None),
+            Event::BrokerDown(msg) => ("broker_down", None, None, Some(msg)),
+            Event::BrokerUp => ("broker_up", None, None, None),
+            Event::ScriptError(msg) => ("script_error", None, None, Some(msg)),
+            Event::Refused(id) => ("refused", Some(id), None, None),
+            Event::Poison { id, reason } => ("poison", Some(id), Some(reason), None),
+        };
+        PyConsumerEvent {
+            kind,
+            job_id,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The fail script's verdict as Python sees it (`Consumer.fail`).
+fn verdict_name(v: FailOutcome) -> &'static str {
+    match v {
+        FailOutcome::Retrying => "retrying",
+        FailOutcome::Dead => "dead",
+        FailOutcome::Cancelled => "cancelled",
+        FailOutcome::Stale => "refused",
     }
 }
 
@@ -212,19 +259,25 @@ impl PyConsumer {
     }
 
     /// Queue a failure. `retry=(base_s, cap_s, jitter)` retries with backoff if attempts remain;
-    /// `None` dead-letters the job now.
+    /// `None` dead-letters the job now. The failure is flushed in a batch like any outcome; the
+    /// returned awaitable resolves afterwards to the fail script's verdict: `retrying`, `dead`,
+    /// `cancelled`, `refused` (stale lease), or `unknown` when none came (the consumer closed
+    /// before the flush, or an earlier outcome of this job was queued already). Not awaiting it
+    /// is fine.
     #[pyo3(signature = (job, kind, message, traceback, reason, retry))]
-    fn fail(
+    #[allow(clippy::too_many_arguments)]
+    fn fail<'py>(
         &self,
+        py: Python<'py>,
         job: &PyJob,
         kind: String,
         message: String,
         traceback: String,
         reason: String,
         retry: Option<(f64, f64, f64)>,
-    ) {
+    ) -> PyResult<Bound<'py, PyAny>> {
         if !job.settle() {
-            return;
+            return awaitable_ok(py, async { "unknown" });
         }
         let delay = retry.map(|(base, cap, jitter)| {
             let b = Backoff {
@@ -240,13 +293,17 @@ impl PyConsumer {
             traceback,
             reason,
         };
-        self.inner.send(Outcome::Fail(Fail {
+        let verdict = self.inner.fail(Fail {
             lease: job.lease(),
             error: record.to_bytes(),
             retry_delay_ms: delay,
             dead_ttl_ms: self.inner.config().dead_ttl_ms,
             cancelled: false,
-        }));
+        });
+        awaitable_ok(
+            py,
+            async move { verdict.await.map_or("unknown", verdict_name) },
+        )
     }
 
     /// Queue the end of a run cancelled on request: the job ends in state `cancelled`.
@@ -267,14 +324,15 @@ impl PyConsumer {
         self.inner.send(Outcome::Release(job.lease()));
     }
 
-    /// Resolves with `[(kind, detail), ...]` once something happened: kinds are `cancel`, `lost`,
-    /// `gone`, `abandoned`, `broker_down`, `broker_up`, `script_error`, `refused`, `poison`.
-    /// Resolves with `[]` after close.
+    /// Resolves with a list of `ConsumerEvent` once something happened; with `[]` after close.
     fn events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let consumer = self.inner.clone();
         awaitable_ok(py, async move {
             let events = consumer.events().await;
-            events.into_iter().map(event_tuple).collect::<Vec<_>>()
+            events
+                .into_iter()
+                .map(PyConsumerEvent::from)
+                .collect::<Vec<_>>()
         })
     }
 

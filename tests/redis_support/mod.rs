@@ -1,15 +1,11 @@
-//! Harness shared by the Redis broker tests: a private `redis-server` and job builders.
+//! A private `redis-server` for the Rust tests (the contract suite in `tests/contract/`).
 //!
 //! Each test starts its own server on a free loopback port (never the shared 6379) and kills it on
 //! drop. Without `redis-server` on PATH the tests print a note and pass, unless `CI` is set.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use _core::broker::redis::RedisBroker;
-use _core::broker::*;
 
 /// A private redis-server, killed when dropped.
 pub struct Server {
@@ -74,63 +70,4 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A fresh server and a broker connected to it; `None` means skip the test.
-pub async fn setup() -> Option<(Server, Arc<dyn Broker>)> {
-    let server = Server::start(&[])?;
-    let broker = RedisBroker::open(&server.url()).await.unwrap();
-    Some((server, broker))
-}
-
-/// A job with a binary payload, 3 attempts and no delay.
-pub fn job(id: &str, priority: i64) -> NewJob {
-    NewJob {
-        id: id.to_owned(),
-        payload: vec![0x00, 0xff, b'x', 0x80],
-        priority,
-        delay_ms: None,
-        eta_ms: None,
-        max_attempts: 3,
-        key: None,
-        key_ttl_ms: 60_000,
-    }
-}
-
-/// Ids of the fetched jobs, in order.
-pub fn ids(out: &FetchOutcome) -> Vec<&str> {
-    out.jobs.iter().map(|j| j.id.as_str()).collect()
-}
-
-/// The lease a fetched job must present.
-pub fn lease(l: &Leased) -> Lease {
-    Lease {
-        id: l.id.clone(),
-        token: l.token,
-    }
-}
-
-/// An ack of a fetched job with a 60 s result TTL.
-pub fn ack_of(l: &Leased, result: &[u8]) -> Ack {
-    Ack {
-        lease: lease(l),
-        result: result.to_vec(),
-        result_ttl_ms: 60_000,
-    }
-}
-
-/// A failure of a fetched job with a 60 s dead TTL.
-pub fn fail_of(l: &Leased, retry_delay_ms: Option<u64>) -> Fail {
-    Fail {
-        lease: lease(l),
-        error: b"boom".to_vec(),
-        retry_delay_ms,
-        cancelled: false,
-        dead_ttl_ms: 60_000,
-    }
-}
-
-/// Current state of a job that must exist.
-pub async fn state(b: &Arc<dyn Broker>, q: &str, id: &str) -> JobState {
-    b.job(q, id).await.unwrap().expect("job exists").state
 }

@@ -1,21 +1,28 @@
-//! Races inside the consumer engine, run on memory:// and on a private Redis: a fetch dropped
-//! after the broker leased its batch, and heartbeats crossing the outcome flusher.
-
-// The shared harness has helpers this file does not need.
-#[allow(dead_code)]
-mod redis_support;
+//! Races inside the consumer engine, against each broker: a fetch dropped after the broker
+//! leased its batch, and heartbeats crossing the outcome flusher. On a 2-thread runtime, so the
+//! consumer's own tasks really run alongside the test.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use _core::broker::memory::MemoryBroker;
 use _core::broker::*;
 use _core::consumer::{Consumer, ConsumerConfig, Event, Outcome};
 use _core::errors::Result;
 use async_trait::async_trait;
 use tokio::sync::{Notify, Semaphore};
+
+use crate::contract;
+use crate::harness::Ctx;
+
+contract!(
+    multi_thread:
+    a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once,
+    close_waits_for_a_dropped_fetch_and_hands_its_batch_back,
+    finished_jobs_are_never_reported_lost,
+    a_real_takeover_is_still_reported_lost,
+);
 
 /// The smallest valid envelope: version 1, task `t`, no arguments.
 fn envelope() -> Vec<u8> {
@@ -59,16 +66,6 @@ fn config(lease_ms: u64, heartbeat_ms: u64) -> ConsumerConfig {
         prefetch: false,
         signing_keys: Vec::new(),
     }
-}
-
-/// Both brokers: a fresh memory:// one, and a private Redis when `redis-server` is available.
-async fn brokers() -> Vec<(Option<redis_support::Server>, Arc<dyn Broker>)> {
-    let mut out: Vec<(Option<redis_support::Server>, Arc<dyn Broker>)> =
-        vec![(None, Arc::new(MemoryBroker::new()))];
-    if let Some((server, broker)) = redis_support::setup().await {
-        out.push((Some(server), broker));
-    }
-    out
 }
 
 /// Wraps a real broker; while `hold` is set, a fetch that leased jobs announces it on `leased`
@@ -186,9 +183,9 @@ async fn states(b: &Arc<dyn Broker>, n: usize) -> Vec<(JobState, u32)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once() {
-    for (_server, real) in brokers().await {
+async fn a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once(c: Ctx) {
+    {
+        let real = c.b.clone();
         real.enqueue("q", new_jobs(3)).await.unwrap();
         let held = HeldFetch::new(real.clone());
         // A 60 s lease and no reaper: only a hand-back can requeue the jobs within the test.
@@ -216,9 +213,9 @@ async fn a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_waits_for_a_dropped_fetch_and_hands_its_batch_back() {
-    for (_server, real) in brokers().await {
+async fn close_waits_for_a_dropped_fetch_and_hands_its_batch_back(c: Ctx) {
+    {
+        let real = c.b.clone();
         real.enqueue("q", new_jobs(3)).await.unwrap();
         let held = HeldFetch::new(real.clone());
         let consumer = Arc::new(Consumer::start(held.clone(), config(60_000, 20_000)));
@@ -288,9 +285,9 @@ async fn drain_with_fast_heartbeats(broker: Arc<dyn Broker>, n: usize) -> Vec<Ev
     watcher.await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finished_jobs_are_never_reported_lost() {
-    for (_server, broker) in brokers().await {
+async fn finished_jobs_are_never_reported_lost(c: Ctx) {
+    {
+        let broker = c.b.clone();
         let events = drain_with_fast_heartbeats(broker, 3000).await;
         let bad: Vec<&Event> = events
             .iter()
@@ -300,9 +297,9 @@ async fn finished_jobs_are_never_reported_lost() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_takeover_is_still_reported_lost() {
-    for (_server, broker) in brokers().await {
+async fn a_real_takeover_is_still_reported_lost(c: Ctx) {
+    {
+        let broker = c.b.clone();
         broker.enqueue("q", new_jobs(1)).await.unwrap();
         // Heartbeats every 100 ms extend a 50 ms lease: it lapses between beats, so a reap
         // can take the job over while this consumer still runs it.
