@@ -114,6 +114,18 @@ def queue() -> str:
     return f"q{uuid.uuid4().hex[:10]}"
 
 
+# Settings for a bare consumer made with ``app.broker.consumer(...)`` in tests.
+CONSUMER: dict[str, Any] = dict(
+    lease=2.0,
+    heartbeat=0.1,
+    reap=0.2,
+    idle_wait=1.0,
+    result_ttl=60.0,
+    dead_ttl=60.0,
+    max_payload=1 << 20,
+)
+
+
 def make_app(url: str, queue: str, **kwargs: Any) -> asyncq.App:
     """An App with short timings suited to tests."""
     kwargs.setdefault("lease", 2.0)

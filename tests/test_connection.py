@@ -17,18 +17,8 @@ from asyncq._core import Consumer
 
 from .apps import sample
 from .chaos.proxy import FaultProxy
-from .conftest import RedisServer, free_port, make_app
+from .conftest import CONSUMER, RedisServer, free_port, make_app
 from .procutil import WorkerProc, sample_env
-
-CONSUMER = dict(
-    lease=2.0,
-    heartbeat=0.1,
-    reap=0.2,
-    idle_wait=1.0,
-    result_ttl=60.0,
-    dead_ttl=60.0,
-    max_payload=1 << 20,
-)
 
 
 @pytest.fixture

@@ -8,26 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
 import asyncq
 from asyncq._core import Consumer, Job
 from asyncq.context import JobContext
-from tests.conftest import RedisServer, make_app, running
+from tests.conftest import CONSUMER, RedisServer, make_app, running
 
 pytestmark = pytest.mark.timeout(60)
-
-CONSUMER: dict[str, Any] = dict(
-    lease=2.0,
-    heartbeat=0.1,
-    reap=0.2,
-    idle_wait=1.0,
-    result_ttl=60.0,
-    dead_ttl=60.0,
-    max_payload=1 << 20,
-)
 
 
 class Hooks(asyncq.Middleware):
