@@ -399,8 +399,12 @@ impl Consumer {
     pub fn fail(&self, fail: Fail) -> oneshot::Receiver<FailOutcome> {
         let (tx, rx) = oneshot::channel();
         self.shared.mark_settled(&fail.lease);
-        // After close() the message is dropped with its sender: the receiver errs at once.
-        let _ = self.shared.tx.send(Msg::Fail(fail, tx));
+        // After close() the sender is dropped here, so the receiver errs at once ("unknown").
+        // Checked explicitly: the flusher task may still be finishing its last loop on another
+        // thread when close() returns, and must not pick up an outcome queued after it.
+        if !self.shared.stop_all.is_cancelled() {
+            let _ = self.shared.tx.send(Msg::Fail(fail, tx));
+        }
         rx
     }
 
@@ -609,9 +613,12 @@ impl Shared {
             Outcome::Release(l) => l,
         };
         self.mark_settled(lease);
-        // The receiver only goes away after close(); a late outcome is then dropped and the
-        // job is recovered by lease expiry, which keeps at-least-once intact.
-        let _ = self.tx.send(Msg::Outcome(outcome));
+        // After close() a late outcome is dropped (the flusher may still be finishing its last
+        // loop, so this is checked here) and the job is recovered by lease expiry, which keeps
+        // at-least-once intact.
+        if !self.stop_all.is_cancelled() {
+            let _ = self.tx.send(Msg::Outcome(outcome));
+        }
     }
 
     /// Mark a lease as having its outcome queued. Done before the flusher can see the outcome,

@@ -69,6 +69,18 @@ class _Pipe:
                 with contextlib.suppress(Exception):
                     w.close()
         self.proxy._pipes.discard(self)
+        self.proxy._closing.add(self)
+
+    async def wait_closed(self) -> None:
+        """Let both transports finish closing while the loop still runs (a transport closed
+        just before the loop ends is reported unclosed when it is collected)."""
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for w in (self.cw, self.uw):
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(w.wait_closed(), 1)
 
     def abort(self) -> None:
         """Close the client side with a RST."""
@@ -90,6 +102,8 @@ class FaultProxy:
         self._open = asyncio.Event()
         self._open.set()
         self._pipes: set[_Pipe] = set()
+        # Pipes closed by a fault or their peer, whose transports close() still waits for.
+        self._closing: set[_Pipe] = set()
         self._server: asyncio.Server | None = None
         self._forgetting = False  # a forgetful blackhole is on: new connections go silent too
         self.connections = 0
@@ -106,8 +120,11 @@ class FaultProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for p in list(self._pipes):
+        pipes = list(self._pipes | self._closing)
+        for p in pipes:
             p.abort()
+        await asyncio.gather(*(p.wait_closed() for p in pipes))
+        self._closing.clear()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
