@@ -321,3 +321,29 @@ pub(crate) async fn purge<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Resul
         }
     }
 }
+
+/// `ZRANGE` of one page (by position) of the sorted set holding `set`'s jobs; None for an
+/// empty page. Both brokers list jobs with it, so which key holds which state lives here once.
+pub(super) fn page_cmd(
+    queue: &str,
+    set: super::JobSet,
+    offset: usize,
+    count: usize,
+) -> Result<Option<redis::Cmd>> {
+    use super::JobSet;
+    let k = QueueKeys::new(queue)?;
+    if count == 0 {
+        return Ok(None);
+    }
+    let key = match set {
+        JobSet::Queued => k.ready(),
+        JobSet::Scheduled => k.scheduled(),
+        JobSet::Running => k.active(),
+        JobSet::Dead => k.dead(),
+    };
+    let mut cmd = redis::cmd("ZRANGE");
+    cmd.arg(key)
+        .arg(offset)
+        .arg(offset.saturating_add(count - 1));
+    Ok(Some(cmd))
+}

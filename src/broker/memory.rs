@@ -340,21 +340,10 @@ impl Broker for MemoryBroker {
         offset: usize,
         count: usize,
     ) -> Result<Vec<String>> {
-        let k = QueueKeys::new(queue)?;
-        if count == 0 {
-            return Ok(Vec::new());
+        match calls::page_cmd(queue, set, offset, count)? {
+            Some(cmd) => self.query_one(cmd),
+            None => Ok(Vec::new()),
         }
-        let key = match set {
-            JobSet::Queued => k.ready(),
-            JobSet::Scheduled => k.scheduled(),
-            JobSet::Running => k.active(),
-            JobSet::Dead => k.dead(),
-        };
-        let mut cmd = ::redis::cmd("ZRANGE");
-        cmd.arg(key)
-            .arg(offset)
-            .arg(offset.saturating_add(count - 1));
-        self.query_one(cmd)
     }
 
     async fn jobs(&self, queue: &str, ids: &[String]) -> Result<Vec<Option<JobInfo>>> {

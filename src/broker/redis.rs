@@ -284,17 +284,7 @@ impl Broker for RedisBroker {
     }
 
     async fn dead_ids(&self, queue: &str, limit: usize) -> Result<Vec<String>> {
-        let k = QueueKeys::new(queue)?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let ids = ::redis::cmd("ZRANGE")
-            .arg(k.dead())
-            .arg(0)
-            .arg(limit - 1)
-            .query_async(&mut self.con())
-            .await?;
-        Ok(ids)
+        self.list_ids(queue, JobSet::Dead, 0, limit).await
     }
 
     async fn job_ids(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::RedisBroker;
+use crate::broker::calls;
 use crate::broker::keys::QueueKeys;
 use crate::broker::scripts::parse_job;
 use crate::broker::{JobInfo, JobSet};
@@ -18,23 +19,10 @@ impl RedisBroker {
         offset: usize,
         count: usize,
     ) -> Result<Vec<String>> {
-        let k = QueueKeys::new(queue)?;
-        if count == 0 {
+        let Some(cmd) = calls::page_cmd(queue, set, offset, count)? else {
             return Ok(Vec::new());
-        }
-        let key = match set {
-            JobSet::Queued => k.ready(),
-            JobSet::Scheduled => k.scheduled(),
-            JobSet::Running => k.active(),
-            JobSet::Dead => k.dead(),
         };
-        let ids = ::redis::cmd("ZRANGE")
-            .arg(key)
-            .arg(offset)
-            .arg(offset.saturating_add(count - 1))
-            .query_async(&mut self.con())
-            .await?;
-        Ok(ids)
+        Ok(cmd.query_async(&mut self.con()).await?)
     }
 
     /// One `HGETALL` per id, pipelined.
