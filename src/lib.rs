@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod broker;
 pub mod codec;
 pub mod consumer;
+pub mod engine;
 pub mod errors;
 pub mod producer;
 pub mod py;

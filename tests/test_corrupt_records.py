@@ -35,7 +35,7 @@ async def test_a_corrupt_record_is_dead_lettered_and_its_batch_runs(
 
     handles = [await double.enqueue(i) for i in range(20)]
     bad = handles[7]
-    redis_server.cli("HSET", f"asyncq:{{{queue}}}:job:{bad.id}", "a", "x")
+    redis_server.cli("HSET", f"asyncq:{{{queue}#0}}:job:{bad.id}", "a", "x")
     async with running(app, concurrency=20):
         good = [h for h in handles if h is not bad]
         results = await asyncio.gather(*(h.result(timeout=20) for h in good))
@@ -61,7 +61,7 @@ async def test_a_script_error_is_logged_once_as_such_and_the_worker_keeps_going(
     async def one() -> int:
         return 1
 
-    scheduled = f"asyncq:{{{queue}}}:scheduled"
+    scheduled = f"asyncq:{{{queue}#0}}:scheduled"
     redis_server.cli("SET", scheduled, "not a sorted set")
     async with running(app):
         # Long enough for several retries of fetch (backoff <= 0.4 s) and reap (every 0.2 s).

@@ -61,7 +61,7 @@ async def test_a_record_corrupted_while_running_is_dead_and_calls_on_failure(
     handle = await flaky.enqueue()
     async with running(app) as worker:
         await asyncio.wait_for(started.wait(), 20)
-        redis_server.cli("HSET", f"asyncq:{{{queue}}}:job:{handle.id}", "m", "x")
+        redis_server.cli("HSET", f"asyncq:{{{queue}#0}}:job:{handle.id}", "m", "x")
         corrupted.set()
         with pytest.raises(asyncq.JobFailed) as failed:
             await handle.result(timeout=20)
@@ -137,7 +137,7 @@ async def test_consumer_fail_of_a_stale_lease_resolves_to_refused(
 
     handle = await job.enqueue()
     by_id = await lease(app, job.name, 1)
-    redis_server.cli("HSET", f"asyncq:{{{queue}}}:job:{handle.id}", "t", "999999")
+    redis_server.cli("HSET", f"asyncq:{{{queue}#0}}:job:{handle.id}", "t", "999999")
     verdict = await by_id.consumer.fail(by_id[handle.id], "E", "m", "", "exception", None)
     assert verdict == "refused"
     assert by_id.consumer.stats()["refused"] == 1

@@ -13,7 +13,7 @@ use super::scripts::{parse_enqueue, parse_fetch, parse_pair, parse_triple, proto
 use super::scripts::{Call, ItemError, ScriptId};
 use super::{
     Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome, Lease, NewJob,
-    ReapOutcome, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
+    ReapClaim, ReapOutcome, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
 };
 use crate::errors::{Error, Result};
 
@@ -247,13 +247,26 @@ pub(crate) async fn reap<R: ScriptRunner + ?Sized>(
     r: &R,
     queue: &str,
     dead_ttl_ms: u64,
+    claim: &ReapClaim,
 ) -> Result<ReapOutcome> {
     let k = QueueKeys::new(queue)?;
-    let keys = vec![k.active(), k.ready(), k.scheduled(), k.dead(), k.wake()];
+    let keys = vec![
+        k.active(),
+        k.ready(),
+        k.scheduled(),
+        k.dead(),
+        k.wake(),
+        k.reaping(),
+    ];
     let mut call = Call::new(ScriptId::Reap, keys);
     call.arg(k.prefix()).arg(dead_ttl_ms).arg(MAX_STALLS);
-    let (requeued, dead) = parse_pair(r.run(&call).await?, "reap")?;
-    Ok(ReapOutcome { requeued, dead })
+    call.arg(claim.claim_ms).arg(&claim.claimant);
+    let (requeued, dead, ran) = parse_triple(r.run(&call).await?, "reap")?;
+    Ok(ReapOutcome {
+        requeued,
+        dead,
+        skipped: ran == 0,
+    })
 }
 
 pub(crate) async fn cancel<R: ScriptRunner + ?Sized>(

@@ -1,25 +1,33 @@
 //! Every Redis key asyncq uses is built here and nowhere else.
 //!
-//! All keys of one queue share the hash tag `{queue}`, so each Lua script touches a single cluster
-//! slot. Job hashes (`asyncq:{q}:job:<id>`) and idempotency keys (`asyncq:{q}:key:<key>`) are built
+//! A queue is stored in partitions; every key of one partition shares the hash tag
+//! `{queue#partition}` (`asyncq:{orders#0}:ready`), so each Lua script touches a single cluster
+//! slot, and the partitions of one queue can live on different Cluster nodes. Only partition 0
+//! exists today; partitioned queues (Redis Cluster) add more without changing the schema. Job
+//! hashes (`asyncq:{q#0}:job:<id>`) and idempotency keys (`asyncq:{q#0}:key:<key>`) are built
 //! inside the scripts from [`QueueKeys::prefix`], which therefore must stay in sync with the
 //! helpers below.
+//!
+//! Keys that belong to no queue (the queue registry, the worker registry and the epoch marker)
+//! share the hash tag `{global}`: on a Cluster they live together in one slot, so one pipeline
+//! can touch them all, and they are never touched by a queue's scripts (which stay in their
+//! partition's slot). The epoch marker therefore vouches for the node that owns `{global}`.
 
 use crate::errors::{Error, Result};
 
 /// Global set of every queue name ever enqueued to (never touched inside scripts).
-pub const QUEUES: &str = "asyncq:queues";
+pub const QUEUES: &str = "asyncq:{global}:queues";
 /// Global ZSET worker id → last seen (broker ms).
-pub const WORKERS: &str = "asyncq:workers";
+pub const WORKERS: &str = "asyncq:{global}:workers";
 /// A random value written once (no expiry): a new value means Redis lost its data.
-pub const EPOCH: &str = "asyncq:epoch";
+pub const EPOCH: &str = "asyncq:{global}:epoch";
 
 /// Longest queue name accepted, in bytes.
 pub const MAX_QUEUE_NAME: usize = 200;
 
 /// Key of one worker's JSON info string (expires with the worker's TTL).
 pub fn worker(id: &str) -> String {
-    format!("asyncq:worker:{id}")
+    format!("asyncq:{{global}}:worker:{id}")
 }
 
 /// Reject names that would break the key schema: `{`/`}` would change the hash tag.
@@ -36,22 +44,30 @@ pub fn validate_queue(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The keys of one queue. Build with [`QueueKeys::new`], which validates the name.
+/// The keys of one partition of a queue. Build with [`QueueKeys::new`] (partition 0) or
+/// [`QueueKeys::partition`], which validate the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueKeys {
     prefix: String,
 }
 
 impl QueueKeys {
-    /// Keys for `queue`, or an error if the name is not usable.
+    /// Keys for partition 0 of `queue` (the only one of an unpartitioned queue), or an error if
+    /// the name is not usable.
     pub fn new(queue: &str) -> Result<Self> {
+        Self::partition(queue, 0)
+    }
+
+    /// Keys for partition `p` of `queue`. The hash tag is read up to its first `}`, and names
+    /// cannot hold one, so `{a#1#0}` (queue `a#1`, partition 0) and `{a#1}` never collide.
+    pub fn partition(queue: &str, p: u32) -> Result<Self> {
         validate_queue(queue)?;
         Ok(QueueKeys {
-            prefix: format!("asyncq:{{{queue}}}:"),
+            prefix: format!("asyncq:{{{queue}#{p}}}:"),
         })
     }
 
-    /// `asyncq:{q}:` — scripts append `job:<id>` / `key:<key>` to it.
+    /// `asyncq:{q#0}:` — scripts append `job:<id>` / `key:<key>` to it.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -95,6 +111,11 @@ impl QueueKeys {
         self.key("stats")
     }
 
+    /// STRING naming the worker that reaps this partition now; expires (see `reap.lua`).
+    pub fn reaping(&self) -> String {
+        self.key("reaping")
+    }
+
     /// HASH of one job.
     pub fn job(&self, id: &str) -> String {
         self.key(&format!("job:{id}"))
@@ -113,9 +134,13 @@ mod tests {
     #[test]
     fn keys_share_the_queue_hash_tag() {
         let k = QueueKeys::new("emails").unwrap();
-        assert_eq!(k.ready(), "asyncq:{emails}:ready");
-        assert_eq!(k.job("42"), "asyncq:{emails}:job:42");
-        assert_eq!(k.idem("x"), "asyncq:{emails}:key:x");
+        assert_eq!(k.ready(), "asyncq:{emails#0}:ready");
+        assert_eq!(k.job("42"), "asyncq:{emails#0}:job:42");
+        assert_eq!(k.idem("x"), "asyncq:{emails#0}:key:x");
+        assert_eq!(
+            QueueKeys::partition("emails", 3).unwrap().wake(),
+            "asyncq:{emails#3}:wake"
+        );
         for key in [
             k.scheduled(),
             k.active(),
@@ -123,9 +148,22 @@ mod tests {
             k.seq(),
             k.wake(),
             k.stats(),
+            k.reaping(),
         ] {
             assert!(key.starts_with(k.prefix()), "{key}");
         }
+    }
+
+    #[test]
+    fn global_keys_share_one_slot_apart_from_queues() {
+        for key in [QUEUES, WORKERS, EPOCH, &worker("w1")] {
+            assert!(key.starts_with("asyncq:{global}:"), "{key}");
+        }
+        // A queue named `global` still has a tag of its own.
+        assert_eq!(
+            QueueKeys::new("global").unwrap().prefix(),
+            "asyncq:{global#0}:"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use ::redis::{Cmd, FromRedisValue, Value};
 use async_trait::async_trait;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use self::lua::Engine;
 use super::calls::{self, ScriptRunner};
@@ -36,7 +37,7 @@ use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
     Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome,
-    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapOutcome, WorkerInfo,
+    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim, ReapOutcome, WorkerInfo,
 };
 use crate::errors::{Error, Result};
 
@@ -256,13 +257,39 @@ impl Broker for MemoryBroker {
         calls::fetch(self, queue, max, lease_ms, worker).await
     }
 
-    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
+    fn node_of(&self, queue: &str) -> Result<String> {
         QueueKeys::new(queue)?;
-        if let Some((waiter, sleep_ms)) = self.arm(queue, timeout_ms) {
-            // Timing out is the normal idle outcome, not an error.
-            let _ = tokio::time::timeout(Duration::from_millis(sleep_ms), waiter).await;
+        Ok(String::new()) // one process, one node
+    }
+
+    async fn wait_any(
+        &self,
+        queues: &[String],
+        timeout_ms: u64,
+        interrupt: &CancellationToken,
+    ) -> Result<Vec<String>> {
+        let mut waiters = Vec::with_capacity(queues.len());
+        let mut sleep_ms = timeout_ms;
+        for queue in queues {
+            QueueKeys::new(queue)?;
+            match self.arm(queue, timeout_ms) {
+                Some((waiter, ms)) => {
+                    waiters.push(waiter);
+                    sleep_ms = sleep_ms.min(ms);
+                }
+                None => return Ok(vec![queue.clone()]), // ready or due now
+            }
         }
-        Ok(())
+        if waiters.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Timing out is the normal idle outcome, not an error.
+        let sleep = tokio::time::sleep(Duration::from_millis(sleep_ms));
+        tokio::select! {
+            (_, i, _) = futures::future::select_all(waiters) => Ok(vec![queues[i].clone()]),
+            _ = sleep => Ok(Vec::new()),
+            _ = interrupt.cancelled() => Ok(Vec::new()),
+        }
     }
 
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
@@ -286,8 +313,13 @@ impl Broker for MemoryBroker {
         calls::heartbeat(self, queue, leases, lease_ms).await
     }
 
-    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
-        calls::reap(self, queue, dead_ttl_ms).await
+    async fn reap_claimed(
+        &self,
+        queue: &str,
+        dead_ttl_ms: u64,
+        claim: &ReapClaim,
+    ) -> Result<ReapOutcome> {
+        calls::reap(self, queue, dead_ttl_ms, claim).await
     }
 
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {

@@ -13,6 +13,7 @@ mod watchdog;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::errors::{Error, Result};
 
@@ -136,6 +137,18 @@ pub struct ReapOutcome {
     pub requeued: u64,
     /// Expired leases whose attempts were exhausted, dead-lettered.
     pub dead: u64,
+    /// Nothing was done: another reaper's claim on the queue was still held.
+    pub skipped: bool,
+}
+
+/// How a periodic reaper shares a queue with the reapers of other workers: it reaps only when
+/// no claim is held, then holds the claim for `claim_ms` (a `SET NX PX` inside `reap.lua`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapClaim {
+    /// 0: no claim, reap unconditionally (admin calls and tests).
+    pub claim_ms: u64,
+    /// Who holds the claim (a worker id), stored for inspection.
+    pub claimant: String,
 }
 
 /// The one set of job states.
@@ -272,7 +285,24 @@ pub trait Broker: Send + Sync {
     ) -> Result<FetchOutcome>;
     /// Block until something may be ready on `queue` (new job, due job, release) or timeout.
     /// Spurious wake-ups are allowed; callers fetch afterwards.
-    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()>;
+    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
+        let queues = [queue.to_owned()];
+        self.wait_any(&queues, timeout_ms, &CancellationToken::new())
+            .await
+            .map(drop)
+    }
+    /// Block until one of `queues` (all on one node, see [`Broker::node_of`]) may have work,
+    /// `timeout_ms` passed, or `interrupt` fired; returns the queues known to have been woken
+    /// (empty on a timeout, an interrupt or a spurious wake-up). Each wake token is delivered
+    /// to one waiter across all workers; one popped while being interrupted is still returned.
+    async fn wait_any(
+        &self,
+        queues: &[String],
+        timeout_ms: u64,
+        interrupt: &CancellationToken,
+    ) -> Result<Vec<String>>;
+    /// The node that holds `queue`: waits on queues of one node can share one `wait_any`.
+    fn node_of(&self, queue: &str) -> Result<String>;
     /// Record successes. `true` per accepted ack, `false` per stale one.
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>>;
     /// Record failures.
@@ -288,7 +318,17 @@ pub trait Broker: Send + Sync {
         lease_ms: u64,
     ) -> Result<HeartbeatOutcome>;
     /// Recover expired leases and promote due scheduled jobs; trims expired dead letters.
-    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome>;
+    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
+        self.reap_claimed(queue, dead_ttl_ms, &ReapClaim::default())
+            .await
+    }
+    /// [`Broker::reap`] under a claim shared by every worker's reaper (see [`ReapClaim`]).
+    async fn reap_claimed(
+        &self,
+        queue: &str,
+        dead_ttl_ms: u64,
+        claim: &ReapClaim,
+    ) -> Result<ReapOutcome>;
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>>;
     async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome>;
     async fn counts(&self, queue: &str) -> Result<QueueCounts>;

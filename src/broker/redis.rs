@@ -1,9 +1,15 @@
 //! Redis broker: every job state change is one Lua script (see `src/lua`), keys come from
-//! [`super::keys`], scripts are run through [`super::scripts`].
+//! [`super::keys`], scripts are run through [`super::scripts`], and connections come from a
+//! [`Topology`] (see [`topology`]: one server today; Sentinel and Cluster implement the same
+//! interface).
 //!
-//! Normal commands share one multiplexed, auto-reconnecting [`ConnectionManager`]. `wait` blocks
-//! in `BLPOP`, which would stall every request queued behind it on a multiplexed connection, so
-//! waits use dedicated connections from a small pool instead.
+//! Normal commands share one multiplexed, auto-reconnecting connection per node. `wait_any`
+//! blocks in `BLPOP`, which would stall every request queued behind it on a multiplexed
+//! connection, so waits use dedicated connections instead: one per node for a whole process,
+//! since the engine (`crate::engine`) waits on every queue of a node in one `BLPOP` over their
+//! wake lists. When the set of queues to wait on changes, the engine interrupts the wait, and
+//! the broker ends the `BLPOP` with `CLIENT UNBLOCK`, so the connection stays usable and a wake
+//! token popped at that moment is still delivered.
 //!
 //! Faults: the manager reconnects with backoff after errors, but a connection that stays open
 //! while nothing comes back (a half-open TCP flow, a blackholed route) raises no error, only
@@ -19,17 +25,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, Value};
+use ::redis::{RedisResult, Value};
 use async_trait::async_trait;
 
 use super::calls::{self, ScriptRunner};
 use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, Call};
-use super::watchdog::{manager_config, spawn_watchdog, Watched, CONNECT_TIMEOUT};
+use super::watchdog::Watched;
 use super::*;
 use tokio_util::sync::CancellationToken;
 
 mod listing;
+pub(crate) mod topology;
+
+use topology::{SingleNode, Topology};
 
 /// Extra time a blocking wait gets beyond its own timeout before the client gives up on it and
 /// drops the connection: Redis answers a timed-out BLPOP at its next `hz` tick (100 ms).
@@ -38,15 +47,27 @@ const WAIT_GRACE: Duration = Duration::from_millis(500);
 /// With [`WAIT_GRACE`], a silent blocking connection costs at most 2 s, no more than the
 /// watchdog takes to find a silent shared connection.
 const MAX_BLOCK: Duration = Duration::from_millis(1500);
+/// How long an interrupted `BLPOP` may take to answer after each `CLIENT UNBLOCK`, and how many
+/// times it is sent: an unblock that reaches the server before the `BLPOP` it means to end finds
+/// nothing to unblock, so it is repeated; after the last, the connection is dropped instead.
+const UNBLOCK_WAIT: Duration = Duration::from_millis(50);
+const UNBLOCK_TRIES: usize = 3;
+
+/// An idle dedicated connection for blocking waits.
+struct Blocking {
+    con: MultiplexedConnection,
+    /// Its `CLIENT ID`, for `CLIENT UNBLOCK`.
+    id: i64,
+    /// The dead signal of the shared connection of its time: once that fired, this connection
+    /// is suspect and not reused.
+    dead: CancellationToken,
+}
 
 /// A [`Broker`] backed by Redis (or Valkey).
 pub struct RedisBroker {
-    client: Client,
-    /// The shared connection; the watchdog replaces it when it goes silent.
-    con: Arc<Mutex<Watched>>,
-    /// Idle dedicated connections for blocking waits, each with the dead signal of the shared
-    /// connection of its time: once that fired, the connection is suspect and not reused.
-    waiters: Mutex<Vec<(MultiplexedConnection, CancellationToken)>>,
+    topo: Box<dyn Topology>,
+    /// Idle dedicated connections for blocking waits, per node.
+    waiters: Mutex<HashMap<String, Vec<Blocking>>>,
     /// Queues already added to the global queue set by this instance.
     known_queues: Mutex<HashSet<String>>,
 }
@@ -60,89 +81,128 @@ impl RedisBroker {
 
     /// Like [`RedisBroker::open`], returning the concrete type.
     pub async fn connect(url: &str) -> Result<RedisBroker> {
-        let client = Client::open(url).map_err(|e| Error::BadUrl(format!("{url:?}: {e}")))?;
-        // Dial once plainly first: the connection manager retries with backoff, which would turn
-        // a wrong password or a down server into a long hang instead of a prompt error.
-        let first_waiter = Self::dial_blocking(&client).await?;
-        let con = client
-            .get_connection_manager_with_config(manager_config())
-            .await?;
-        let con = Watched::new(con);
-        let first_waiter = (first_waiter, con.dead_signal());
-        let con = Arc::new(Mutex::new(con));
-        spawn_watchdog(client.clone(), Arc::downgrade(&con));
-        Ok(RedisBroker {
-            client,
-            con,
-            waiters: Mutex::new(vec![first_waiter]),
+        let (topo, first) = SingleNode::connect(url).await?;
+        let broker = RedisBroker {
+            topo: Box::new(topo),
+            waiters: Mutex::default(),
             known_queues: Mutex::new(HashSet::new()),
-        })
+        };
+        broker.pool(keys::QUEUES, first).await?;
+        Ok(broker)
     }
 
-    /// A new connection for blocking commands.
-    async fn dial_blocking(client: &Client) -> Result<MultiplexedConnection> {
-        // No response timeout: BLPOP legitimately stays silent for its whole timeout.
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        Ok(client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    }
-
-    /// A handle on the shared connection (cheap clone; it reconnects by itself after errors).
+    /// The shared connection for keys that belong to no queue (the `{global}` slot).
     fn con(&self) -> Watched {
-        lock(&self.con).clone()
+        self.topo.shared(keys::QUEUES)
     }
 
-    /// A dedicated connection for one blocking command: pooled if one is idle and not suspect,
-    /// else a new one.
-    async fn blocking_con(&self) -> Result<(MultiplexedConnection, bool)> {
+    /// The shared connection serving `key`.
+    fn con_for(&self, key: &str) -> Watched {
+        self.topo.shared(key)
+    }
+
+    /// Put a fresh blocking connection to `key`'s node into the pool (learning its client id).
+    async fn pool(&self, key: &str, mut con: MultiplexedConnection) -> Result<()> {
+        let id: i64 = ::redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut con)
+            .await?;
+        let dead = self.con_for(key).dead_signal();
+        let node = self.topo.node_of(key);
+        lock(&self.waiters)
+            .entry(node)
+            .or_default()
+            .push(Blocking { con, id, dead });
+        Ok(())
+    }
+
+    /// A dedicated connection to `node` for one blocking command: pooled if one is idle and not
+    /// suspect, else a new one. Also says whether it came from the pool.
+    async fn blocking_con(&self, node: &str, key: &str) -> Result<(Blocking, bool)> {
         loop {
-            match lock(&self.waiters).pop() {
-                Some((_, dead)) if dead.is_cancelled() => continue,
-                Some((con, _)) => return Ok((con, true)),
+            let idle = lock(&self.waiters).get_mut(node).and_then(Vec::pop);
+            match idle {
+                Some(b) if b.dead.is_cancelled() => continue,
+                Some(b) => return Ok((b, true)),
                 None => break,
             }
         }
-        Ok((Self::dial_blocking(&self.client).await?, false))
+        let mut con = self.topo.dial_blocking(node).await?;
+        let id: i64 = ::redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut con)
+            .await?;
+        let dead = self.con_for(key).dead_signal();
+        Ok((Blocking { con, id, dead }, false))
     }
 
-    /// One BLPOP on the wake list. Returns the connection if it is still usable.
+    /// One `BLPOP` over `wakes`; `interrupt` ends it early through `CLIENT UNBLOCK`. Returns the
+    /// key that held a token (if any), and the connection if it is still usable.
     async fn blpop(
-        mut con: MultiplexedConnection,
-        wake: &str,
+        &self,
+        b: Blocking,
+        wakes: &[String],
         block: Duration,
-    ) -> (::redis::RedisResult<()>, Option<MultiplexedConnection>) {
+        interrupt: &CancellationToken,
+    ) -> (RedisResult<Option<String>>, Option<Blocking>) {
         let mut cmd = ::redis::cmd("BLPOP");
-        cmd.arg(wake).arg(block.as_secs_f64());
-        match cmd.query_async::<Value>(&mut con).await {
-            Ok(_) => (Ok(()), Some(con)),
+        cmd.arg(wakes).arg(block.as_secs_f64());
+        let mut con = b.con.clone();
+        let reply = cmd.query_async::<Option<(String, Value)>>(&mut con);
+        tokio::pin!(reply);
+        let res = tokio::select! {
+            res = &mut reply => res,
+            _ = interrupt.cancelled() => {
+                let mut ended = None;
+                for _ in 0..UNBLOCK_TRIES {
+                    let sent = ::redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(b.id)
+                        .query_async::<i64>(&mut self.con_for(&wakes[0]))
+                        .await;
+                    if sent.is_err() {
+                        break; // not allowed (ACL), or the shared connection is down
+                    }
+                    if let Ok(res) = tokio::time::timeout(UNBLOCK_WAIT, &mut reply).await {
+                        ended = Some(res);
+                        break;
+                    }
+                }
+                match ended {
+                    Some(res) => res,
+                    // Still blocked: drop the connection, the server ends the BLPOP with it.
+                    None => return (Ok(None), None),
+                }
+            }
+        };
+        match res {
+            Ok(popped) => (Ok(popped.map(|(key, _)| key)), Some(b)),
             Err(e) => (Err(e), None),
         }
     }
 
-    /// Dial (or take from the pool) and BLPOP, retrying once on a fresh connection when a pooled
-    /// one turns out dead; a usable connection goes back to the pool.
+    /// Take a connection (pooled or new) and BLPOP, retrying once on a fresh connection when a
+    /// pooled one turns out dead; a usable connection goes back to the pool.
     async fn wait_blocking(
         &self,
-        wake: &str,
+        wakes: &[String],
         block: Duration,
-        dead: &CancellationToken,
-    ) -> Result<()> {
-        let (con, pooled) = self.blocking_con().await?;
-        let (mut result, mut back) = Self::blpop(con, wake, block).await;
+        interrupt: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let node = self.topo.node_of(&wakes[0]);
+        let (b, pooled) = self.blocking_con(&node, &wakes[0]).await?;
+        let (mut result, mut back) = self.blpop(b, wakes, block, interrupt).await;
         if pooled
             && result
                 .as_ref()
                 .is_err_and(|e| e.is_unrecoverable_error() || e.is_io_error())
         {
             // An idle pooled connection may have died with a server restart: retry on a fresh one.
-            let (con, _) = self.blocking_con().await?;
-            (result, back) = Self::blpop(con, wake, block).await;
+            let (b, _) = self.blocking_con(&node, &wakes[0]).await?;
+            (result, back) = self.blpop(b, wakes, block, interrupt).await;
         }
-        if let Some(con) = back {
-            lock(&self.waiters).push((con, dead.clone()));
+        if let Some(b) = back {
+            lock(&self.waiters).entry(node).or_default().push(b);
         }
         Ok(result?)
     }
@@ -156,7 +216,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait]
 impl ScriptRunner for RedisBroker {
     async fn run(&self, call: &Call) -> Result<Value> {
-        Ok(call.invoke(&mut self.con()).await?)
+        Ok(call.invoke(&mut self.con_for(call.slot_key())).await?)
     }
 
     /// Add the queue to the global queue set once per broker instance (outside any script, so
@@ -191,28 +251,53 @@ impl Broker for RedisBroker {
         calls::fetch(self, queue, max, lease_ms, worker).await
     }
 
-    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
-        let k = QueueKeys::new(queue)?;
+    fn node_of(&self, queue: &str) -> Result<String> {
+        Ok(self.topo.node_of(&QueueKeys::new(queue)?.wake()))
+    }
+
+    async fn wait_any(
+        &self,
+        queues: &[String],
+        timeout_ms: u64,
+        interrupt: &CancellationToken,
+    ) -> Result<Vec<String>> {
+        let wakes = queues
+            .iter()
+            .map(|q| Ok(QueueKeys::new(q)?.wake()))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = wakes.first() else {
+            return Ok(Vec::new());
+        };
         if timeout_ms == 0 {
-            // BLPOP 0 would block forever; a zero timeout only consumes a pending wake-up.
-            ::redis::cmd("LPOP")
-                .arg(k.wake())
-                .query_async::<()>(&mut self.con())
-                .await?;
-            return Ok(());
+            // BLPOP 0 would block forever; a zero timeout only consumes pending wake-ups.
+            let mut pipe = ::redis::pipe();
+            for wake in &wakes {
+                pipe.cmd("LPOP").arg(wake);
+            }
+            let popped: Vec<Option<String>> = pipe.query_async(&mut self.con_for(first)).await?;
+            let woken = queues.iter().zip(popped).filter(|(_, p)| p.is_some());
+            return Ok(woken.map(|(q, _)| q.clone()).collect());
         }
         let block = Duration::from_millis(timeout_ms).min(MAX_BLOCK);
-        let dead = self.con().dead_signal();
+        let dead = self.con_for(first).dead_signal();
+        if dead.is_cancelled() {
+            // Found silent and not yet replaced: an error, so the caller backs off instead of
+            // dialing a blocking connection into the same silence again and again.
+            return Err(super::watchdog::not_sent().into());
+        }
         // One deadline over dialing and the BLPOP: past it, or once the shared connection is
         // found silent, the dedicated connection is suspect and dropped (with a dial in
         // progress, if any); waking early is fine.
-        let wake = k.wake();
-        let waited =
-            tokio::time::timeout(block + WAIT_GRACE, self.wait_blocking(&wake, block, &dead));
-        tokio::select! {
-            res = waited => res.unwrap_or(Ok(())),
-            _ = dead.cancelled() => Ok(()),
-        }
+        let waited = tokio::time::timeout(
+            block + WAIT_GRACE,
+            self.wait_blocking(&wakes, block, interrupt),
+        );
+        let popped = tokio::select! {
+            res = waited => res.unwrap_or(Ok(None))?,
+            _ = dead.cancelled() => None,
+        };
+        let woken = popped.and_then(|key| wakes.iter().position(|w| *w == key));
+        Ok(woken.map(|i| queues[i].clone()).into_iter().collect())
     }
 
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
@@ -236,15 +321,20 @@ impl Broker for RedisBroker {
         calls::heartbeat(self, queue, leases, lease_ms).await
     }
 
-    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
-        calls::reap(self, queue, dead_ttl_ms).await
+    async fn reap_claimed(
+        &self,
+        queue: &str,
+        dead_ttl_ms: u64,
+        claim: &ReapClaim,
+    ) -> Result<ReapOutcome> {
+        calls::reap(self, queue, dead_ttl_ms, claim).await
     }
 
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
         let k = QueueKeys::new(queue)?;
         let hash: HashMap<String, Vec<u8>> = ::redis::cmd("HGETALL")
             .arg(k.job(id))
-            .query_async(&mut self.con())
+            .query_async(&mut self.con_for(k.prefix()))
             .await?;
         parse_job(queue, id, hash)
     }
@@ -263,7 +353,7 @@ impl Broker for RedisBroker {
         pipe.hget(k.stats(), "succeeded").hget(k.stats(), "failed");
         type Reply = (u64, u64, u64, u64, Option<u64>, Option<u64>);
         let (scheduled, queued, running, dead, ok, failed): Reply =
-            pipe.query_async(&mut self.con()).await?;
+            pipe.query_async(&mut self.con_for(k.prefix())).await?;
         Ok(QueueCounts {
             scheduled,
             queued,

@@ -68,7 +68,7 @@ pub static REGISTRY: [ScriptDef; 10] = [
     script!("fail", 5),
     script!("release", 4),
     script!("heartbeat", 1),
-    script!("reap", 5),
+    script!("reap", 6),
     script!("cancel", 2),
     script!("retry_dead", 3),
     script!("purge", 3),
@@ -125,6 +125,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// A key of the call (every key of one call shares a hash tag): where it must run.
+    pub fn slot_key(&self) -> &str {
+        self.keys.first().map_or("", String::as_str)
+    }
+
     /// Start a call of `id` with its keys (their count must match the registry).
     pub fn new(id: ScriptId, keys: Vec<String>) -> Self {
         debug_assert_eq!(

@@ -94,7 +94,7 @@ impl Watched {
     ) -> RedisResult<T> {
         if life.dead.is_cancelled() {
             // Nothing is sent: a refusal, so producers know the request never ran.
-            return Err(silent(std::io::ErrorKind::ConnectionRefused, "not sent"));
+            return Err(not_sent());
         }
         let res = tokio::select! {
             res = request => res,
@@ -118,6 +118,11 @@ impl Life {
     fn heard_at(&self) -> Instant {
         self.born + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed))
     }
+}
+
+/// The error for a request not made because the connection was found silent.
+pub(crate) fn not_sent() -> RedisError {
+    silent(std::io::ErrorKind::ConnectionRefused, "not sent")
 }
 
 fn silent(kind: std::io::ErrorKind, what: &str) -> RedisError {

@@ -1,8 +1,10 @@
-//! The consumer engine: one per (worker, queue).
+//! The consumer: one per (worker, queue), on the process's [`Engine`].
 //!
-//! It leases jobs in batches, keeps their leases alive, flushes acks and failures in batches and
-//! reaps expired leases. All of it runs on tokio and never touches Python: a task that blocks the
-//! asyncio loop cannot lose its lease, and a busy worker pays one round trip per group of outcomes.
+//! It leases jobs in batches, keeps their leases alive and flushes acks and failures in batches.
+//! Waiting for work and reaping expired leases are the engine's (one blocking wait per node for
+//! all queues; one reap tick per consumer, deduplicated across workers by a claim). All of it
+//! runs on tokio and never touches Python: a task that blocks the asyncio loop cannot lose its
+//! lease, and a busy worker pays one round trip per group of outcomes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,14 +16,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased};
+use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased, ReapClaim};
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
+use crate::engine::{Engine, Tick};
 use crate::errors::Error;
 
 mod tasks;
 
 use crate::backoff::Redial;
-use tasks::{flusher, heartbeater, reaper};
+use tasks::{flusher, heartbeater, reap};
 
 /// Most outcomes sent to the broker in one script call.
 const MAX_FLUSH: usize = 512;
@@ -113,7 +116,8 @@ struct InFlight {
     settled: bool,
 }
 
-/// Counters for tests, metrics and the shutdown summary.
+/// Counters for tests, metrics and the shutdown summary: one set per consumer, and one per queue
+/// in the engine summing every consumer of the process on that queue.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub fetched: AtomicU64,
@@ -124,8 +128,24 @@ pub struct Stats {
     pub poison: AtomicU64,
 }
 
+impl Stats {
+    /// Every counter by name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("fetched", get(&self.fetched)),
+            ("acked", get(&self.acked)),
+            ("failed", get(&self.failed)),
+            ("released", get(&self.released)),
+            ("refused", get(&self.refused)),
+            ("poison", get(&self.poison)),
+        ]
+    }
+}
+
 struct Shared {
     broker: Arc<dyn Broker>,
+    engine: Engine,
     cfg: ConsumerConfig,
     inflight: Mutex<HashMap<String, InFlight>>,
     events: Mutex<Vec<Event>>,
@@ -136,6 +156,8 @@ struct Shared {
     stop_fetching: CancellationToken,
     stop_all: CancellationToken,
     stats: Stats,
+    /// The engine's totals for this queue (see [`Shared::count`]).
+    totals: Arc<Stats>,
     /// Outcomes to the flusher (it ends when the consumer closes, not when senders drop).
     tx: mpsc::UnboundedSender<Msg>,
 }
@@ -144,6 +166,8 @@ struct Shared {
 pub struct Consumer {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The reap tick on the engine; dropped (stopped) at close.
+    reaper: Mutex<Option<Tick>>,
     /// Leased jobs fetched ahead (see `ConsumerConfig::prefetch`), oldest first.
     buffer: Mutex<VecDeque<Fetched>>,
     /// A fetch running in the background to fill `buffer`.
@@ -181,11 +205,14 @@ struct FetchRound {
 }
 
 impl Consumer {
-    /// Start the flusher, heartbeat and reaper tasks on the current runtime.
-    pub fn start(broker: Arc<dyn Broker>, cfg: ConsumerConfig) -> Consumer {
+    /// Start the flusher and heartbeat tasks on the current runtime, and a reap tick on the
+    /// engine.
+    pub fn start(engine: &Engine, cfg: ConsumerConfig) -> Consumer {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            broker,
+            broker: engine.broker().clone(),
+            engine: engine.clone(),
+            totals: engine.queue_stats(&cfg.queue),
             cfg,
             inflight: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
@@ -200,11 +227,21 @@ impl Consumer {
         let tasks = vec![
             tokio::spawn(flusher(shared.clone(), rx)),
             tokio::spawn(heartbeater(shared.clone())),
-            tokio::spawn(reaper(shared.clone())),
         ];
+        let reaper = {
+            let sh = shared.clone();
+            let claim = ReapClaim {
+                // One reap per period across every worker on the queue (see `reap.lua`).
+                claim_ms: sh.cfg.reap_ms,
+                claimant: format!("{} ({})", sh.cfg.worker_id, engine.id()),
+            };
+            let period = Duration::from_millis(sh.cfg.reap_ms.max(1));
+            engine.every(period, move || reap(sh.clone(), claim.clone()))
+        };
         Consumer {
             shared,
             tasks: Mutex::new(tasks),
+            reaper: Mutex::new(Some(reaper)),
             buffer: Mutex::new(VecDeque::new()),
             pending: tokio::sync::Mutex::new(None),
             fetches: TaskTracker::new(),
@@ -363,9 +400,12 @@ impl Consumer {
                 None => std::future::pending().await,
             }
         };
+        // The idle wait bounds how long a lost wake-up can cost.
+        let idle = tokio::time::sleep(Duration::from_millis(sh.cfg.idle_wait_ms));
         tokio::select! {
             _ = due => {}
-            res = sh.broker.wait(&sh.cfg.queue, sh.cfg.idle_wait_ms) => {
+            _ = idle => {}
+            res = sh.engine.wait(&sh.cfg.queue) => {
                 if let Err(err) = res {
                     sh.set_health(Err(&err));
                     self.pause(Duration::from_millis(200)).await;
@@ -490,6 +530,7 @@ impl Consumer {
         };
         let flushed = tokio::time::timeout(deadline, drain).await.is_ok();
         self.shared.stop_all.cancel();
+        self.reaper.lock().unwrap().take();
         self.shared.events_ready.notify_waiters();
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
@@ -501,6 +542,7 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.shared.stop_all.cancel();
+        self.reaper.lock().unwrap().take();
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
@@ -560,15 +602,13 @@ impl Shared {
         for (job, reason, message) in poisoned {
             self.poison(job, reason, message);
         }
-        sh.stats
-            .fetched
-            .fetch_add(good.len() as u64, Ordering::Relaxed);
+        sh.count(|s| &s.fetched, good.len() as u64);
         good
     }
 
     fn poison(&self, job: Leased, reason: String, message: String) {
         let sh = self;
-        sh.stats.poison.fetch_add(1, Ordering::Relaxed);
+        sh.count(|s| &s.poison, 1);
         sh.push_event(Event::Poison {
             id: job.id.clone(),
             reason: reason.clone(),
@@ -634,7 +674,7 @@ impl Shared {
     /// Queue the release of fetched jobs that reached no caller.
     fn hand_back(&self, jobs: Vec<Fetched>) {
         for f in jobs {
-            self.stats.fetched.fetch_sub(1, Ordering::Relaxed);
+            self.uncount_fetched();
             self.send(Outcome::Release(Lease {
                 id: f.job.id,
                 token: f.job.token,
@@ -655,6 +695,18 @@ impl Shared {
             Err(_) => Vec::new(),
         };
         Claimed { sh: self, jobs }
+    }
+
+    /// Add `n` to one counter of this consumer and to the engine's total for the queue.
+    fn count(&self, field: fn(&Stats) -> &AtomicU64, n: u64) {
+        field(&self.stats).fetch_add(n, Ordering::Relaxed);
+        field(&self.totals).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A fetched job handed back unrun no longer counts as fetched.
+    fn uncount_fetched(&self) {
+        self.stats.fetched.fetch_sub(1, Ordering::Relaxed);
+        self.totals.fetched.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn push_event(&self, event: Event) {

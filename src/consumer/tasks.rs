@@ -1,4 +1,4 @@
-//! The consumer engine's background tasks: outcome flusher, heartbeater, reaper.
+//! The consumer's background work: outcome flusher, heartbeater, and its reap tick.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Event, Msg, Outcome, Shared, MAX_FLUSH};
+use super::{Event, Msg, Outcome, Shared, Stats, MAX_FLUSH};
 use crate::backoff::Redial;
-use crate::broker::{FailOutcome, Lease};
+use crate::broker::{FailOutcome, Lease, ReapClaim};
 
 /// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
 /// out in the next call, so batches grow with load without a timer adding latency.
@@ -50,14 +50,14 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let ids: Vec<String> = acks.iter().map(|a| a.lease.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.ack(q, acks.clone())).await;
-        sh.settle(ids, res.iter().copied(), &sh.stats.acked);
+        sh.settle(ids, res.iter().copied(), |s| &s.acked);
     }
     if !fails.is_empty() {
         let ids: Vec<String> = fails.iter().map(|f| f.lease.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.fail(q, fails.clone())).await;
         let ok = res.iter().map(|o| *o != FailOutcome::Stale);
-        sh.settle(ids, ok, &sh.stats.failed);
+        sh.settle(ids, ok, |s| &s.failed);
         for (tx, verdict) in verdicts.into_iter().zip(res) {
             if let Some(tx) = tx {
                 let _ = tx.send(verdict); // the caller may have stopped waiting
@@ -68,7 +68,7 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let ids: Vec<String> = releases.iter().map(|l| l.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.release(q, releases.clone())).await;
-        sh.settle(ids, res.iter().copied(), &sh.stats.released);
+        sh.settle(ids, res.iter().copied(), |s| &s.released);
     }
     for tx in waiters {
         let _ = tx.send(());
@@ -77,12 +77,17 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
 
 impl Shared {
     /// Forget flushed leases and count what the broker accepted or refused.
-    fn settle(&self, ids: Vec<String>, accepted: impl Iterator<Item = bool>, counter: &AtomicU64) {
+    fn settle(
+        &self,
+        ids: Vec<String>,
+        accepted: impl Iterator<Item = bool>,
+        counter: fn(&Stats) -> &AtomicU64,
+    ) {
         for (id, ok) in ids.iter().zip(accepted) {
             if ok {
-                counter.fetch_add(1, Ordering::Relaxed);
+                self.count(counter, 1);
             } else {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.count(|s| &s.refused, 1);
                 self.push_event(Event::Refused(id.clone()));
             }
         }
@@ -162,12 +167,27 @@ fn refused(sh: &Shared, sent: &HashMap<String, u64>, id: String, event: fn(Strin
     }
 }
 
-pub(super) async fn reaper(sh: Arc<Shared>) {
-    let period = Duration::from_millis(sh.cfg.reap_ms.max(1));
-    loop {
-        tokio::time::sleep(period).await;
-        if let Err(err) = sh.broker.reap(&sh.cfg.queue, sh.cfg.dead_ttl_ms).await {
+/// One reap tick: reap the queue unless another worker's reaper holds its claim.
+pub(super) async fn reap(sh: Arc<Shared>, claim: ReapClaim) -> crate::errors::Result<()> {
+    let counters = sh.engine.counters();
+    match sh
+        .broker
+        .reap_claimed(&sh.cfg.queue, sh.cfg.dead_ttl_ms, &claim)
+        .await
+    {
+        Ok(out) if out.skipped => {
+            counters.reaps_skipped.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(out) => {
+            counters.reaps.fetch_add(1, Ordering::Relaxed);
+            counters.requeued.fetch_add(out.requeued, Ordering::Relaxed);
+            counters.reaped_dead.fetch_add(out.dead, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(err) => {
             sh.set_health(Err(&err));
+            Err(err)
         }
     }
 }

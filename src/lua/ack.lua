@@ -3,7 +3,7 @@
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] stats      HASH lifetime counters
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2..] per ack, 4 values: id, token, result, result_ttl_ms (0: keep forever)
 --
 -- Output: array, per ack: 1 accepted, or an error code

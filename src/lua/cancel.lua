@@ -4,7 +4,7 @@
 --
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] id         job id
 -- ARGV[3] ttl_ms     how long a cancelled record is kept
 --

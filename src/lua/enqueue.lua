@@ -9,7 +9,7 @@
 -- KEYS[2] scheduled  ZSET id -> due ms
 -- KEYS[3] seq        STRING per-queue FIFO counter
 -- KEYS[4] wake       LIST holding at most one wake token
--- ARGV[1] prefix     'asyncq:{q}:' (job and idempotency keys are built from it)
+-- ARGV[1] prefix     'asyncq:{q#0}:' (job and idempotency keys are built from it)
 -- ARGV[2] count      number of jobs in the batch
 -- ARGV[3] max_prio   MAX_PRIORITY (priority bands are counted down from it)
 -- ARGV[4..] per job, 8 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,

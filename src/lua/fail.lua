@@ -10,7 +10,7 @@
 -- KEYS[3] dead       ZSET id -> time of death ms
 -- KEYS[4] stats      HASH lifetime counters
 -- KEYS[5] wake       LIST holding at most one wake token
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2..] per failure, 6 values: id, token, error record, retry_delay_ms|'' (none: dead now),
 --           dead_ttl_ms (0: keep forever), cancelled (1: the run was cancelled on request; the
 --           job ends 'cancelled', outside the dead set, and expires after dead_ttl_ms)

@@ -14,7 +14,7 @@
 -- KEYS[3] active     ZSET id -> lease deadline ms
 -- KEYS[4] wake       LIST holding at most one wake token
 -- KEYS[5] dead       ZSET id -> time of death ms
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] max        most jobs to lease (0: only promote and report next_due)
 -- ARGV[3] lease_ms   lease length
 -- ARGV[4] worker     id of the leasing worker

@@ -2,7 +2,7 @@
 -- token is extended; the reply also says whether its cancellation was requested.
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] lease_ms   new lease length from now
 -- ARGV[3..] per lease, 2 values: id, token
 --

@@ -5,7 +5,7 @@
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
 -- KEYS[3] dead       ZSET id -> time of death ms
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] limit      most jobs taken from each set in this call
 --
 -- Output: array: deleted (set entries removed), remaining (entries left in the three sets)

@@ -12,16 +12,25 @@
 -- KEYS[3] scheduled  ZSET id -> due ms
 -- KEYS[4] dead       ZSET id -> time of death ms
 -- KEYS[5] wake       LIST holding at most one wake token
--- ARGV[1] prefix     'asyncq:{q}:'
+-- KEYS[6] claim      STRING: who reaps this partition now (set NX with an expiry)
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] dead_ttl_ms  dead records and dead-set entries older than this go (0: keep forever)
 -- ARGV[3] max_stalls   lease expiries after which the job is dead-lettered
+-- ARGV[4] claim_ms     > 0: reap only if no claim is held, then hold it this long, so N workers
+--                      ticking every claim_ms reap the partition about once per claim_ms between
+--                      them; 0: reap unconditionally (admin calls, tests)
+-- ARGV[5] claimant     stored in the claim (a worker id), for inspection
 --
--- Output: array: requeued, dead
+-- Output: array: requeued, dead, ran (0 when another claim was held and nothing was done)
 -- Errors: none (ids whose job hash vanished are dropped from the sets; corrupt records are
 --         dead-lettered, see above)
 
 local active, ready, scheduled, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, ttl, max_stalls = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local claim_ms = tonumber(ARGV[4])
+if claim_ms > 0 and not redis.call('SET', KEYS[6], ARGV[5], 'NX', 'PX', claim_ms) then
+  return {0, 0, 0}
+end
 local t, now = redis_now()
 local requeued, died = 0, 0
 
@@ -82,4 +91,4 @@ if ttl > 0 then
 end
 
 if requeued + #due > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
-return {requeued, died}
+return {requeued, died, 1}

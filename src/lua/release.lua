@@ -8,7 +8,7 @@
 -- KEYS[2] ready      ZSET id -> ready score
 -- KEYS[3] wake       LIST holding at most one wake token
 -- KEYS[4] dead       ZSET id -> time of death ms
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2..] per lease, 2 values: id, token
 --
 -- Output: array, per lease: 1 released, 2 dead-lettered (corrupt record), or an error code

@@ -9,7 +9,7 @@
 -- KEYS[1] dead       ZSET id -> time of death ms
 -- KEYS[2] ready      ZSET id -> ready score
 -- KEYS[3] wake       LIST holding at most one wake token
--- ARGV[1] prefix     'asyncq:{q}:'
+-- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] limit      how many of the oldest dead jobs to take when no ids are given
 -- ARGV[3..] ids      explicit job ids (optional)
 --

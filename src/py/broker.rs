@@ -14,6 +14,7 @@ use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{self, Broker, CancelOutcome, JobSet, NewJob, WorkerInfo, MAX_PRIORITY};
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig};
+use crate::engine::Engine;
 use crate::errors::{Error, Result};
 use crate::producer::{self, check_job_id, Reply};
 use crate::py::consumer::PyConsumer;
@@ -23,6 +24,8 @@ use crate::py::info::PyJobInfo;
 struct Connected {
     broker: Arc<dyn Broker>,
     batcher: Batcher,
+    /// The process's engine on this connection: every consumer started from it shares it.
+    engine: Engine,
 }
 
 /// A lazily connected broker handle; cheap to clone.
@@ -38,7 +41,12 @@ impl Handle {
             .get_or_try_init(|| async {
                 let broker = broker::connect(&self.url).await?;
                 let batcher = Batcher::start(broker.clone());
-                Ok(Arc::new(Connected { broker, batcher }))
+                let engine = Engine::new(broker.clone());
+                Ok(Arc::new(Connected {
+                    broker,
+                    batcher,
+                    engine,
+                }))
             })
             .await
             .cloned()
@@ -46,6 +54,10 @@ impl Handle {
 
     pub async fn get(&self) -> Result<Arc<dyn Broker>> {
         Ok(self.connected().await?.broker.clone())
+    }
+
+    async fn engine(&self) -> Result<Engine> {
+        Ok(self.connected().await?.engine.clone())
     }
 
     async fn batcher(&self) -> Result<Batcher> {
@@ -494,6 +506,30 @@ impl PyBroker {
         })
     }
 
+    /// What this process's engine on this broker did (`engine`: waits, wake-ups, reaps, ...)
+    /// and, per queue, what every consumer it ran there did (`queues`). Empty before the
+    /// broker connected.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        let engine = PyDict::new(py);
+        let queues = PyDict::new(py);
+        if let Some(connected) = self.handle.cell.get() {
+            for (name, value) in connected.engine.counters().snapshot() {
+                engine.set_item(name, value)?;
+            }
+            for (queue, stats) in connected.engine.all_queue_stats() {
+                let one = PyDict::new(py);
+                for (name, value) in stats.snapshot() {
+                    one.set_item(name, value)?;
+                }
+                queues.set_item(queue, one)?;
+            }
+        }
+        out.set_item("engine", engine)?;
+        out.set_item("queues", queues)?;
+        Ok(out)
+    }
+
     /// Start a consumer for one queue (connects first, so an unreachable broker fails here).
     #[pyo3(signature = (queue, worker_id, tasks, *, lease, heartbeat, reap, idle_wait, result_ttl, dead_ttl, max_payload, prefetch=false))]
     #[allow(clippy::too_many_arguments)]
@@ -528,9 +564,9 @@ impl PyBroker {
         };
         let h = self.handle.clone();
         awaitable(py, async move {
-            let broker = h.get().await?;
-            broker.now_ms().await?;
-            Ok(PyConsumer::new(Consumer::start(broker, cfg)))
+            let engine = h.engine().await?;
+            engine.broker().now_ms().await?;
+            Ok(PyConsumer::new(Consumer::start(&engine, cfg)))
         })
     }
 }

@@ -357,14 +357,10 @@ impl PyConsumer {
 
     /// Counters: fetched, acked, failed, released, refused, poison, inflight.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
         let d = PyDict::new(py);
-        d.set_item("fetched", s.fetched.load(Ordering::Relaxed))?;
-        d.set_item("acked", s.acked.load(Ordering::Relaxed))?;
-        d.set_item("failed", s.failed.load(Ordering::Relaxed))?;
-        d.set_item("released", s.released.load(Ordering::Relaxed))?;
-        d.set_item("refused", s.refused.load(Ordering::Relaxed))?;
-        d.set_item("poison", s.poison.load(Ordering::Relaxed))?;
+        for (name, value) in self.inner.stats().snapshot() {
+            d.set_item(name, value)?;
+        }
         d.set_item("inflight", self.inner.inflight_leases().len())?;
         Ok(d)
     }

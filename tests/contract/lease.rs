@@ -17,6 +17,7 @@ contract!(
     reap_recovers_expired_leases_and_dead_letters_on_third_stall,
     reap_trims_old_dead_letters,
     a_stalled_job_is_leased_in_a_batch_of_its_own,
+    a_held_reap_claim_makes_other_reapers_skip,
 );
 
 async fn heartbeat_extends_leases_and_reports_lost_and_cancelled(c: Ctx) {
@@ -106,7 +107,8 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
         b.reap(Q, 60_000).await.unwrap(),
         ReapOutcome {
             requeued: 1,
-            dead: 0
+            dead: 0,
+            skipped: false
         }
     );
     assert_eq!(
@@ -190,4 +192,31 @@ async fn a_stalled_job_is_leased_in_a_batch_of_its_own(c: Ctx) {
     );
     assert_eq!(ids(&fetch(b, 10).await), ["s"], "the stalled job alone");
     assert_eq!(ids(&fetch(b, 10).await), ["y"]);
+}
+
+async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
+    let b = &c.b;
+    b.enqueue(Q, vec![job("a", 0)]).await.unwrap();
+    b.fetch(Q, 1, 30, "w").await.unwrap();
+    c.pass(60).await;
+    let claim = |who: &str| ReapClaim {
+        claim_ms: 400,
+        claimant: who.into(),
+    };
+    let first = b.reap_claimed(Q, 60_000, &claim("w1")).await.unwrap();
+    assert_eq!((first.requeued, first.skipped), (1, false));
+    // Another worker's reaper within the claim does nothing, even with work to do.
+    b.fetch(Q, 1, 30, "w").await.unwrap();
+    c.pass(60).await;
+    let second = b.reap_claimed(Q, 60_000, &claim("w2")).await.unwrap();
+    assert_eq!((second.requeued, second.skipped), (0, true));
+    let holder: String = c.raw(&["GET", "asyncq:{q#0}:reaping"]).await;
+    assert_eq!(holder, "w1");
+    // An unclaimed reap (admin, tests) ignores the claim; once the claim expired, w2 reaps.
+    assert_eq!(b.reap(Q, 60_000).await.unwrap().requeued, 1);
+    b.fetch(Q, 1, 30, "w").await.unwrap();
+    c.pass(450).await;
+    let third = b.reap_claimed(Q, 60_000, &claim("w2")).await.unwrap();
+    // The job's third lease expiry: it is dead-lettered, which shows that w2 did reap.
+    assert_eq!((third.dead, third.skipped), (1, false));
 }

@@ -16,6 +16,7 @@ mod harness;
 
 mod admin;
 mod corrupt;
+mod engine;
 mod enqueue;
 mod lease;
 mod outcomes;

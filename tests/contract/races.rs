@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use _core::broker::*;
 use _core::consumer::{Consumer, ConsumerConfig, Event, Outcome};
+use _core::engine::Engine;
 use _core::errors::Result;
 use async_trait::async_trait;
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::contract;
 use crate::harness::Ctx;
@@ -102,8 +104,16 @@ impl Broker for HeldFetch {
         }
         Ok(out)
     }
-    async fn wait(&self, queue: &str, timeout_ms: u64) -> Result<()> {
-        self.inner.wait(queue, timeout_ms).await
+    async fn wait_any(
+        &self,
+        queues: &[String],
+        timeout_ms: u64,
+        interrupt: &CancellationToken,
+    ) -> Result<Vec<String>> {
+        self.inner.wait_any(queues, timeout_ms, interrupt).await
+    }
+    fn node_of(&self, queue: &str) -> Result<String> {
+        self.inner.node_of(queue)
     }
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
         self.inner.ack(queue, acks).await
@@ -117,8 +127,8 @@ impl Broker for HeldFetch {
     async fn heartbeat(&self, q: &str, leases: Vec<Lease>, ms: u64) -> Result<HeartbeatOutcome> {
         self.inner.heartbeat(q, leases, ms).await
     }
-    async fn reap(&self, queue: &str, dead_ttl_ms: u64) -> Result<ReapOutcome> {
-        self.inner.reap(queue, dead_ttl_ms).await
+    async fn reap_claimed(&self, q: &str, ttl: u64, claim: &ReapClaim) -> Result<ReapOutcome> {
+        self.inner.reap_claimed(q, ttl, claim).await
     }
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
         self.inner.job(queue, id).await
@@ -189,7 +199,7 @@ async fn a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once(c: Ctx) {
         real.enqueue("q", new_jobs(3)).await.unwrap();
         let held = HeldFetch::new(real.clone());
         // A 60 s lease and no reaper: only a hand-back can requeue the jobs within the test.
-        let consumer = Consumer::start(held.clone(), config(60_000, 20_000));
+        let consumer = Consumer::start(&Engine::new(held.clone()), config(60_000, 20_000));
         drop_fetch_after_lease(&consumer, &held).await;
         assert_eq!(states(&real, 3).await, vec![(JobState::Running, 1); 3]);
         held.reply.add_permits(1); // the reply arrives after its fetch was dropped
@@ -218,7 +228,10 @@ async fn close_waits_for_a_dropped_fetch_and_hands_its_batch_back(c: Ctx) {
         let real = c.b.clone();
         real.enqueue("q", new_jobs(3)).await.unwrap();
         let held = HeldFetch::new(real.clone());
-        let consumer = Arc::new(Consumer::start(held.clone(), config(60_000, 20_000)));
+        let consumer = Arc::new(Consumer::start(
+            &Engine::new(held.clone()),
+            config(60_000, 20_000),
+        ));
         drop_fetch_after_lease(&consumer, &held).await;
         let closing = {
             let c = consumer.clone();
@@ -237,7 +250,10 @@ async fn close_waits_for_a_dropped_fetch_and_hands_its_batch_back(c: Ctx) {
 /// cannot tell it from a takeover). Returns every event the consumer reported.
 async fn drain_with_fast_heartbeats(broker: Arc<dyn Broker>, n: usize) -> Vec<Event> {
     broker.enqueue("q", new_jobs(n)).await.unwrap();
-    let consumer = Arc::new(Consumer::start(broker.clone(), config(30_000, 2)));
+    let consumer = Arc::new(Consumer::start(
+        &Engine::new(broker.clone()),
+        config(30_000, 2),
+    ));
     let watcher = {
         let c = consumer.clone();
         tokio::spawn(async move {
@@ -303,7 +319,7 @@ async fn a_real_takeover_is_still_reported_lost(c: Ctx) {
         broker.enqueue("q", new_jobs(1)).await.unwrap();
         // Heartbeats every 100 ms extend a 50 ms lease: it lapses between beats, so a reap
         // can take the job over while this consumer still runs it.
-        let consumer = Consumer::start(broker.clone(), config(50, 100));
+        let consumer = Consumer::start(&Engine::new(broker.clone()), config(50, 100));
         assert_eq!(consumer.fetch(1).await.len(), 1);
         let deadline = Instant::now() + Duration::from_secs(10);
         while broker.reap("q", 60_000).await.unwrap().requeued == 0 {

@@ -32,7 +32,7 @@ async fn urls_with_password_db_and_valkey_scheme_connect() {
     let client = ::redis::Client::open(format!("redis://:sekret@127.0.0.1:{}/3", s.port)).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let exists: bool = ::redis::cmd("EXISTS")
-        .arg("asyncq:{q}:job:a")
+        .arg("asyncq:{q#0}:job:a")
         .query_async(&mut raw)
         .await
         .unwrap();

@@ -17,6 +17,8 @@ contract!(
     wait_returns_when_a_scheduled_job_falls_due,
     wait_wakes_every_idle_worker_on_release,
     wait_wakes_when_a_sooner_job_is_scheduled,
+    wait_any_says_which_queue_woke,
+    an_interrupted_wait_ends_at_once_and_keeps_its_connection,
 );
 contract!(multi_thread: no_wake_up_is_lost_between_fetch_and_wait);
 
@@ -157,5 +159,65 @@ async fn no_wake_up_is_lost_between_fetch_and_wait(c: Ctx) {
             .await
             .unwrap()
             .unwrap();
+    }
+}
+
+async fn wait_any_says_which_queue_woke(c: Ctx) {
+    let b = &c.b;
+    let queues = vec!["a".to_owned(), "b".to_owned()];
+    assert_eq!(b.node_of("a").unwrap(), b.node_of("b").unwrap());
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.wait_any(&queues, 10_000, &Default::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.enqueue("b", vec![job("x", 1)]).await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken long before the wait times out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(woken, ["b"]);
+}
+
+/// Connections to the test's own Redis: the broker's and this test's raw one.
+async fn redis_clients(c: &Ctx) -> usize {
+    let list: String = c.raw(&["CLIENT", "LIST"]).await;
+    list.lines().count()
+}
+
+async fn an_interrupted_wait_ends_at_once_and_keeps_its_connection(c: Ctx) {
+    let b = &c.b;
+    let on_redis = c.mem().is_none(); // memory:// has no connections
+    let before = if on_redis { redis_clients(&c).await } else { 0 };
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let waiter = tokio::spawn({
+        let (b, interrupt) = (b.clone(), interrupt.clone());
+        async move {
+            let started = Instant::now();
+            let woken = b.wait_any(&[Q.to_owned()], 10_000, &interrupt).await;
+            (woken, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    interrupt.cancel();
+    let (woken, took) = waiter.await.unwrap();
+    assert_eq!(woken.unwrap(), Vec::<String>::new());
+    // Redis would end the BLPOP itself after 1.5 s (the broker's longest block): well under a
+    // second (100 ms of it the test's own sleep) shows the interrupt ended it, with room for a
+    // loaded machine.
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // The connection was unblocked, not dropped: the next wait reuses it, and still wakes.
+    b.enqueue(Q, vec![job("a", 1)]).await.unwrap();
+    let woken = b
+        .wait_any(&[Q.to_owned()], 10_000, &Default::default())
+        .await;
+    assert_eq!(woken.unwrap(), [Q]);
+    if on_redis {
+        assert_eq!(
+            redis_clients(&c).await,
+            before,
+            "no connection was dialed or leaked"
+        );
     }
 }

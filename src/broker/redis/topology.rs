@@ -1,0 +1,87 @@
+//! How the Redis broker reaches its server: the one interface every deployment shape implements.
+//!
+//! The broker never dials by itself. It asks its [`Topology`] for the shared connection that
+//! serves a key (commands, scripts and pipelines, all keys of one call in one slot), for the
+//! name of the node that owns a key (blocking waits are grouped per node, so a worker holds one
+//! blocking connection per node, not one per queue), and for a fresh dedicated connection to a
+//! node (for `BLPOP`, which would stall a multiplexed connection).
+//!
+//! [`SingleNode`] is the only shape today: one server, one watched multiplexed connection (see
+//! [`super::super::watchdog`]). Sentinel (ask the sentinels for the primary, follow failovers)
+//! and Cluster (route by slot, follow `MOVED`/`ASK`) are further implementations of this trait,
+//! through redis-rs' own `sentinel` and `cluster-async` clients; nothing above this module
+//! changes when they come.
+
+use std::sync::{Arc, Mutex};
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client};
+use async_trait::async_trait;
+
+use super::lock;
+use crate::broker::watchdog::{manager_config, spawn_watchdog, Watched, CONNECT_TIMEOUT};
+use crate::errors::{Error, Result};
+
+/// One way of reaching Redis. Keys passed in are any key of the call: every key of one call
+/// shares a hash tag (see `keys.rs`), so one key decides where the whole call goes.
+#[async_trait]
+pub(crate) trait Topology: Send + Sync {
+    /// The shared connection serving `key`: cheap to clone, reconnects by itself, and fails
+    /// requests at once when found silent.
+    fn shared(&self, key: &str) -> Watched;
+    /// Name of the node that owns `key`; blocking waits on keys of one node share a connection.
+    fn node_of(&self, key: &str) -> String;
+    /// A new connection to `node` for blocking commands (no response timeout).
+    async fn dial_blocking(&self, node: &str) -> Result<MultiplexedConnection>;
+}
+
+/// One Redis (or Valkey) server.
+pub(crate) struct SingleNode {
+    client: Client,
+    /// The shared connection; the watchdog replaces it when it goes silent.
+    con: Arc<Mutex<Watched>>,
+}
+
+/// The name [`SingleNode`] gives its one node.
+const NODE: &str = "0";
+
+impl SingleNode {
+    /// Connect to the server `url` names. Returns the topology and a first blocking connection,
+    /// dialed plainly before anything else: the connection manager retries with backoff, which
+    /// would turn a wrong password or a down server into a long hang instead of a prompt error.
+    pub(crate) async fn connect(url: &str) -> Result<(SingleNode, MultiplexedConnection)> {
+        let client = Client::open(url).map_err(|e| Error::BadUrl(format!("{url:?}: {e}")))?;
+        let first = dial(&client).await?;
+        let con = client
+            .get_connection_manager_with_config(manager_config())
+            .await?;
+        let con = Arc::new(Mutex::new(Watched::new(con)));
+        spawn_watchdog(client.clone(), Arc::downgrade(&con));
+        Ok((SingleNode { client, con }, first))
+    }
+}
+
+async fn dial(client: &Client) -> Result<MultiplexedConnection> {
+    // No response timeout: BLPOP legitimately stays silent for its whole timeout.
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+#[async_trait]
+impl Topology for SingleNode {
+    fn shared(&self, _key: &str) -> Watched {
+        lock(&self.con).clone()
+    }
+
+    fn node_of(&self, _key: &str) -> String {
+        NODE.to_owned()
+    }
+
+    async fn dial_blocking(&self, _node: &str) -> Result<MultiplexedConnection> {
+        dial(&self.client).await
+    }
+}
