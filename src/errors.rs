@@ -48,6 +48,9 @@ pub enum Error {
     Oversized { size: usize, limit: usize },
     #[error("broker is closed")]
     Closed,
+    /// A part of the broker connection is not up right now (callers that can fall back do).
+    #[error("{0}")]
+    Unavailable(String),
     /// An argument the caller passed is not acceptable (raised as `ValueError`).
     #[error("{0}")]
     Invalid(String),
@@ -106,7 +109,9 @@ impl From<Error> for PyErr {
             Error::BadUrl(_) | Error::Invalid(_) => PyValueError::new_err(msg),
             Error::Unserializable { .. } => PyTypeError::new_err(msg),
             Error::Payload(_) | Error::Oversized { .. } => PayloadError::new_err(msg),
-            Error::Redis(_) | Error::Protocol { .. } | Error::Closed => BrokerError::new_err(msg),
+            Error::Redis(_) | Error::Protocol { .. } | Error::Closed | Error::Unavailable(_) => {
+                BrokerError::new_err(msg)
+            }
         }
     }
 }

@@ -118,7 +118,9 @@ impl Failure {
     pub fn into_pyerr(self, py: Python<'_>) -> PyErr {
         let broker_side = matches!(
             self.error,
-            None | Some(Error::Redis(_) | Error::Protocol { .. } | Error::Closed)
+            None | Some(
+                Error::Redis(_) | Error::Protocol { .. } | Error::Closed | Error::Unavailable(_)
+            )
         );
         if self.timed_out.is_none() && !broker_side {
             return self.error.map_or_else(|| unreachable!(), PyErr::from);

@@ -188,8 +188,45 @@ def _config(tmp_path: Path, body: str, name: str = "worker.toml") -> str:
 def _served_queues(worker: WorkerProc) -> dict[str, int]:
     """The ``{queue: concurrency}`` a started worker logged."""
     line = next(ln for ln in worker.log().splitlines() if " started: queues " in ln)
-    served: dict[str, int] = ast.literal_eval(line.partition(" started: queues ")[2])
+    queues, _, _loop = line.partition(" started: queues ")[2].rpartition(", ")
+    served: dict[str, int] = ast.literal_eval(queues)
     return served
+
+
+def _loop_of(worker: WorkerProc) -> str:
+    """The event loop a started worker logged (``uvloop`` or ``asyncio``)."""
+    line = next(ln for ln in worker.log().splitlines() if " started: queues " in ln)
+    return line.rpartition(", ")[2].removesuffix(" loop")
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "expect"),
+    [
+        ([], None, "uvloop"),  # the default: uvloop where it is installed
+        (["--loop", "asyncio"], None, "asyncio"),
+        (["--loop", "uvloop"], None, "uvloop"),
+        ([], 'loop = "asyncio"', "asyncio"),
+        (["--loop", "uvloop"], 'loop = "asyncio"', "uvloop"),  # the flag wins
+    ],
+    ids=["default", "asyncio", "uvloop", "config", "flag-over-config"],
+)
+async def test_worker_runs_on_uvloop_by_default_and_loop_chooses(
+    redis_server: RedisServer,
+    queue: str,
+    tmp_path: Path,
+    procs: list[WorkerProc],
+    args: list[str],
+    config: str | None,
+    expect: str,
+) -> None:
+    if config is not None:
+        args = [*args, "--config", _config(tmp_path, config)]
+    worker = WorkerProc(tmp_path, sample_env(redis_server.url, queue), *args)
+    procs.append(worker)
+    worker.started()
+    assert _loop_of(worker) == expect
+    app = sample.build(redis_server.url, queue)
+    assert await (await app.tasks["sample:add"].enqueue(2, 3)).result(timeout=10) == 5
 
 
 @pytest.mark.parametrize(
@@ -231,6 +268,7 @@ async def test_worker_config_queues_as_table_string_or_list(
         ("grace = -1", "grace must be a number of seconds >= 0, got -1"),
         ('log_level = "loud"', "log_level must be one of debug, info, warning, error"),
         ("wait_for_redis = true", "wait_for_redis must be a number of seconds >= 0, got True"),
+        ('loop = "trio"', "loop must be one of auto, asyncio, uvloop"),
     ],
 )
 def test_worker_config_errors_are_one_line(

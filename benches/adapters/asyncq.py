@@ -18,8 +18,9 @@ class AsyncqAdapter(Adapter):
     venv = "main"
     package = "asyncq"
     notes = (
-        "Worker(concurrency=N, threads=8, prefetch=True: the README's advice for short jobs); "
-        "uvloop."
+        "`asyncq-worker benches.adapters.asyncq:app -q default=N --threads 8`: the CLI with its "
+        "defaults (uvloop where installed, prefetch deciding by itself); only the workload's "
+        "concurrency and thread count are given, as for every peer."
     )
 
     async def enqueue_bulk(self, body: str, args_list: list[tuple[Any, ...]]) -> None:
@@ -36,11 +37,15 @@ class AsyncqAdapter(Adapter):
         counts = await app.broker.counts(app.default_queue)
         return counts.get("queued")
 
-    async def run_worker(self, spec: WorkerSpec) -> None:
-        worker = app.worker(
-            {app.default_queue: spec.concurrency}, threads=spec.threads, prefetch=True
-        )
-        await worker.run()
+    def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
+        return [
+            "asyncq-worker",
+            "benches.adapters.asyncq:app",
+            "-q",
+            f"{app.default_queue}={spec.concurrency}",
+            "--threads",
+            str(spec.threads),
+        ]
 
 
 ADAPTER = AsyncqAdapter()

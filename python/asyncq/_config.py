@@ -16,6 +16,7 @@ __all__ = [
     "CONFIG_KEYS",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "LOOPS",
     "UsageError",
     "load_config",
     "parse_queues",
@@ -25,6 +26,8 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+#: ``--loop``: ``auto`` is uvloop where it is installed, else asyncio's own loop.
+LOOPS = ("auto", "asyncio", "uvloop")
 
 #: ``{queue: concurrency}``; None stands for "the worker's default concurrency".
 QueueSpec = dict[str, int | None]
@@ -146,6 +149,7 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "processes": _positive_int,
     "grace": _seconds,
     "prefetch": _flag,
+    "loop": _choice(LOOPS),
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
     "wait_for_redis": _seconds,

@@ -19,6 +19,7 @@ from ._config import (
     CONFIG_KEYS,
     LOG_FORMATS,
     LOG_LEVELS,
+    LOOPS,
     UsageError,
     load_config,
     parse_queues,
@@ -79,12 +80,35 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def loop_runner(choice: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """How to run the worker's event loop for ``--loop`` ``choice`` (see ``LOOPS``).
+
+    Raises:
+        UsageError: ``uvloop`` was asked for and is not installed.
+    """
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415 (optional: only a worker that starts needs it)
+        except ImportError:
+            if choice == "uvloop":
+                raise UsageError(
+                    "--loop uvloop: uvloop is not installed (pip install uvloop)"
+                ) from None
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
 def _run(
-    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+    args: argparse.Namespace,
+    runner: Callable[[argparse.Namespace], Callable[[Coroutine[Any, Any, int]], int]] = (
+        lambda _: asyncio.run
+    ),
 ) -> int:
     debug = getattr(args, "log_level", "info") == "debug"
     try:
-        return asyncio.run(main(args))
+        return runner(args)(main(args))
     except (UsageError, AsyncqError, ValueError, TypeError) as exc:
         if debug:
             raise
@@ -142,9 +166,15 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_seconds, help="seconds to finish jobs on shutdown (30)")
     p.add_argument(
         "--prefetch",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="lease the next batch while this one runs (for short jobs)",
+        help="lease the next batch while this one runs (default: by itself, for short jobs)",
+    )
+    p.add_argument(
+        "--loop",
+        default=None,
+        choices=LOOPS,
+        help="event loop: uvloop where installed (auto, the default), or asyncio's own",
     )
     p.add_argument(
         "--wait-for-redis",
@@ -222,7 +252,7 @@ async def _worker(args: argparse.Namespace) -> int:
         threads=settings.get("threads"),
         processes=settings.get("processes"),
         grace=settings.get("grace", 30.0),
-        prefetch=settings.get("prefetch", False),
+        prefetch=settings.get("prefetch"),
     )
     if settings.get("wait_for_redis"):
         await wait_for_broker(app.broker, settings["wait_for_redis"])
@@ -233,10 +263,14 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_loop(args: argparse.Namespace) -> Callable[[Coroutine[Any, Any, int]], int]:
+    return loop_runner(worker_settings(args).get("loop", "auto"))
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncq-worker``."""
     args = worker_parser().parse_args(argv)
-    return _quiet_on_broken_pipe(lambda: _run(_worker, args))
+    return _quiet_on_broken_pipe(lambda: _run(_worker, args, _worker_loop))
 
 
 # ---- asyncq (admin) ----------------------------------------------------------------------------

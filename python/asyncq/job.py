@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
@@ -16,9 +15,16 @@ __all__ = ["JobHandle", "JobInfo"]
 
 R = TypeVar("R")
 
-# Result polling starts fast (a job often finishes within milliseconds) and backs off.
-_FIRST_POLL = 0.002
-_MAX_POLL = 0.1
+# Waiting for a result is woken by the scripts' end notifications; each wait is bounded by this
+# many seconds, after which the state is read again (a lost notification costs at most this).
+_BACKSTOP = 1.0
+
+
+def _wait(deadline: float | None) -> float:
+    """Seconds the next wait for an ending may last: the backstop, or less before a deadline."""
+    if deadline is None:
+        return _BACKSTOP
+    return max(0.0, min(_BACKSTOP, deadline - time.monotonic()))
 
 
 class JobHandle(Generic[R]):
@@ -77,21 +83,16 @@ class JobHandle(Generic[R]):
             ResultTimeout: It did not finish in time.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _FIRST_POLL
         while True:
-            info = _require(await self.info(), self.id)
+            wait = _wait(deadline)
+            info = _require(await self._broker.wait_finished(self.queue, self.id, wait), self.id)
             if info.state in ("succeeded", "dead", "cancelled"):
                 return cast(R, _outcome(info))
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
-                pause = min(pause, left)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_POLL)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
 
     def result_sync(self, timeout: float | None = None) -> R:
-        """Blocking :meth:`result` for sync callers (polls without an event loop).
+        """Blocking :meth:`result` for sync callers (no event loop needed).
 
         Args:
             timeout: Seconds to wait; None waits forever.
@@ -106,15 +107,14 @@ class JobHandle(Generic[R]):
             ResultTimeout: It did not finish in time.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _FIRST_POLL
         while True:
-            info = _require(self._broker.job_blocking(self.queue, self.id), self.id)
+            wait = _wait(deadline)
+            info = self._broker.wait_finished_blocking(self.queue, self.id, wait)
+            info = _require(info, self.id)
             if info.state in ("succeeded", "dead", "cancelled"):
                 return cast(R, _outcome(info))
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
-            time.sleep(pause)
-            pause = min(pause * 2, _MAX_POLL)
 
     async def cancel(self) -> bool:
         """Cancel the job.

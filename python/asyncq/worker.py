@@ -94,8 +94,10 @@ class Worker:
             stop; second: stop now).
         idle_wait: Longest single blocking wait on the broker when idle, in seconds.
         prefetch: After a full batch, lease the next one in the background while this one
-            runs. Drains short jobs faster; but up to one extra batch per queue then waits in
-            this worker instead of going to an idle one, so leave it off for long jobs.
+            runs: drains short jobs faster, but up to one extra batch per queue then waits in
+            this worker instead of going to an idle one. ``None`` (the default) decides by
+            itself: it prefetches while the worker comes back for more within 20 ms of the
+            last batch (short jobs), and not for long jobs. ``True``/``False``: always/never.
     """
 
     def __init__(
@@ -110,7 +112,7 @@ class Worker:
         worker_id: str | None = None,
         handle_signals: bool = True,
         idle_wait: float = 5.0,
-        prefetch: bool = False,
+        prefetch: bool | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -155,7 +157,8 @@ class Worker:
         for fut in background:
             fut.add_done_callback(self._on_background_done)
         self._install_signals()
-        log.info("worker %s started: queues %s", self.worker_id, self.queues)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        log.info("worker %s started: queues %s, %s loop", self.worker_id, self.queues, loop)
         self.ready.set()
         try:
             await self._stop.wait()

@@ -111,6 +111,11 @@ impl QueueKeys {
         self.key("stats")
     }
 
+    /// Pub/sub channel on which the scripts that end jobs publish their ids (not a key).
+    pub fn done(&self) -> String {
+        self.key("done")
+    }
+
     /// STRING naming the worker that reaps this partition now; expires (see `reap.lua`).
     pub fn reaping(&self) -> String {
         self.key("reaping")

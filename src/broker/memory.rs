@@ -28,11 +28,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::redis::{Cmd, FromRedisValue, Value};
 use async_trait::async_trait;
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use self::lua::Engine;
 use super::calls::{self, ScriptRunner};
+use super::done::DoneWaiters;
 use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
@@ -46,6 +47,8 @@ pub struct MemoryBroker {
     engine: Mutex<Engine>,
     /// Waiters per wake list; a `Notify` is never replaced, so a waiter may hold a clone.
     wakers: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
+    /// Waiters for job endings, fed with what the scripts publish.
+    done: DoneWaiters,
     /// Added to the system clock; lets tests move time forward without sleeping.
     skew_ms: AtomicU64,
     /// When set (tests only), the clock stands still at this unix µs, plus the skew: a test
@@ -59,6 +62,7 @@ impl Default for MemoryBroker {
             // Only a broken prelude or an out-of-memory Lua can fail here: a bug, not a state.
             engine: Mutex::new(Engine::new().expect("memory:// Lua engine failed to start")),
             wakers: Mutex::default(),
+            done: DoneWaiters::default(),
             skew_ms: AtomicU64::new(0),
             frozen_us: AtomicU64::new(0),
         }
@@ -161,7 +165,7 @@ impl MemoryBroker {
     /// Run `f` on the engine with the clock frozen at now, then deliver wake-ups: every list
     /// pushed to is emptied (its token is consumed, as a `BLPOP` would) and its waiters woken.
     fn with_engine<T>(&self, f: impl FnOnce(&Engine, u64) -> T) -> T {
-        let (out, pushed) = {
+        let (out, pushed, published) = {
             let engine = lock(&self.engine);
             let now = self.clock_us();
             engine.db().set_clock(now);
@@ -171,10 +175,13 @@ impl MemoryBroker {
             for key in &pushed {
                 db.remove(key);
             }
-            (out, pushed)
+            (out, pushed, db.take_published())
         };
         for key in pushed {
             self.notify(&key).notify_waiters();
+        }
+        for (channel, message) in published {
+            self.done.fire(&channel, &message);
         }
         out
     }
@@ -260,6 +267,10 @@ impl Broker for MemoryBroker {
     fn node_of(&self, queue: &str) -> Result<String> {
         QueueKeys::new(queue)?;
         Ok(String::new()) // one process, one node
+    }
+
+    async fn watch_end(&self, queue: &str, id: &str) -> Result<oneshot::Receiver<()>> {
+        Ok(self.done.register(&QueueKeys::new(queue)?.done(), id))
     }
 
     async fn wait_any(

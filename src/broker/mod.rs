@@ -4,6 +4,7 @@
 //! per fetched batch and one per flushed group of acks, never one per job.
 
 mod calls;
+pub(crate) mod done;
 pub mod keys;
 pub mod memory;
 pub mod redis;
@@ -13,6 +14,7 @@ mod watchdog;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::{Error, Result};
@@ -177,6 +179,14 @@ impl JobState {
         }
     }
 
+    /// Succeeded, dead or cancelled: the job will not run again by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+
     pub fn parse(s: &str) -> Option<JobState> {
         Some(match s {
             "scheduled" => JobState::Scheduled,
@@ -303,6 +313,10 @@ pub trait Broker: Send + Sync {
     ) -> Result<Vec<String>>;
     /// The node that holds `queue`: waits on queues of one node can share one `wait_any`.
     fn node_of(&self, queue: &str) -> Result<String>;
+    /// Get ready to hear that job `id` of `queue` ended (succeeded, dead or cancelled): once
+    /// this returns, an ending is not missed. The receiver fires on the ending, or errs when
+    /// notifications may have been lost (then read the state again). See [`done`].
+    async fn watch_end(&self, queue: &str, id: &str) -> Result<oneshot::Receiver<()>>;
     /// Record successes. `true` per accepted ack, `false` per stale one.
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>>;
     /// Record failures.

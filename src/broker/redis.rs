@@ -35,9 +35,12 @@ use super::watchdog::Watched;
 use super::*;
 use tokio_util::sync::CancellationToken;
 
+mod done_feed;
 mod listing;
 pub(crate) mod topology;
 
+use done_feed::DoneFeed;
+use tokio::sync::oneshot;
 use topology::{SingleNode, Topology};
 
 /// Extra time a blocking wait gets beyond its own timeout before the client gives up on it and
@@ -65,7 +68,9 @@ struct Blocking {
 
 /// A [`Broker`] backed by Redis (or Valkey).
 pub struct RedisBroker {
-    topo: Box<dyn Topology>,
+    topo: Arc<dyn Topology>,
+    /// Job-end notifications, on a pub/sub connection of their own.
+    done: DoneFeed,
     /// Idle dedicated connections for blocking waits, per node.
     waiters: Mutex<HashMap<String, Vec<Blocking>>>,
     /// Queues already added to the global queue set by this instance.
@@ -82,8 +87,10 @@ impl RedisBroker {
     /// Like [`RedisBroker::open`], returning the concrete type.
     pub async fn connect(url: &str) -> Result<RedisBroker> {
         let (topo, first) = SingleNode::connect(url).await?;
+        let topo: Arc<dyn Topology> = Arc::new(topo);
         let broker = RedisBroker {
-            topo: Box::new(topo),
+            done: DoneFeed::start(topo.clone()),
+            topo,
             waiters: Mutex::default(),
             known_queues: Mutex::new(HashSet::new()),
         };
@@ -253,6 +260,10 @@ impl Broker for RedisBroker {
 
     fn node_of(&self, queue: &str) -> Result<String> {
         Ok(self.topo.node_of(&QueueKeys::new(queue)?.wake()))
+    }
+
+    async fn watch_end(&self, queue: &str, id: &str) -> Result<oneshot::Receiver<()>> {
+        self.done.watch(&QueueKeys::new(queue)?.done(), id).await
     }
 
     async fn wait_any(

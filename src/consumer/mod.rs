@@ -30,6 +30,10 @@ use tasks::{flusher, heartbeater, reap};
 const MAX_FLUSH: usize = 512;
 /// Distinct script errors remembered for reporting each once (see `Shared::report_script_error`).
 const MAX_SCRIPT_ERRORS: usize = 64;
+/// With [`Prefetch::Auto`], the next batch is leased ahead only when the caller came back for
+/// more within this long of the last hand-out: a prefetched batch waits in this worker for about
+/// one such turnaround, so it is only fetched ahead when that wait is short (short jobs).
+const SHORT_TURNAROUND: Duration = Duration::from_millis(20);
 /// Retry delay of a job whose Python side was dropped without an outcome (see
 /// [`Consumer::abandon`]): short, since the run itself never reached an ending.
 const ABANDONED_RETRY_MS: u64 = 1000;
@@ -49,11 +53,22 @@ pub struct ConsumerConfig {
     pub max_payload: usize,
     /// Registered task names; anything else is dead-lettered as `unknown_task`.
     pub tasks: HashSet<String>,
-    /// After a full batch, lease the next one in the background while Python runs this one.
-    /// Faster drains; the cost is that up to one extra batch waits leased in this worker.
-    pub prefetch: bool,
+    /// Whether a full batch starts leasing the next one in the background while Python runs
+    /// this one (faster drains; the cost: up to one extra batch waits leased in this worker).
+    pub prefetch: Prefetch,
     /// When non-empty, only envelopes signed with one of these keys run; others are poison.
     pub signing_keys: Vec<Vec<u8>>,
+}
+
+/// When [`Consumer::fetch`] leases the next batch ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    Off,
+    /// After every full batch.
+    On,
+    /// After a full batch when the caller is quick to come back for more (see
+    /// `SHORT_TURNAROUND`): on for short jobs, off by itself for long ones.
+    Auto,
 }
 
 /// A leased job that passed validation, ready to be handed to Python.
@@ -175,6 +190,10 @@ pub struct Consumer {
     /// Broker fetches of [`Consumer::fetch_blocking`], each in a task of its own (see there);
     /// `close()` waits for them.
     fetches: TaskTracker,
+    /// When the last non-empty batch was handed out (for [`Prefetch::Auto`]).
+    handed_out: Mutex<Option<Instant>>,
+    /// Batches leased ahead so far (for tests and counters).
+    prefetched: AtomicU64,
 }
 
 /// Jobs the broker leased and the consumer admitted, on their way to the caller. Dropped before
@@ -245,6 +264,8 @@ impl Consumer {
             buffer: Mutex::new(VecDeque::new()),
             pending: tokio::sync::Mutex::new(None),
             fetches: TaskTracker::new(),
+            handed_out: Mutex::new(None),
+            prefetched: AtomicU64::new(0),
         }
     }
 
@@ -259,12 +280,18 @@ impl Consumer {
     /// Lease up to `max` jobs, blocking until at least one is ready or fetching is stopped
     /// (then it returns an empty batch). Broker failures are retried with backoff, never returned.
     ///
-    /// With prefetch on, a full batch starts the next fetch in the background, so Redis leases
-    /// the next batch while Python runs this one.
+    /// With prefetch on (or auto, for a caller that comes back quickly), a full batch starts
+    /// the next fetch in the background, so Redis leases the next batch while Python runs this
+    /// one.
     pub async fn fetch(&self, max: usize) -> Vec<Fetched> {
         if self.shared.stop_fetching.is_cancelled() || max == 0 {
             return Vec::new();
         }
+        let quick = self
+            .handed_out
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t.elapsed() < SHORT_TURNAROUND);
         let mut pending = self.pending.lock().await;
         let mut jobs = self.take_buffered(max);
         if jobs.is_empty() {
@@ -280,11 +307,25 @@ impl Consumer {
             jobs = self.fetch_blocking(max).await;
         }
         let drained = self.buffer.lock().unwrap().is_empty() && pending.is_none();
-        if self.shared.cfg.prefetch && jobs.len() == max && drained {
+        let ahead = match self.shared.cfg.prefetch {
+            Prefetch::Off => false,
+            Prefetch::On => true,
+            Prefetch::Auto => quick,
+        };
+        if ahead && jobs.len() == max && drained {
             let sh = self.shared.clone();
             *pending = Some(tokio::spawn(sh.fetch_once(max)));
+            self.prefetched.fetch_add(1, Ordering::Relaxed);
+        }
+        if !jobs.is_empty() {
+            *self.handed_out.lock().unwrap() = Some(Instant::now());
         }
         jobs
+    }
+
+    /// Batches leased ahead so far.
+    pub fn prefetched(&self) -> u64 {
+        self.prefetched.load(Ordering::Relaxed)
     }
 
     fn take_buffered(&self, max: usize) -> Vec<Fetched> {

@@ -1,5 +1,6 @@
 -- ack.lua: record a batch of successes. Accepted only for a 'running' job holding the token.
--- The record (and its idempotency key) then expires after result_ttl_ms.
+-- The record (and its idempotency key) then expires after result_ttl_ms. The accepted ids are
+-- published on prefix .. 'done' (see `ended` in lib/common.lua).
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] stats      HASH lifetime counters
@@ -40,5 +41,6 @@ end
 if ok > 0 then
   redis.call('ZREM', active, unpack(done))
   redis.call('HINCRBY', stats, 'succeeded', ok)
+  ended(prefix, done)
 end
 return out

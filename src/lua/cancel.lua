@@ -1,6 +1,6 @@
 -- cancel.lua: cancel one job. Waiting jobs (queued, scheduled, failed awaiting retry) become
 -- 'cancelled' and leave every set; a running job gets a cancel flag its worker sees at the next
--- heartbeat; finished jobs are left alone.
+-- heartbeat; finished jobs are left alone. A job cancelled here is published as ended.
 --
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
@@ -22,6 +22,7 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' then
   redis.call('ZREM', ready, id)
   redis.call('ZREM', scheduled, id)
   redis.call('PEXPIRE', jk, ttl)
+  ended(prefix, {id})
   return 1
 end
 if state == 'running' then

@@ -3,7 +3,7 @@
 -- dead_ttl_ms. Either way the lifetime 'failed' counter grows. A retry decision needs the
 -- record's attempt counts: when one cannot be read (missing, or not a whole number) the job is
 -- dead-lettered instead, with reason 'corrupt_record' (reply 2); nothing is written before the
--- fields are checked.
+-- fields are checked. Ids that end here (dead or cancelled) are published as ended.
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] scheduled  ZSET id -> due ms
@@ -22,6 +22,7 @@ local active, scheduled, dead, stats, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
 local prefix = ARGV[1]
 local t, now = redis_now()
 local out, failed, retrying = {}, 0, 0
+local over = {} -- ids that ended here (dead or cancelled), published once
 
 for i = 2, #ARGV, 6 do
   local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -50,6 +51,7 @@ for i = 2, #ARGV, 6 do
       redis.call('HSET', jk, 's', 'cancelled', 'x', err, 'f', now)
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 3
+      over[#over + 1] = id
     elseif retry then
       local due = now + tonumber(delay)
       redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', due)
@@ -61,12 +63,14 @@ for i = 2, #ARGV, 6 do
       redis.call('ZADD', dead, now, id)
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 2
+      over[#over + 1] = id
     end
     failed = failed + 1
   end
 end
 
 if failed > 0 then redis.call('HINCRBY', stats, 'failed', failed) end
+ended(prefix, over)
 -- A retry may be due before a sleeping waiter's timeout: wake it to recompute.
 if retrying > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 return out

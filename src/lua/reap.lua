@@ -5,7 +5,8 @@
 -- retries so a crash re-runs even a job with no retries. Work per call is bounded (1000 per set); callers reap periodically.
 -- A record whose token, stall count or (when requeued or promoted) ready score cannot be read
 -- (missing, or not a whole number) is dead-lettered with reason 'corrupt_record' and counted in
--- `dead`; its fields are checked before anything is written for it.
+-- `dead`; its fields are checked before anything is written for it. Dead-lettered ids are
+-- published as ended (see `ended` in lib/common.lua).
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] ready      ZSET id -> ready score
@@ -33,6 +34,7 @@ if claim_ms > 0 and not redis.call('SET', KEYS[6], ARGV[5], 'NX', 'PX', claim_ms
 end
 local t, now = redis_now()
 local requeued, died = 0, 0
+local buried = {} -- dead-lettered here, published as ended
 
 -- Dead-letter a job: `err` is its error record, `fields` what else its record gets.
 local function bury(jk, id, err, fields)
@@ -40,6 +42,7 @@ local function bury(jk, id, err, fields)
   redis.call('ZADD', dead, now, id)
   if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
   died = died + 1
+  buried[died] = id
 end
 
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. now, 'LIMIT', 0, 1000)
@@ -90,5 +93,6 @@ if ttl > 0 then
   if #old > 0 then redis.call('ZREM', dead, unpack(old)) end
 end
 
+ended(prefix, buried)
 if requeued + #due > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 return {requeued, died, 1}

@@ -13,7 +13,7 @@ use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{self, Broker, CancelOutcome, JobSet, NewJob, WorkerInfo, MAX_PRIORITY};
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
-use crate::consumer::{Consumer, ConsumerConfig};
+use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
 use crate::engine::Engine;
 use crate::errors::{Error, Result};
 use crate::producer::{self, check_job_id, Reply};
@@ -194,6 +194,34 @@ async fn job_info(h: Handle, queue: String, id: String) -> Result<Option<PyJobIn
     Ok(h.get().await?.job(&queue, &id).await?.map(PyJobInfo::from))
 }
 
+/// How long to sleep between reads when the end notifications are unavailable (the pub/sub
+/// connection is down): a fallback to polling, not the normal path.
+const FALLBACK_POLL: Duration = Duration::from_millis(50);
+
+/// Read job `id`; if it has not ended, wait up to `wait` to hear that it did, then read it
+/// again. The waiter registers before the first read, so an ending in between is not missed;
+/// a lost notification costs at most `wait`.
+async fn finished_info(
+    h: Handle,
+    queue: String,
+    id: String,
+    wait: Duration,
+) -> Result<Option<PyJobInfo>> {
+    let broker = h.get().await?;
+    let heard = broker.watch_end(&queue, &id).await;
+    let info = broker.job(&queue, &id).await?;
+    if info.as_ref().is_some_and(|i| !i.state.is_final()) {
+        match heard {
+            Ok(ended) => {
+                let _ = tokio::time::timeout(wait, ended).await;
+            }
+            Err(_) => tokio::time::sleep(wait.min(FALLBACK_POLL)).await,
+        }
+        return job_info(h, queue, id).await;
+    }
+    Ok(info.map(PyJobInfo::from))
+}
+
 /// Broker handle exposed to Python as `asyncq._core.Broker`.
 #[derive(Clone)]
 #[pyclass(frozen, name = "Broker", module = "asyncq._core")]
@@ -338,6 +366,32 @@ impl PyBroker {
         id: String,
     ) -> PyResult<Option<PyJobInfo>> {
         block_on(py, job_info(self.handle.clone(), queue, id))
+    }
+
+    /// The job's record once it has ended, or after waiting `wait` seconds for it to end
+    /// (whatever its state then); None when there is no such job. Woken by the scripts' end
+    /// notifications, not by polling.
+    fn wait_finished<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        id: String,
+        wait: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let wait = Duration::from_secs_f64(wait.clamp(0.0, 3600.0));
+        awaitable(py, finished_info(self.handle.clone(), queue, id, wait))
+    }
+
+    /// [`PyBroker::wait_finished`] for sync callers (releases the GIL while it waits).
+    fn wait_finished_blocking(
+        &self,
+        py: Python<'_>,
+        queue: String,
+        id: String,
+        wait: f64,
+    ) -> PyResult<Option<PyJobInfo>> {
+        let wait = Duration::from_secs_f64(wait.clamp(0.0, 3600.0));
+        block_on(py, finished_info(self.handle.clone(), queue, id, wait))
     }
 
     fn cancel<'py>(
@@ -531,7 +585,7 @@ impl PyBroker {
     }
 
     /// Start a consumer for one queue (connects first, so an unreachable broker fails here).
-    #[pyo3(signature = (queue, worker_id, tasks, *, lease, heartbeat, reap, idle_wait, result_ttl, dead_ttl, max_payload, prefetch=false))]
+    #[pyo3(signature = (queue, worker_id, tasks, *, lease, heartbeat, reap, idle_wait, result_ttl, dead_ttl, max_payload, prefetch=None))]
     #[allow(clippy::too_many_arguments)]
     fn consumer<'py>(
         &self,
@@ -546,7 +600,7 @@ impl PyBroker {
         result_ttl: f64,
         dead_ttl: f64,
         max_payload: usize,
-        prefetch: bool,
+        prefetch: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let cfg = ConsumerConfig {
             queue,
@@ -559,7 +613,11 @@ impl PyBroker {
             dead_ttl_ms: ms(dead_ttl),
             max_payload,
             tasks: tasks.into_iter().collect::<HashSet<_>>(),
-            prefetch,
+            prefetch: match prefetch {
+                None => Prefetch::Auto,
+                Some(true) => Prefetch::On,
+                Some(false) => Prefetch::Off,
+            },
             signing_keys: self.signing_keys.clone(),
         };
         let h = self.handle.clone();

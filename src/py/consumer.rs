@@ -362,6 +362,7 @@ impl PyConsumer {
             d.set_item(name, value)?;
         }
         d.set_item("inflight", self.inner.inflight_leases().len())?;
+        d.set_item("prefetched", self.inner.prefetched())?;
         Ok(d)
     }
 }

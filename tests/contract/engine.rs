@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
 
-use _core::consumer::{Consumer, ConsumerConfig};
+use _core::consumer::{Consumer, ConsumerConfig, Prefetch};
 use _core::engine::Engine;
 use _core::errors::Error;
 use tokio::task::JoinHandle;
@@ -157,7 +157,7 @@ async fn reapers_of_two_processes_share_a_queue_through_the_claim(c: Ctx) {
         dead_ttl_ms: 60_000,
         max_payload: 1 << 20,
         tasks: HashSet::new(),
-        prefetch: false,
+        prefetch: Prefetch::Off,
         signing_keys: Vec::new(),
     };
     // Two engines: two worker processes as far as the broker can tell.

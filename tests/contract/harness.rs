@@ -207,3 +207,30 @@ pub async fn make_dead(b: &Arc<dyn Broker>, ids: &[&str]) {
 pub fn job_key(id: &str) -> String {
     keys::QueueKeys::new(Q).unwrap().job(id)
 }
+
+/// The smallest valid envelope: version 1, task `t`, no arguments.
+pub fn envelope() -> Vec<u8> {
+    let mut buf = Vec::new();
+    rmp::encode::write_map_len(&mut buf, 2).unwrap();
+    rmp::encode::write_str(&mut buf, "v").unwrap();
+    rmp::encode::write_uint(&mut buf, 1).unwrap();
+    rmp::encode::write_str(&mut buf, "t").unwrap();
+    rmp::encode::write_str(&mut buf, "t").unwrap();
+    buf
+}
+
+/// `n` jobs of task `t` with a valid envelope, for tests that run a consumer.
+pub fn new_jobs(n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| NewJob {
+            id: format!("j{i:05}"),
+            payload: envelope(),
+            priority: 5,
+            delay_ms: None,
+            eta_ms: None,
+            max_attempts: 1,
+            key: None,
+            key_ttl_ms: 60_000,
+        })
+        .collect()
+}

@@ -16,10 +16,12 @@ mod harness;
 
 mod admin;
 mod corrupt;
+mod ended;
 mod engine;
 mod enqueue;
 mod lease;
 mod outcomes;
+mod prefetch;
 mod races;
 mod redis_only;
 mod wait;

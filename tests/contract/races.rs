@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use _core::broker::*;
-use _core::consumer::{Consumer, ConsumerConfig, Event, Outcome};
+use _core::consumer::{Consumer, ConsumerConfig, Event, Outcome, Prefetch};
 use _core::engine::Engine;
 use _core::errors::Result;
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::contract;
+use crate::harness::new_jobs;
 use crate::harness::Ctx;
 
 contract!(
@@ -25,32 +26,6 @@ contract!(
     finished_jobs_are_never_reported_lost,
     a_real_takeover_is_still_reported_lost,
 );
-
-/// The smallest valid envelope: version 1, task `t`, no arguments.
-fn envelope() -> Vec<u8> {
-    let mut buf = Vec::new();
-    rmp::encode::write_map_len(&mut buf, 2).unwrap();
-    rmp::encode::write_str(&mut buf, "v").unwrap();
-    rmp::encode::write_uint(&mut buf, 1).unwrap();
-    rmp::encode::write_str(&mut buf, "t").unwrap();
-    rmp::encode::write_str(&mut buf, "t").unwrap();
-    buf
-}
-
-fn new_jobs(n: usize) -> Vec<NewJob> {
-    (0..n)
-        .map(|i| NewJob {
-            id: format!("j{i:05}"),
-            payload: envelope(),
-            priority: 5,
-            delay_ms: None,
-            eta_ms: None,
-            max_attempts: 1,
-            key: None,
-            key_ttl_ms: 60_000,
-        })
-        .collect()
-}
 
 fn config(lease_ms: u64, heartbeat_ms: u64) -> ConsumerConfig {
     ConsumerConfig {
@@ -65,7 +40,7 @@ fn config(lease_ms: u64, heartbeat_ms: u64) -> ConsumerConfig {
         dead_ttl_ms: 60_000,
         max_payload: 1 << 20,
         tasks: HashSet::from(["t".to_string()]),
-        prefetch: false,
+        prefetch: Prefetch::Off,
         signing_keys: Vec::new(),
     }
 }
@@ -114,6 +89,9 @@ impl Broker for HeldFetch {
     }
     fn node_of(&self, queue: &str) -> Result<String> {
         self.inner.node_of(queue)
+    }
+    async fn watch_end(&self, q: &str, id: &str) -> Result<tokio::sync::oneshot::Receiver<()>> {
+        self.inner.watch_end(q, id).await
     }
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
         self.inner.ack(queue, acks).await

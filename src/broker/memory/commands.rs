@@ -21,7 +21,7 @@ const SYNTAX: &str = "ERR syntax error";
 const KNOWN: &str = "DEL EXISTS TYPE PEXPIRE EXPIRE PERSIST PTTL TTL GET SET INCR INCRBY DECR \
 DECRBY HSET HMSET HSETNX HGET HMGET HGETALL HDEL HEXISTS HLEN HINCRBY RPUSH LPUSH LPOP RPOP LLEN \
 LRANGE SADD SREM SMEMBERS SISMEMBER SCARD ZADD ZREM ZSCORE ZCARD ZCOUNT ZRANGE ZRANGEBYSCORE \
-ZPOPMIN TIME";
+ZPOPMIN TIME PUBLISH";
 
 /// Run one command (`args[0]` is its name, any case) against `db`.
 pub(super) fn exec(db: &mut Db, args: &[Vec<u8>]) -> Reply {
@@ -68,6 +68,7 @@ pub(super) fn exec(db: &mut Db, args: &[Vec<u8>]) -> Reply {
         "ZRANGEBYSCORE" => zsets::zrangebyscore(db, a),
         "ZPOPMIN" => zsets::zpopmin(db, a),
         "TIME" => time(db, a),
+        "PUBLISH" => publish(db, a),
         _ => Err(format!(
             "ERR unknown command '{name}': memory:// implements only {KNOWN}"
         )),
@@ -83,6 +84,14 @@ fn arity(a: &[Vec<u8>], n: usize, exact: bool, name: &str) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+/// `PUBLISH channel message`: delivered by the broker once the call is over; the reply (how
+/// many subscribers received it) is always 0, as no client subscribes to a memory:// broker.
+fn publish(db: &mut Db, a: &[Vec<u8>]) -> Reply {
+    arity(a, 2, true, "publish")?;
+    db.publish(&a[0], &a[1]);
+    Ok(Value::Int(0))
 }
 
 fn int(v: &[u8]) -> Result<i64, String> {

@@ -126,6 +126,8 @@ pub(super) struct Db {
     now_us: u64,
     /// Lists pushed to since the broker last looked (it wakes their waiters).
     pushed: BTreeSet<Vec<u8>>,
+    /// (channel, message) published since the broker last looked (it delivers them).
+    published: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Typed access to one key: `None` when absent, `WRONGTYPE` when of another type.
@@ -246,6 +248,16 @@ impl Db {
     /// Note a push to the list `key`, so the broker wakes whoever waits on it.
     pub fn mark_pushed(&mut self, key: &[u8]) {
         self.pushed.insert(key.to_vec());
+    }
+
+    /// Record a `PUBLISH` for the broker to deliver after the call.
+    pub fn publish(&mut self, channel: &[u8], message: &[u8]) {
+        self.published.push((channel.to_vec(), message.to_vec()));
+    }
+
+    /// What was published since the last call, in order.
+    pub fn take_published(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        std::mem::take(&mut self.published)
     }
 
     /// The lists pushed to since the last call.

@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ::redis::aio::MultiplexedConnection;
+use ::redis::aio::{MultiplexedConnection, PubSub};
 use ::redis::{AsyncConnectionConfig, Client};
 use async_trait::async_trait;
 
@@ -33,6 +33,8 @@ pub(crate) trait Topology: Send + Sync {
     fn node_of(&self, key: &str) -> String;
     /// A new connection to `node` for blocking commands (no response timeout).
     async fn dial_blocking(&self, node: &str) -> Result<MultiplexedConnection>;
+    /// A new pub/sub connection that hears what scripts publish (job-end notifications).
+    async fn pubsub(&self) -> Result<PubSub>;
 }
 
 /// One Redis (or Valkey) server.
@@ -83,5 +85,13 @@ impl Topology for SingleNode {
 
     async fn dial_blocking(&self, _node: &str) -> Result<MultiplexedConnection> {
         dial(&self.client).await
+    }
+
+    async fn pubsub(&self) -> Result<PubSub> {
+        let dial = self.client.get_async_pubsub();
+        match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+            Ok(res) => Ok(res?),
+            Err(_) => Err(Error::Unavailable("pub/sub connection timed out".into())),
+        }
     }
 }

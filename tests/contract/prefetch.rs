@@ -1,0 +1,71 @@
+//! Prefetch: `Auto` leases the next batch ahead for a caller that comes back quickly (short
+//! jobs) and not for a slow one (long jobs); `Off` never does.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use _core::consumer::{Consumer, ConsumerConfig, Outcome, Prefetch};
+use _core::engine::Engine;
+
+use crate::contract;
+use crate::harness::*;
+
+contract!(
+    auto_prefetches_for_a_quick_caller,
+    auto_does_not_prefetch_for_a_slow_caller,
+    off_never_prefetches,
+);
+
+fn config(prefetch: Prefetch) -> ConsumerConfig {
+    ConsumerConfig {
+        queue: Q.into(),
+        worker_id: "w1".into(),
+        lease_ms: 60_000,
+        heartbeat_ms: 20_000,
+        reap_ms: 600_000,
+        idle_wait_ms: 100,
+        result_ttl_ms: 60_000,
+        dead_ttl_ms: 60_000,
+        max_payload: 1 << 20,
+        tasks: HashSet::from(["t".to_string()]),
+        prefetch,
+        signing_keys: Vec::new(),
+    }
+}
+
+/// Fetch batches of 2 from 12 queued jobs, pausing `pause` between fetches; ack everything.
+/// Returns how many batches were leased ahead.
+async fn drain(c: &Ctx, prefetch: Prefetch, pause: Duration) -> u64 {
+    c.b.enqueue(Q, new_jobs(12)).await.unwrap();
+    let consumer = Consumer::start(&Engine::new(c.b.clone()), config(prefetch));
+    let mut seen = 0;
+    while seen < 12 {
+        let batch = consumer.fetch(2).await;
+        seen += batch.len();
+        for f in batch {
+            consumer.send(Outcome::Ack(ack_of(&f.job, b"")));
+        }
+        tokio::time::sleep(pause).await;
+    }
+    let ahead = consumer.prefetched();
+    consumer.close(Duration::from_secs(5)).await;
+    ahead
+}
+
+async fn auto_prefetches_for_a_quick_caller(c: Ctx) {
+    // Back within a millisecond or two each time, far below the 20 ms turnaround.
+    assert!(drain(&c, Prefetch::Auto, Duration::ZERO).await >= 1);
+}
+
+async fn auto_does_not_prefetch_for_a_slow_caller(c: Ctx) {
+    // 60 ms between fetches is three times the turnaround a prefetched batch may wait; a
+    // loaded machine only makes the caller slower.
+    assert_eq!(
+        drain(&c, Prefetch::Auto, Duration::from_millis(60)).await,
+        0
+    );
+}
+
+async fn off_never_prefetches(c: Ctx) {
+    assert_eq!(drain(&c, Prefetch::Off, Duration::ZERO).await, 0);
+}
