@@ -29,6 +29,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """The server exited at start: another process took its port first."""
+
+
 class RedisServer:
     """A private redis-server process for tests."""
 
@@ -54,6 +58,13 @@ class RedisServer:
             *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+        for _ in range(4):
+            try:
+                self.start()
+                return
+            except PortTaken:
+                self.port = free_port()
+                self.args[2] = str(self.port)
         self.start()
 
     @property
@@ -64,13 +75,20 @@ class RedisServer:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            # Checked first: a server that exited (its port was taken by another process after
+            # free_port() found it free) must not be mistaken for that process's server.
+            if self.proc.poll() is not None:
+                raise PortTaken(self.port)
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
             ):
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
-                    return
+                    time.sleep(0.02)  # a failed bind exits at once: make sure it is ours
+                    if self.proc.poll() is None:
+                        return
+                    raise PortTaken(self.port)
             time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 

@@ -66,3 +66,37 @@ async fn connection_loss_is_an_error_and_the_broker_reconnects() {
     b.enqueue(Q, vec![job("a", 1)]).await.unwrap();
     b.wait(Q, 1_000).await.unwrap();
 }
+
+/// The pub/sub connection that carries job-end notifications is killed under a waiting
+/// result: the waiter is woken to read the state again, and a new connection carries the
+/// next ending.
+#[tokio::test]
+async fn a_lost_notification_connection_wakes_waiters_and_comes_back() {
+    let Some(c) = Ctx::redis().await else { return };
+    let b = &c.b;
+    b.enqueue(Q, vec![job("a", 1), job("b", 1)]).await.unwrap();
+    let a_done = b.watch_end(Q, "a").await.unwrap();
+    let killed: i64 = c.raw(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert_eq!(killed, 1, "one pub/sub connection: the broker's");
+    let woken = tokio::time::timeout(Duration::from_secs(5), a_done).await;
+    assert!(
+        matches!(woken, Ok(Err(_))),
+        "woken without a verdict: {woken:?}"
+    );
+    // Subscribed again (the broker retries the connection with backoff; 10 s is far beyond).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let b_done = loop {
+        match b.watch_end(Q, "b").await {
+            Ok(rx) => break rx,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no notification feed after 10 s: {e}"),
+        }
+    };
+    let got = fetch(b, 2).await;
+    let bj = got.jobs.iter().find(|j| j.id == "b").unwrap();
+    b.ack(Q, vec![ack_of(bj, b"")]).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), b_done).await;
+    assert!(matches!(heard, Ok(Ok(()))), "{heard:?}");
+}

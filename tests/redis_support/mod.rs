@@ -15,17 +15,33 @@ pub struct Server {
 
 impl Server {
     /// Start on a free port with extra server arguments; `None` means skip the test.
+    ///
+    /// A port found free can be taken by another process (another test suite) before the server
+    /// binds it; the server then exits at once, and another port is tried.
     pub fn start(extra: &[&str]) -> Option<Server> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        Self::start_on(port, extra)
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            match Self::spawn(port, extra)? {
+                Some(server) => return Some(server),
+                None => continue, // the port was taken meanwhile
+            }
+        }
+        panic!("redis-server could not bind a free port in 5 tries");
     }
 
     /// Start on `port` (reused to simulate a restart); `None` means skip the test.
     pub fn start_on(port: u16, extra: &[&str]) -> Option<Server> {
+        let server = Self::spawn(port, extra)?;
+        Some(server.unwrap_or_else(|| panic!("redis-server exited at start on port {port}")))
+    }
+
+    /// `None`: skip the test (no redis-server); `Some(None)`: the server exited at start
+    /// (its port was taken); else the running server, answering on `port`.
+    fn spawn(port: u16, extra: &[&str]) -> Option<Option<Server>> {
         let spawned = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -41,16 +57,29 @@ impl Server {
                 return None;
             }
         };
-        let server = Server { child, port };
+        let mut server = Server { child, port };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            // Checked first: a server that exited (port taken) must not be mistaken for the
+            // other process's server answering on that port.
+            if server.child.try_wait().ok().flatten().is_some() {
+                return Some(None);
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not start on {port}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        Some(server)
+        // Still ours once it answers (it binds before accepting; a failed bind exits at once).
+        std::thread::sleep(Duration::from_millis(20));
+        if server.child.try_wait().ok().flatten().is_some() {
+            return Some(None);
+        }
+        Some(Some(server))
     }
 
     /// Plain URL of this server.

@@ -22,7 +22,8 @@ use crate::backoff::Redial;
 use crate::broker::done::DoneWaiters;
 use crate::errors::{Error, Result};
 
-/// Longest wait for a `SUBSCRIBE` to be confirmed before the caller is told to fall back.
+/// Longest wait for a `SUBSCRIBE` to be confirmed: past it the caller is told to fall back and
+/// the connection is replaced.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Request = (String, oneshot::Sender<bool>);
@@ -95,18 +96,19 @@ async fn run(
         };
         let (mut sink, mut stream) = pubsub.split();
         let channels = waiters.channels();
-        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
-            tokio::time::sleep(backoff.next_pause()).await;
-            continue;
+        if !channels.is_empty() {
+            let all = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channels)).await;
+            if !matches!(all, Ok(Ok(()))) {
+                tokio::time::sleep(backoff.next_pause()).await;
+                continue;
+            }
         }
         *lock(&subscribed) = channels.into_iter().collect();
-        // Whatever ended while no connection listened: let every waiter look again (the one
-        // that asked first registered just now and has not read the state yet: spared).
-        match pending.take() {
-            Some((_, ack)) => {
-                let _ = ack.send(true);
-            }
-            None => waiters.lost(),
+        // No need to wake anyone here: waiters from before the connection dropped were woken
+        // when it dropped, and those since have not read the state yet (their watch waits for
+        // a confirmed subscription, as this one does).
+        if let Some((_, ack)) = pending.take() {
+            let _ = ack.send(true);
         }
         backoff.reset();
         loop {
@@ -119,7 +121,9 @@ async fn run(
                 },
                 req = requests.recv() => {
                     let Some((channel, ack)) = req else { return };
-                    let ok = sink.subscribe(&channel).await.is_ok();
+                    // A connection that does not confirm in time is replaced.
+                    let one = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channel));
+                    let ok = matches!(one.await, Ok(Ok(())));
                     if ok {
                         lock(&subscribed).insert(channel);
                     }
