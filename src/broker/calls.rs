@@ -360,3 +360,35 @@ pub(super) fn page_cmd(
         .arg(offset.saturating_add(count - 1));
     Ok(Some(cmd))
 }
+
+/// The commands that count a queue's jobs per set and read its lifetime counters, in the order
+/// [`parse_counts`] reads their replies: run as one pipeline on Redis, one call on memory://.
+pub(super) fn counts_cmds(queue: &str) -> Result<Vec<redis::Cmd>> {
+    let k = QueueKeys::new(queue)?;
+    let zcard = |key: String| redis::cmd("ZCARD").arg(key).clone();
+    let stat = |field: &str| redis::cmd("HGET").arg(k.stats()).arg(field).clone();
+    Ok(vec![
+        zcard(k.scheduled()),
+        zcard(k.ready()),
+        zcard(k.active()),
+        zcard(k.dead()),
+        stat("succeeded"),
+        stat("failed"),
+    ])
+}
+
+/// Read the replies of [`counts_cmds`].
+pub(super) fn parse_counts(replies: Vec<Value>) -> Result<super::QueueCounts> {
+    type Reply = (u64, u64, u64, u64, Option<u64>, Option<u64>);
+    let (scheduled, queued, running, dead, ok, failed): Reply =
+        redis::from_redis_value(Value::Array(replies))
+            .map_err(|e| protocol("counts", e.to_string()))?;
+    Ok(super::QueueCounts {
+        scheduled,
+        queued,
+        running,
+        dead,
+        succeeded_total: ok.unwrap_or(0),
+        failed_total: failed.unwrap_or(0),
+    })
+}

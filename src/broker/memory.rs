@@ -342,27 +342,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
-        let k = QueueKeys::new(queue)?;
-        let zcard = |key: String| ::redis::cmd("ZCARD").arg(key).clone();
-        let hget = |field: &str| ::redis::cmd("HGET").arg(k.stats()).arg(field).clone();
-        let replies = self.query(&[
-            zcard(k.scheduled()),
-            zcard(k.ready()),
-            zcard(k.active()),
-            zcard(k.dead()),
-            hget("succeeded"),
-            hget("failed"),
-        ])?;
-        type Reply = (u64, u64, u64, u64, Option<u64>, Option<u64>);
-        let (scheduled, queued, running, dead, ok, failed): Reply = decode(Value::Array(replies))?;
-        Ok(QueueCounts {
-            scheduled,
-            queued,
-            running,
-            dead,
-            succeeded_total: ok.unwrap_or(0),
-            failed_total: failed.unwrap_or(0),
-        })
+        calls::parse_counts(self.query(&calls::counts_cmds(queue)?)?)
     }
 
     async fn queues(&self) -> Result<Vec<String>> {

@@ -357,22 +357,11 @@ impl Broker for RedisBroker {
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = QueueKeys::new(queue)?;
         let mut pipe = ::redis::pipe();
-        pipe.zcard(k.scheduled())
-            .zcard(k.ready())
-            .zcard(k.active())
-            .zcard(k.dead());
-        pipe.hget(k.stats(), "succeeded").hget(k.stats(), "failed");
-        type Reply = (u64, u64, u64, u64, Option<u64>, Option<u64>);
-        let (scheduled, queued, running, dead, ok, failed): Reply =
-            pipe.query_async(&mut self.con_for(k.prefix())).await?;
-        Ok(QueueCounts {
-            scheduled,
-            queued,
-            running,
-            dead,
-            succeeded_total: ok.unwrap_or(0),
-            failed_total: failed.unwrap_or(0),
-        })
+        for cmd in calls::counts_cmds(queue)? {
+            pipe.add_command(cmd);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.con_for(k.prefix())).await?;
+        calls::parse_counts(replies)
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
