@@ -88,6 +88,10 @@ bench-main-deps: venv
 bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + floor, small N, < 1 min)
 	$(BIN)/python -m benches.run --quick $(BENCH_ARGS)
 
+.PHONY: bench-growth
+bench-growth: build-release bench-main-deps ## how cost grows: workers, queue depth, queue count, memory per job
+	$(BIN)/python -m benches.growth $(BENCH_ARGS)
+
 .PHONY: bench-script-args
 bench-script-args: bench-main-deps ## Redis CPU per job of positional vs msgpack-packed script items
 	$(BIN)/python -m benches.script_args

@@ -279,6 +279,9 @@ impl Broker for RedisBroker {
         let Some(first) = wakes.first() else {
             return Ok(Vec::new());
         };
+        if interrupt.is_cancelled() {
+            return Ok(Vec::new()); // nothing sent, so nothing to unblock
+        }
         if timeout_ms == 0 {
             // BLPOP 0 would block forever; a zero timeout only consumes pending wake-ups.
             let mut pipe = ::redis::pipe();

@@ -144,6 +144,9 @@ impl Waiter {
                     _ = stop.cancelled() => return,
                 }
             };
+            if interrupt.is_cancelled() {
+                continue; // the set changed between the snapshot and now: take it again
+            }
             // A broker whose connection is being replaced answers with an error at once (not
             // an empty wake-up), so this loop backs off instead of spinning.
             let res = tokio::select! {
