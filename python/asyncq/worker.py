@@ -96,8 +96,8 @@ class Worker:
         prefetch: After a full batch, lease the next one in the background while this one
             runs: drains short jobs faster, but up to one extra batch per queue then waits in
             this worker instead of going to an idle one. ``None`` (the default) decides by
-            itself: it prefetches while the worker comes back for more within 20 ms of the
-            last batch (short jobs), and not for long jobs. ``True``/``False``: always/never.
+            itself: it prefetches while jobs run shorter than 20 ms on average (from lease to
+            outcome), and not for longer jobs. ``True``/``False``: always/never.
     """
 
     def __init__(

@@ -30,10 +30,11 @@ use tasks::{flusher, heartbeater, reap};
 const MAX_FLUSH: usize = 512;
 /// Distinct script errors remembered for reporting each once (see `Shared::report_script_error`).
 const MAX_SCRIPT_ERRORS: usize = 64;
-/// With [`Prefetch::Auto`], the next batch is leased ahead only when the caller came back for
-/// more within this long of the last hand-out: a prefetched batch waits in this worker for about
-/// one such turnaround, so it is only fetched ahead when that wait is short (short jobs).
-const SHORT_TURNAROUND: Duration = Duration::from_millis(20);
+/// With [`Prefetch::Auto`], the next batch is leased ahead only while jobs run shorter than
+/// this (the average time from lease to outcome): a prefetched batch waits in this worker for
+/// about one job's run, so it is only fetched ahead when that wait is short. A job released by
+/// another worker then waits at most about that long behind it.
+const SHORT_JOB_US: u64 = 20_000;
 /// Retry delay of a job whose Python side was dropped without an outcome (see
 /// [`Consumer::abandon`]): short, since the run itself never reached an ending.
 const ABANDONED_RETRY_MS: u64 = 1000;
@@ -66,8 +67,8 @@ pub enum Prefetch {
     Off,
     /// After every full batch.
     On,
-    /// After a full batch when the caller is quick to come back for more (see
-    /// `SHORT_TURNAROUND`): on for short jobs, off by itself for long ones.
+    /// After a full batch while jobs run short (see `SHORT_JOB_US`): on for short jobs, off by
+    /// itself for long ones.
     Auto,
 }
 
@@ -129,6 +130,8 @@ struct InFlight {
     /// extended again, and a heartbeat refusal for it is no loss: the outcome may have landed
     /// first (see `tasks::heartbeater`).
     settled: bool,
+    /// When the job was leased (its run time feeds `Shared::run_us`).
+    since: Instant,
 }
 
 /// Counters for tests, metrics and the shutdown summary: one set per consumer, and one per queue
@@ -173,6 +176,9 @@ struct Shared {
     stats: Stats,
     /// The engine's totals for this queue (see [`Shared::count`]).
     totals: Arc<Stats>,
+    /// Average time from lease to outcome of recent runs, in µs (`u64::MAX` until one ended):
+    /// decides [`Prefetch::Auto`].
+    run_us: AtomicU64,
     /// Outcomes to the flusher (it ends when the consumer closes, not when senders drop).
     tx: mpsc::UnboundedSender<Msg>,
 }
@@ -190,8 +196,6 @@ pub struct Consumer {
     /// Broker fetches of [`Consumer::fetch_blocking`], each in a task of its own (see there);
     /// `close()` waits for them.
     fetches: TaskTracker,
-    /// When the last non-empty batch was handed out (for [`Prefetch::Auto`]).
-    handed_out: Mutex<Option<Instant>>,
     /// Batches leased ahead so far (for tests and counters).
     prefetched: AtomicU64,
 }
@@ -232,6 +236,7 @@ impl Consumer {
             broker: engine.broker().clone(),
             engine: engine.clone(),
             totals: engine.queue_stats(&cfg.queue),
+            run_us: AtomicU64::new(u64::MAX),
             cfg,
             inflight: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
@@ -264,7 +269,6 @@ impl Consumer {
             buffer: Mutex::new(VecDeque::new()),
             pending: tokio::sync::Mutex::new(None),
             fetches: TaskTracker::new(),
-            handed_out: Mutex::new(None),
             prefetched: AtomicU64::new(0),
         }
     }
@@ -280,18 +284,12 @@ impl Consumer {
     /// Lease up to `max` jobs, blocking until at least one is ready or fetching is stopped
     /// (then it returns an empty batch). Broker failures are retried with backoff, never returned.
     ///
-    /// With prefetch on (or auto, for a caller that comes back quickly), a full batch starts
-    /// the next fetch in the background, so Redis leases the next batch while Python runs this
-    /// one.
+    /// With prefetch on (or auto, while jobs run short), a full batch starts the next fetch in
+    /// the background, so Redis leases the next batch while Python runs this one.
     pub async fn fetch(&self, max: usize) -> Vec<Fetched> {
         if self.shared.stop_fetching.is_cancelled() || max == 0 {
             return Vec::new();
         }
-        let quick = self
-            .handed_out
-            .lock()
-            .unwrap()
-            .is_some_and(|t| t.elapsed() < SHORT_TURNAROUND);
         let mut pending = self.pending.lock().await;
         let mut jobs = self.take_buffered(max);
         if jobs.is_empty() {
@@ -310,15 +308,12 @@ impl Consumer {
         let ahead = match self.shared.cfg.prefetch {
             Prefetch::Off => false,
             Prefetch::On => true,
-            Prefetch::Auto => quick,
+            Prefetch::Auto => self.shared.run_us.load(Ordering::Relaxed) < SHORT_JOB_US,
         };
         if ahead && jobs.len() == max && drained {
             let sh = self.shared.clone();
             *pending = Some(tokio::spawn(sh.fetch_once(max)));
             self.prefetched.fetch_add(1, Ordering::Relaxed);
-        }
-        if !jobs.is_empty() {
-            *self.handed_out.lock().unwrap() = Some(Instant::now());
         }
         jobs
     }
@@ -479,7 +474,7 @@ impl Consumer {
     /// receiver errs when no verdict will come: the consumer closed before the flush.
     pub fn fail(&self, fail: Fail) -> oneshot::Receiver<FailOutcome> {
         let (tx, rx) = oneshot::channel();
-        self.shared.mark_settled(&fail.lease);
+        self.shared.mark_settled(&fail.lease, true);
         // After close() the sender is dropped here, so the receiver errs at once ("unknown").
         // Checked explicitly: the flusher task may still be finishing its last loop on another
         // thread when close() returns, and must not pick up an outcome queued after it.
@@ -628,6 +623,7 @@ impl Shared {
                     token: job.token,
                     extend_until,
                     settled: false,
+                    since: now,
                 },
             );
             match verdict {
@@ -693,7 +689,7 @@ impl Shared {
             Outcome::Fail(f) => &f.lease,
             Outcome::Release(l) => l,
         };
-        self.mark_settled(lease);
+        self.mark_settled(lease, !matches!(outcome, Outcome::Release(_)));
         // After close() a late outcome is dropped (the flusher may still be finishing its last
         // loop, so this is checked here) and the job is recovered by lease expiry, which keeps
         // at-least-once intact.
@@ -704,11 +700,25 @@ impl Shared {
 
     /// Mark a lease as having its outcome queued. Done before the flusher can see the outcome,
     /// so no heartbeat answer that follows the outcome to the broker can be taken for a loss.
-    fn mark_settled(&self, lease: &Lease) {
-        if let Some(f) = self.inflight.lock().unwrap().get_mut(&lease.id) {
-            if f.token == lease.token {
-                f.settled = true;
-            }
+    fn mark_settled(&self, lease: &Lease, ran: bool) {
+        let mut inflight = self.inflight.lock().unwrap();
+        let Some(f) = inflight.get_mut(&lease.id) else {
+            return;
+        };
+        if f.token != lease.token || f.settled {
+            return;
+        }
+        f.settled = true;
+        if ran {
+            // A moving average over about the last 8 runs.
+            let took = f.since.elapsed().as_micros().min(u128::from(u32::MAX)) as u64;
+            let old = self.run_us.load(Ordering::Relaxed);
+            let avg = if old == u64::MAX {
+                took
+            } else {
+                (old * 7 + took) / 8
+            };
+            self.run_us.store(avg, Ordering::Relaxed);
         }
     }
 
