@@ -64,6 +64,15 @@ test: test-rust test-python ## all tests
 .PHONY: ci
 ci: lint typecheck test chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
 
+.PHONY: ci-loaded
+ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; stops at a failure
+	@yes > /dev/null & busy=$$!; trap "kill $$busy" EXIT; n=$${N:-10}; \
+	for i in $$(seq 1 $$n); do \
+	  log=$${TMPDIR:-/tmp}/ci-loaded-$$i.log; \
+	  if $(MAKE) --no-print-directory ci > $$log 2>&1; then echo "ci-loaded: run $$i/$$n passed"; \
+	  else echo "ci-loaded: run $$i/$$n FAILED, see $$log"; exit 1; fi; \
+	done
+
 .PHONY: setup
 setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
 	@bash .ci/setup
