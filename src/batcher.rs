@@ -101,6 +101,7 @@ async fn send_group(broker: &dyn Broker, queue: String, mut reqs: Vec<Request>) 
 pub(crate) mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
+    use crate::broker::Executor;
 
     /// A minimal ready job with this id (shared by the crate's unit tests).
     pub(crate) fn job(id: &str) -> NewJob {
@@ -113,6 +114,7 @@ pub(crate) mod tests {
             max_attempts: 1,
             key: None,
             key_ttl_ms: 0,
+            executor: Executor::Async,
         }
     }
 

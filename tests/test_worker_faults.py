@@ -10,6 +10,7 @@ import asyncio
 import collections
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,40 @@ async def test_timeout_comes_from_the_envelope(broker_url: str, queue: str) -> N
     async with running(worker_app):
         err = await dead_error(await slow_p.enqueue())
     assert err.reason == "timeout" and "0.2s" in err.message
+
+
+async def test_a_mixed_queue_runs_async_jobs_while_its_threads_are_busy(
+    broker_url: str, queue: str
+) -> None:
+    """A queue that mixes sync and async tasks is not fetched in batches cut to the free
+    threads: with its only thread busy, async jobs are still leased and run, while a second
+    sync job stays queued in the broker (free for another worker) until the thread frees up.
+    (Before, the lane leased nothing at all while its threads were busy.)"""
+    app = make_app(broker_url, queue)
+    gate = threading.Event()
+
+    @app.task(name="block")
+    def block() -> str:
+        gate.wait(20)
+        return "sync"
+
+    @app.task(name="quick")
+    async def quick(i: int) -> int:
+        return i
+
+    try:
+        async with running(app, threads=1) as worker:
+            first = await block.enqueue()
+            while worker._runner.pool.slots.busy == 0:
+                await asyncio.sleep(0.01)
+            handles = await quick.enqueue_many([((i,), {}) for i in range(50)])
+            second = await block.enqueue()
+            assert [await h.result(timeout=20) for h in handles] == list(range(50))
+            assert await second.status() == "queued"
+            gate.set()
+            assert [await first.result(timeout=10), await second.result(timeout=10)] == [
+                "sync",
+                "sync",
+            ]
+    finally:
+        gate.set()

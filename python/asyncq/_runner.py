@@ -38,11 +38,10 @@ T = TypeVar("T")
 
 @dataclass
 class Lane:
-    """One queue inside the worker: its consumer, limit, running jobs and capacity gates.
+    """One queue inside the worker: its consumer, limit and running jobs.
 
     Attributes:
-        gates: Executor slots this lane must find free before it leases (a lane that may get
-            sync jobs leases no more than there are threads free to start them).
+        slot_free: Set when a place in this lane, a thread or a child process frees up.
         settled: Ids of running jobs whose outcome was already queued.
     """
 
@@ -51,7 +50,6 @@ class Lane:
     consumer: Consumer
     running: dict[str, tuple[asyncio.Task[None], Job]] = field(default_factory=dict)
     slot_free: asyncio.Event = field(default_factory=asyncio.Event)
-    gates: list[Slots] = field(default_factory=list)
     settled: set[str] = field(default_factory=set)
 
 
@@ -132,14 +130,6 @@ class Runner:
         if kind == "process":
             return self.proc_slots
         return None
-
-    def gates_for_queue(self, queue: str) -> list[Slots]:
-        """Gates a lane checks before leasing: those of the tasks that live in its queue, or of
-        every task when none names it (jobs reach it by ``options(queue=...)``)."""
-        home = [t for t in self.app.tasks.values() if t.config.queue == queue]
-        kinds = {executor_of(t) for t in (home or self.app.tasks.values())}
-        gates = [self.gate_for(k) for k in sorted(kinds)]
-        return [g for g in gates if g is not None]
 
     def reserve(self, job: Job) -> Slots | None:
         """Take the job's executor slot at lease time."""

@@ -118,6 +118,8 @@ class CoreOptions:
         key_ttl: Seconds the idempotency key stays reserved.
         max_payload: Largest encoded job in bytes.
         job_id: The caller's id for the (single) job; None makes fresh ones.
+        executor: Where the task's runs happen (``TaskConfig.executor``): workers lease a
+            sync job only while a thread or child process is free to start it.
     """
 
     max_attempts: int = 1
@@ -129,6 +131,7 @@ class CoreOptions:
     key_ttl: float = 86400.0
     max_payload: int = 1 << 20
     job_id: str | None = None
+    executor: str = "async"
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:
@@ -368,6 +371,7 @@ class BoundTask(Generic[P, R]):
             key_ttl=app.key_ttl,
             max_payload=app.max_payload,
             job_id=o.job_id,
+            executor=cfg.executor,
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:

@@ -241,14 +241,12 @@ class Worker:
                 max_payload=app.max_payload,
                 prefetch=self.prefetch,
             )
-            gates = self._runner.gates_for_queue(queue)
-            self._lanes.append(Lane(queue, limit, consumer, gates=gates))
+            self._lanes.append(Lane(queue, limit, consumer))
 
     def _wake_lanes(self) -> None:
         """A thread or process slot freed up: lanes waiting for capacity look again."""
         for lane in self._lanes:
-            if lane.gates:
-                lane.slot_free.set()
+            lane.slot_free.set()
 
     def _install_signals(self) -> None:
         if not self.handle_signals:
@@ -330,26 +328,31 @@ class Worker:
         runner = self._runner
         while not self._stop.is_set():
             free = lane.limit - len(lane.running)
-            for gate in lane.gates:  # never lease more sync jobs than can start now
-                free = min(free, gate.free())
+            lane.slot_free.clear()
             if free <= 0:
-                lane.slot_free.clear()
                 await lane.slot_free.wait()
                 continue
-            jobs = await self._fetch(lane, free)
+            # Sync jobs are leased only as far as threads (child processes) are free to start
+            # them; the fetch passes over the rest (they keep their place in the queue) and
+            # comes back empty if nothing else was ready: look again once a slot frees up.
+            jobs = await self._fetch(lane, free, runner.pool.slots.free(), runner.proc_slots.free())
             if self._stop.is_set():
                 for job in jobs:
                     lane.consumer.release(job)
                 return
+            if not jobs:
+                await lane.slot_free.wait()
+                continue
             for job in jobs:
                 task = loop.create_task(runner.execute(lane, job, runner.reserve(job)))
                 lane.running[job.id] = (task, job)
 
     @staticmethod
-    async def _fetch(lane: Lane, n: int) -> list[Job]:
-        """Lease up to ``n`` jobs. A batch that arrived just as this task was cancelled (an
-        immediate stop) goes back to the queue instead of being dropped unstarted."""
-        batch = asyncio.ensure_future(lane.consumer.fetch(n))
+    async def _fetch(lane: Lane, n: int, threads: int, processes: int) -> list[Job]:
+        """Lease up to ``n`` jobs, at most ``threads`` sync and ``processes`` process jobs
+        among them. A batch that arrived just as this task was cancelled (an immediate stop)
+        goes back to the queue instead of being dropped unstarted."""
+        batch = asyncio.ensure_future(lane.consumer.fetch(n, threads, processes))
         try:
             return await batch
         except asyncio.CancelledError:

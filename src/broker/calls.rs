@@ -13,7 +13,7 @@ use super::scripts::{parse_enqueue, parse_fetch, parse_pair, parse_triple, proto
 use super::scripts::{Call, ItemError, ScriptId};
 use super::{
     Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome, Lease, NewJob,
-    ReapClaim, ReapOutcome, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
+    ReapClaim, ReapOutcome, Want, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
 };
 use crate::errors::{Error, Result};
 
@@ -76,7 +76,8 @@ fn enqueue_call(k: &QueueKeys, jobs: &[NewJob]) -> Call {
             .arg(opt(job.eta_ms))
             .arg(job.max_attempts);
         call.arg(job.key.as_deref().unwrap_or(""))
-            .arg(job.key_ttl_ms);
+            .arg(job.key_ttl_ms)
+            .arg(job.executor.as_field());
     }
     call
 }
@@ -124,7 +125,7 @@ pub(crate) async fn enqueue<R: ScriptRunner + ?Sized>(
 pub(crate) async fn fetch<R: ScriptRunner + ?Sized>(
     r: &R,
     queue: &str,
-    max: usize,
+    want: Want,
     lease_ms: u64,
     worker: &str,
 ) -> Result<FetchOutcome> {
@@ -133,7 +134,12 @@ pub(crate) async fn fetch<R: ScriptRunner + ?Sized>(
         ScriptId::Fetch,
         vec![k.ready(), k.scheduled(), k.active(), k.wake(), k.dead()],
     );
-    call.arg(k.prefix()).arg(max).arg(lease_ms).arg(worker);
+    call.arg(k.prefix())
+        .arg(want.jobs)
+        .arg(lease_ms)
+        .arg(worker);
+    call.arg(opt(want.threads.map(|n| n as u64)))
+        .arg(opt(want.processes.map(|n| n as u64)));
     parse_fetch(r.run(&call).await?)
 }
 

@@ -38,7 +38,7 @@ use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
     Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome,
-    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim, ReapOutcome, WorkerInfo,
+    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim, ReapOutcome, Want, WorkerInfo,
 };
 use crate::errors::{Error, Result};
 
@@ -257,11 +257,11 @@ impl Broker for MemoryBroker {
     async fn fetch(
         &self,
         queue: &str,
-        max: usize,
+        want: Want,
         lease_ms: u64,
         worker: &str,
     ) -> Result<FetchOutcome> {
-        calls::fetch(self, queue, max, lease_ms, worker).await
+        calls::fetch(self, queue, want, lease_ms, worker).await
     }
 
     fn node_of(&self, queue: &str) -> Result<String> {

@@ -46,6 +46,74 @@ pub struct NewJob {
     /// Idempotency key: while it lives, enqueueing with it again returns the first job's id.
     pub key: Option<String>,
     pub key_ttl_ms: u64,
+    /// Where the job's runs happen; a worker leases a thread or process job only while it has
+    /// a slot free to start it (see [`Want`]).
+    pub executor: Executor,
+}
+
+/// Where a job's runs happen, recorded at enqueue from the task's definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Executor {
+    /// On the worker's event loop: needs no slot.
+    #[default]
+    Async,
+    /// In the worker's thread pool.
+    Thread,
+    /// In the worker's pool of child processes.
+    Process,
+}
+
+impl Executor {
+    /// The record's `ex` field ('' for async: nothing is written).
+    pub fn as_field(self) -> &'static str {
+        match self {
+            Executor::Async => "",
+            Executor::Thread => "thread",
+            Executor::Process => "process",
+        }
+    }
+
+    /// Parse the Python side's name (`TaskConfig.executor`).
+    pub fn parse(name: &str) -> Option<Executor> {
+        match name {
+            "async" => Some(Executor::Async),
+            "thread" => Some(Executor::Thread),
+            "process" => Some(Executor::Process),
+            _ => None,
+        }
+    }
+}
+
+/// What one fetch may lease: at most `jobs` jobs, of which at most `threads` run in threads
+/// and at most `processes` in child processes (None: no bound of that kind). Fetch leases in
+/// ready order and passes over a job whose kind has no slot left (it keeps its place, first in
+/// line for the next fetch), so a worker never holds a sync job it cannot start while another
+/// worker idles, and async jobs still come in full batches from a queue that mixes both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub jobs: usize,
+    pub threads: Option<usize>,
+    pub processes: Option<usize>,
+}
+
+impl Want {
+    /// Up to `n` jobs of any kind.
+    pub fn jobs(n: usize) -> Want {
+        Want {
+            jobs: n,
+            threads: None,
+            processes: None,
+        }
+    }
+
+    /// Up to `n` jobs, none of which needs a thread or process slot (a batch leased ahead).
+    pub fn async_only(n: usize) -> Want {
+        Want {
+            jobs: n,
+            threads: Some(0),
+            processes: Some(0),
+        }
+    }
 }
 
 /// What enqueue did with one job.
@@ -75,6 +143,9 @@ pub struct FetchOutcome {
     pub jobs: Vec<Leased>,
     /// Microseconds until the earliest scheduled job is due (None: nothing scheduled).
     pub next_due_us: Option<u64>,
+    /// A ready job was passed over for want of a thread or process slot (see [`Want`]): it
+    /// can be leased once one frees up.
+    pub held: bool,
 }
 
 /// A lease as presented back to the broker.
@@ -285,11 +356,11 @@ pub struct WorkerInfo {
 pub trait Broker: Send + Sync {
     /// Enqueue a batch in one round trip. Order of results matches `jobs`.
     async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>>;
-    /// Lease up to `max` ready jobs (promoting due scheduled jobs first).
+    /// Lease ready jobs as `want` allows (promoting due scheduled jobs first).
     async fn fetch(
         &self,
         queue: &str,
-        max: usize,
+        want: Want,
         lease_ms: u64,
         worker: &str,
     ) -> Result<FetchOutcome>;

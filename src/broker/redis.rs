@@ -251,11 +251,11 @@ impl Broker for RedisBroker {
     async fn fetch(
         &self,
         queue: &str,
-        max: usize,
+        want: Want,
         lease_ms: u64,
         worker: &str,
     ) -> Result<FetchOutcome> {
-        calls::fetch(self, queue, max, lease_ms, worker).await
+        calls::fetch(self, queue, want, lease_ms, worker).await
     }
 
     fn node_of(&self, queue: &str) -> Result<String> {

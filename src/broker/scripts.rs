@@ -242,6 +242,12 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
             .ok_or_else(|| protocol(S, "empty reply".into()))?,
         S,
     )?;
+    let held = value_i64(
+        &items
+            .next()
+            .ok_or_else(|| protocol(S, "reply without its held flag".into()))?,
+        S,
+    )? == 1;
     let rest: Vec<Value> = items.collect();
     if rest.len() % 6 != 0 {
         return Err(protocol(
@@ -269,7 +275,11 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
         });
     }
     let next_due_us = u64::try_from(next_due).ok();
-    Ok(FetchOutcome { jobs, next_due_us })
+    Ok(FetchOutcome {
+        jobs,
+        next_due_us,
+        held,
+    })
 }
 
 /// Parse the enqueue reply: id, created per job.

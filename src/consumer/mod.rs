@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased, ReapClaim};
+use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased, ReapClaim, Want};
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::engine::{Engine, Tick};
 use crate::errors::Error;
@@ -224,6 +224,8 @@ struct FetchRound {
     claimed: Claimed,
     /// The broker leased something (maybe all poison, then `claimed` is empty).
     got_any: bool,
+    /// A ready job was passed over for want of a slot the caller did not grant.
+    held: bool,
     next_due_us: Option<u64>,
 }
 
@@ -281,12 +283,17 @@ impl Consumer {
         &self.shared.stats
     }
 
-    /// Lease up to `max` jobs, blocking until at least one is ready or fetching is stopped
+    /// Lease jobs as `want` allows, blocking until at least one is ready or fetching is stopped
     /// (then it returns an empty batch). Broker failures are retried with backoff, never returned.
+    /// Also returns an empty batch when every ready job it saw needs a thread or process slot
+    /// that `want` does not grant: the caller fetches again once one frees up.
     ///
     /// With prefetch on (or auto, while jobs run short), a full batch starts the next fetch in
-    /// the background, so Redis leases the next batch while Python runs this one.
-    pub async fn fetch(&self, max: usize) -> Vec<Fetched> {
+    /// the background, so Redis leases the next batch while Python runs this one. A batch
+    /// leased ahead holds async jobs only (it passes sync ones over), since the slots they
+    /// would need are not known before Python takes it.
+    pub async fn fetch(&self, want: Want) -> Vec<Fetched> {
+        let max = want.jobs;
         if self.shared.stop_fetching.is_cancelled() || max == 0 {
             return Vec::new();
         }
@@ -302,7 +309,7 @@ impl Consumer {
             }
         }
         if jobs.is_empty() {
-            jobs = self.fetch_blocking(max).await;
+            jobs = self.fetch_blocking(want).await;
         }
         let drained = self.buffer.lock().unwrap().is_empty() && pending.is_none();
         let ahead = match self.shared.cfg.prefetch {
@@ -312,7 +319,7 @@ impl Consumer {
         };
         if ahead && jobs.len() == max && drained {
             let sh = self.shared.clone();
-            *pending = Some(tokio::spawn(sh.fetch_once(max)));
+            *pending = Some(tokio::spawn(sh.fetch_once(Want::async_only(max))));
             self.prefetched.fetch_add(1, Ordering::Relaxed);
         }
         jobs
@@ -345,14 +352,15 @@ impl Consumer {
         self.shared.hand_back(jobs);
     }
 
-    async fn fetch_blocking(&self, max: usize) -> Vec<Fetched> {
+    async fn fetch_blocking(&self, want: Want) -> Vec<Fetched> {
+        let max = want.jobs;
         let sh = &self.shared;
         let mut backoff = Redial::new();
         loop {
             if sh.stop_fetching.is_cancelled() || max == 0 {
                 return Vec::new();
             }
-            let round = match self.fetch_round(max).await {
+            let round = match self.fetch_round(want).await {
                 Ok(round) => round,
                 Err(err) => {
                     sh.set_health(Err(&err));
@@ -369,6 +377,9 @@ impl Consumer {
             if round.got_any {
                 continue; // every job was poison: look again at once
             }
+            if round.held {
+                return jobs; // empty: what is ready waits for a thread or process slot
+            }
             match round.next_due_us {
                 Some(0) => continue, // due now: the next fetch promotes it
                 due => self.block(due).await,
@@ -380,7 +391,7 @@ impl Consumer {
     /// batch between the script leasing it and the consumer recording the leases: the task
     /// always admits what was leased, and a batch whose caller is gone by then is handed back
     /// at once (see [`Claimed`]). `close()` waits for these tasks.
-    async fn fetch_round(&self, max: usize) -> Result<FetchRound, Error> {
+    async fn fetch_round(&self, want: Want) -> Result<FetchRound, Error> {
         let sh = self.shared.clone();
         let task = self.fetches.spawn(async move {
             let cfg = &sh.cfg;
@@ -390,13 +401,14 @@ impl Consumer {
                 Default::default()
             } else {
                 let (q, w) = (&cfg.queue, &cfg.worker_id);
-                sh.broker.fetch(q, max, cfg.lease_ms, w).await?
+                sh.broker.fetch(q, want, cfg.lease_ms, w).await?
             };
-            let got_any = !out.jobs.is_empty();
+            let (got_any, held) = (!out.jobs.is_empty(), out.held);
             let jobs = sh.admit(out.jobs);
             Ok::<_, Error>(FetchRound {
                 claimed: Claimed { sh, jobs },
                 got_any,
+                held,
                 next_due_us: out.next_due_us,
             })
         });
@@ -409,6 +421,7 @@ impl Consumer {
                     jobs: Vec::new(),
                 },
                 got_any: false,
+                held: false,
                 next_due_us: None,
             }), // the runtime is shutting down
         }
@@ -735,11 +748,11 @@ impl Shared {
 
     /// One non-blocking fetch (for prefetching): empty on any failure, which the blocking
     /// fetch that follows will retry and report.
-    async fn fetch_once(self: Arc<Self>, max: usize) -> Claimed {
+    async fn fetch_once(self: Arc<Self>, want: Want) -> Claimed {
         let cfg = &self.cfg;
         let jobs = match self
             .broker
-            .fetch(&cfg.queue, max, cfg.lease_ms, &cfg.worker_id)
+            .fetch(&cfg.queue, want, cfg.lease_ms, &cfg.worker_id)
             .await
         {
             Ok(out) => self.admit(out.jobs),

@@ -12,8 +12,9 @@
 -- ARGV[1] prefix     'asyncq:{q#0}:' (job and idempotency keys are built from it)
 -- ARGV[2] count      number of jobs in the batch
 -- ARGV[3] max_prio   MAX_PRIORITY (priority bands are counted down from it)
--- ARGV[4..] per job, 8 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
---           idempotency key|'', key_ttl_ms (0: the key never expires)
+-- ARGV[4..] per job, 9 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
+--           idempotency key|'', key_ttl_ms (0: the key never expires), executor ('thread',
+--           'process', or '' for async: see fetch.lua)
 --
 -- Output: flat array, per job: id, created (1 new; 0 when the idempotency key matched an
 --         existing job, whose id is returned, or a record with this id exists already)
@@ -27,7 +28,7 @@ local out, created = {}, 0
 -- Set entries are gathered and added with one ZADD per set: one command instead of one per job.
 local now_ready, later = {}, {}
 
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local id, key = ARGV[i], ARGV[i + 6]
   local jk = prefix .. 'job:' .. id
   local existing = false
@@ -62,6 +63,10 @@ for i = 4, #ARGV, 8 do
       end
       fields[#fields + 1] = 'k'
       fields[#fields + 1] = key
+    end
+    if ARGV[i + 8] ~= '' then
+      fields[#fields + 1] = 'ex'
+      fields[#fields + 1] = ARGV[i + 8]
     end
     fields[#fields + 1] = 's'
     if due > now then

@@ -4,6 +4,11 @@
 -- (field 'sl' > 0: a worker died running it) is leased in a batch of its own, so a job that
 -- kills its worker cannot take a batch of good jobs down with it; the rest of the popped
 -- jobs go back with their scores.
+-- A job that runs in a thread or a child process (field 'ex') is leased only while the budget
+-- of its kind lasts: one beyond it goes back with its score (it stays first in line for a
+-- worker with a slot free) and is reported as held, while the async jobs behind it are still
+-- leased. A worker thus never holds a sync job it cannot start, and a busy thread pool does
+-- not hold up the async jobs of the same queue.
 -- Every field is checked before anything is written for the job: a corrupt record (a field
 -- missing, or not a whole number where one is expected) is dead-lettered with reason
 -- 'corrupt_record' and the rest of the batch proceeds; such a dead letter has no TTL of its
@@ -18,15 +23,20 @@
 -- ARGV[2] max        most jobs to lease (0: only promote and report next_due)
 -- ARGV[3] lease_ms   lease length
 -- ARGV[4] worker     id of the leasing worker
+-- ARGV[5] threads    most jobs of executor 'thread' to lease ('': no bound)
+-- ARGV[6] processes  most jobs of executor 'process' to lease ('': no bound)
 --
 -- Output: flat array: next_due (MICROseconds until the earliest scheduled job is due, -1: none;
---         microseconds so the worker's timer is not rounded to a whole ms), then per
---         leased job 6 values: id, payload, attempt, max_attempts, token, enqueued_ms
+--         microseconds so the worker's timer is not rounded to a whole ms), held (1: a job
+--         was passed over for want of a slot of its kind, 0: none), then per leased job 6 values:
+--         id, payload, attempt, max_attempts, token, enqueued_ms
 -- Errors: none (ids in ready or scheduled whose job hash vanished are dropped silently;
 --         corrupt records are dead-lettered, see above)
 
 local ready, scheduled, active, wake, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, max, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+-- Slots left per executor kind; a kind absent here (async) is not bounded.
+local slots = {thread = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local t, now = redis_now()
 
 -- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
@@ -49,19 +59,20 @@ for _, id in ipairs(due) do
 end
 if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end
 
-local out, n = {-1}, 1
+local out, n = {-1, 0}, 2
 local leased, m = {}, 0
 local deadline = now + lease
 local popped = {}
+local back, nb = {}, 0 -- popped but not leased: score, id pairs to put back
 local jp = prefix .. 'job:'
-local names = {'p', 'a', 'm', 'e', 't', 'sl'}
+local names = {'p', 'a', 'm', 'e', 't', 'sl'} -- 'ex' (executor) needs no check
 if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
 -- Hot loop: two commands per job; tables are filled by index (no `#` per append).
 local stop = #popped + 1
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl')
+  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex')
   local num = {true, whole(j[2]), whole(j[3]), whole(j[4]), whole(j[5]), 0}
   if j[6] then num[6] = whole(j[6]) end
   local bad = nil
@@ -78,27 +89,32 @@ for i = 1, #popped, 2 do
       stop = i
       break
     end
-    local attempt, token = num[2] + 1, num[5] + 1
-    redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
-    leased[m + 1], leased[m + 2] = deadline, id
-    m = m + 2
-    out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
-    out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
-    n = n + 6
-    if suspect then
-      stop = i + 2
-      break
+    local left = j[7] and slots[j[7]]
+    if left and left < 1 then
+      out[2] = 1
+      back[nb + 1], back[nb + 2] = popped[i + 1], id
+      nb = nb + 2
+    else
+      if left then slots[j[7]] = left - 1 end
+      local attempt, token = num[2] + 1, num[5] + 1
+      redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
+      leased[m + 1], leased[m + 2] = deadline, id
+      m = m + 2
+      out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
+      out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
+      n = n + 6
+      if suspect then
+        stop = i + 2
+        break
+      end
     end
   end
 end
-if stop <= #popped then
-  local back = {}
-  for i = stop, #popped, 2 do
-    back[#back + 1] = popped[i + 1]
-    back[#back + 1] = popped[i]
-  end
-  redis.call('ZADD', ready, unpack(back))
+for i = stop, #popped, 2 do
+  back[nb + 1], back[nb + 2] = popped[i + 1], popped[i]
+  nb = nb + 2
 end
+if nb > 0 then redis.call('ZADD', ready, unpack(back)) end
 if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 
 local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')

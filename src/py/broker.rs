@@ -11,7 +11,9 @@ use tokio::sync::OnceCell;
 
 use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
-use crate::broker::{self, Broker, CancelOutcome, JobSet, NewJob, WorkerInfo, MAX_PRIORITY};
+use crate::broker::{
+    self, Broker, CancelOutcome, Executor, JobSet, NewJob, WorkerInfo, MAX_PRIORITY,
+};
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
 use crate::engine::Engine;
@@ -106,6 +108,8 @@ pub struct EnqueueOptions {
     key_ttl: f64,
     max_payload: usize,
     job_id: Option<String>,
+    /// `TaskConfig.executor`: "async", "thread" or "process".
+    executor: String,
 }
 
 /// The job id of each item: the caller's (for exactly one item), else fresh ones, made once
@@ -142,7 +146,10 @@ fn build_jobs(
         key_ttl,
         max_payload,
         ref job_id,
+        ref executor,
     } = *opts;
+    let executor = Executor::parse(executor)
+        .ok_or_else(|| Error::Invalid(format!("unknown executor {executor:?}")))?;
     // The limit holds for what travels, signature included.
     let overhead = signing_key.map_or(0, |_| SIGNATURE_OVERHEAD);
     let max_payload = max_payload.saturating_sub(overhead);
@@ -172,6 +179,7 @@ fn build_jobs(
             max_attempts: max_attempts.max(1),
             key: key.clone(),
             key_ttl_ms: ms(key_ttl),
+            executor,
         });
     }
     Ok(jobs)
@@ -346,6 +354,7 @@ impl PyBroker {
                 max_attempts: max_attempts.max(1),
                 key: None,
                 key_ttl_ms: 0,
+                executor: Executor::Async,
             })
             .collect();
         let h = self.handle.clone();

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::backoff::Backoff;
 use crate::bridge::awaitable_ok;
-use crate::broker::{Ack, Fail, FailOutcome, Lease};
+use crate::broker::{Ack, Fail, FailOutcome, Lease, Want};
 use crate::codec::{encode_value, ErrorRecord};
 use crate::consumer::{Consumer, Event, Fetched, Outcome};
 
@@ -233,11 +233,25 @@ impl PyConsumer {
         &self.inner.config().queue
     }
 
-    /// Lease up to `max` jobs; resolves when at least one is ready, or with `[]` once stopped.
-    fn fetch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+    /// Lease up to `max` jobs, of which at most `threads` run in threads and `processes` in
+    /// child processes (None: unbounded); resolves when at least one is ready, or with `[]`
+    /// once stopped or when what is ready needs slots not granted.
+    #[pyo3(signature = (max, threads=None, processes=None))]
+    fn fetch<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        threads: Option<usize>,
+        processes: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let consumer = self.inner.clone();
+        let want = Want {
+            jobs: max,
+            threads,
+            processes,
+        };
         awaitable_ok(py, async move {
-            let jobs = consumer.fetch(max).await;
+            let jobs = consumer.fetch(want).await;
             Batch { jobs, consumer }
         })
     }

@@ -150,7 +150,9 @@ async fn queues_are_listed_once_enqueued_to(c: Ctx) {
     b.enqueue("beta", vec![job("a", 1)]).await.unwrap();
     b.enqueue("alpha", vec![job("b", 1)]).await.unwrap();
     b.enqueue("alpha", vec![job("c", 1)]).await.unwrap();
-    b.fetch("never-enqueued", 1, 30_000, "w").await.unwrap();
+    b.fetch("never-enqueued", Want::jobs(1), 30_000, "w")
+        .await
+        .unwrap();
     assert_eq!(b.queues().await.unwrap(), ["alpha", "beta"]);
     assert_eq!(b.counts("alpha").await.unwrap().queued, 2);
     assert_eq!(b.counts(Q).await.unwrap().queued, 0);

@@ -154,7 +154,14 @@ async fn reap_dead_letters_a_corrupt_expired_lease_and_requeues_the_rest(c: Ctx)
         let [g1, bad, g2] = ["g1", "bad", "g2"].map(|id| format!("{id}-{i}"));
         let jobs = [&g1, &bad, &g2].map(|id| job(id, 5));
         b.enqueue(Q, jobs.to_vec()).await.unwrap();
-        assert_eq!(b.fetch(Q, 10, 30, "w").await.unwrap().jobs.len(), 3);
+        assert_eq!(
+            b.fetch(Q, Want::jobs(10), 30, "w")
+                .await
+                .unwrap()
+                .jobs
+                .len(),
+            3
+        );
         corrupt(&c, &bad, field, value).await;
         // The 30 ms leases started before fetch returned: 60 ms later they have expired.
         c.pass(60).await;

@@ -74,7 +74,7 @@ async fn a_third_stall_dead_letters_and_wakes(c: Ctx) {
     b.enqueue(Q, vec![job("s", 1)]).await.unwrap();
     let done = b.watch_end(Q, "s").await.unwrap();
     for _ in 0..MAX_STALLS {
-        b.fetch(Q, 1, 30, "w").await.unwrap();
+        b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
         c.pass(60).await;
         b.reap(Q, 60_000).await.unwrap();
     }

@@ -25,7 +25,7 @@ async fn fetch_orders_by_priority_then_fifo(c: Ctx) {
     b.enqueue(Q, vec![job("e", 5)]).await.unwrap();
     assert_eq!(b.counts(Q).await.unwrap().queued, 5);
 
-    let got = b.fetch(Q, 10, 30_000, "w1").await.unwrap();
+    let got = b.fetch(Q, Want::jobs(10), 30_000, "w1").await.unwrap();
     assert_eq!(ids(&got), ["d", "b", "c", "e", "a"]);
     assert_eq!(got.next_due_us, None);
     let d = &got.jobs[0];

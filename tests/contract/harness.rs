@@ -136,7 +136,13 @@ pub fn job(id: &str, priority: i64) -> NewJob {
         max_attempts: 3,
         key: None,
         key_ttl_ms: 60_000,
+        executor: Executor::Async,
     }
+}
+
+/// `job` run by `executor` (a thread or process job is leased only while a slot is granted).
+pub fn run_in(job: NewJob, executor: Executor) -> NewJob {
+    NewJob { executor, ..job }
 }
 
 /// `job` allowed `max_attempts` runs.
@@ -182,7 +188,7 @@ pub fn fail_of(l: &Leased, retry_delay_ms: Option<u64>) -> Fail {
 
 /// Fetch up to `max` jobs of `Q` with a 30 s lease.
 pub async fn fetch(b: &Arc<dyn Broker>, max: usize) -> FetchOutcome {
-    b.fetch(Q, max, 30_000, "w").await.unwrap()
+    b.fetch(Q, Want::jobs(max), 30_000, "w").await.unwrap()
 }
 
 /// Current state of a job that must exist.
@@ -231,6 +237,7 @@ pub fn new_jobs(n: usize) -> Vec<NewJob> {
             max_attempts: 1,
             key: None,
             key_ttl_ms: 60_000,
+            executor: Executor::Async,
         })
         .collect()
 }

@@ -23,7 +23,7 @@ contract!(
 async fn heartbeat_extends_leases_and_reports_lost_and_cancelled(c: Ctx) {
     let b = &c.b;
     b.enqueue(Q, vec![job("a", 1), job("b", 1)]).await.unwrap();
-    let got = b.fetch(Q, 2, 100, "w").await.unwrap();
+    let got = b.fetch(Q, Want::jobs(2), 100, "w").await.unwrap();
     let (a, bj) = (&got.jobs[0], &got.jobs[1]);
     let stale = Lease {
         id: "b".into(),
@@ -101,7 +101,12 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
     let b = &c.b;
     let jobs = vec![with_attempts(job("a", 1), 2), job("b", 1)];
     b.enqueue(Q, jobs).await.unwrap();
-    let first = b.fetch(Q, 1, 30, "w").await.unwrap().jobs.remove(0);
+    let first = b
+        .fetch(Q, Want::jobs(1), 30, "w")
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
     c.pass(60).await;
     assert_eq!(
         b.reap(Q, 60_000).await.unwrap(),
@@ -121,7 +126,12 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
         [FailOutcome::Stale]
     );
 
-    let second = b.fetch(Q, 1, 30, "w").await.unwrap().jobs.remove(0);
+    let second = b
+        .fetch(Q, Want::jobs(1), 30, "w")
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
     assert_eq!(
         (second.id.as_str(), second.attempt),
         ("a", 2),
@@ -134,7 +144,12 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
         (1, 0),
         "stalls are not retries"
     );
-    let third = b.fetch(Q, 1, 30, "w").await.unwrap().jobs.remove(0);
+    let third = b
+        .fetch(Q, Want::jobs(1), 30, "w")
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
     assert_eq!((third.id.as_str(), third.attempt), ("a", 3));
     c.pass(60).await;
     let reaped = b.reap(Q, 60_000).await.unwrap();
@@ -179,7 +194,7 @@ async fn a_stalled_job_is_leased_in_a_batch_of_its_own(c: Ctx) {
     b.enqueue(Q, vec![job("x", 0), job("s", 0), job("y", 0)])
         .await
         .unwrap();
-    let first = b.fetch(Q, 2, 30, "w").await.unwrap();
+    let first = b.fetch(Q, Want::jobs(2), 30, "w").await.unwrap();
     assert_eq!(ids(&first), ["x", "s"]);
     b.ack(Q, vec![ack_of(&first.jobs[0], b"")]).await.unwrap();
     c.pass(60).await;
@@ -197,7 +212,7 @@ async fn a_stalled_job_is_leased_in_a_batch_of_its_own(c: Ctx) {
 async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
     let b = &c.b;
     b.enqueue(Q, vec![job("a", 0)]).await.unwrap();
-    b.fetch(Q, 1, 30, "w").await.unwrap();
+    b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
     c.pass(60).await;
     let claim = |who: &str| ReapClaim {
         claim_ms: 400,
@@ -206,7 +221,7 @@ async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
     let first = b.reap_claimed(Q, 60_000, &claim("w1")).await.unwrap();
     assert_eq!((first.requeued, first.skipped), (1, false));
     // Another worker's reaper within the claim does nothing, even with work to do.
-    b.fetch(Q, 1, 30, "w").await.unwrap();
+    b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
     c.pass(60).await;
     let second = b.reap_claimed(Q, 60_000, &claim("w2")).await.unwrap();
     assert_eq!((second.requeued, second.skipped), (0, true));
@@ -214,7 +229,7 @@ async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
     assert_eq!(holder, "w1");
     // An unclaimed reap (admin, tests) ignores the claim; once the claim expired, w2 reaps.
     assert_eq!(b.reap(Q, 60_000).await.unwrap().requeued, 1);
-    b.fetch(Q, 1, 30, "w").await.unwrap();
+    b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
     c.pass(450).await;
     let third = b.reap_claimed(Q, 60_000, &claim("w2")).await.unwrap();
     // The job's third lease expiry: it is dead-lettered, which shows that w2 did reap.

@@ -24,4 +24,5 @@ mod outcomes;
 mod prefetch;
 mod races;
 mod redis_only;
+mod slots;
 mod wait;

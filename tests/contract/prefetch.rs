@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use _core::broker::Want;
 use _core::consumer::{Consumer, ConsumerConfig, Outcome, Prefetch};
 use _core::engine::Engine;
 
@@ -40,7 +41,7 @@ async fn drain(c: &Ctx, prefetch: Prefetch, run: Duration) -> u64 {
     let consumer = Consumer::start(&Engine::new(c.b.clone()), config(prefetch));
     let mut seen = 0;
     while seen < 12 {
-        let batch = consumer.fetch(2).await;
+        let batch = consumer.fetch(Want::jobs(2)).await;
         seen += batch.len();
         tokio::time::sleep(run).await;
         for f in batch {

@@ -71,8 +71,8 @@ impl Broker for HeldFetch {
     async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         self.inner.enqueue(queue, jobs).await
     }
-    async fn fetch(&self, q: &str, max: usize, lease: u64, w: &str) -> Result<FetchOutcome> {
-        let out = self.inner.fetch(q, max, lease, w).await?;
+    async fn fetch(&self, q: &str, want: Want, lease: u64, w: &str) -> Result<FetchOutcome> {
+        let out = self.inner.fetch(q, want, lease, w).await?;
         if self.hold.load(Ordering::SeqCst) && !out.jobs.is_empty() {
             self.leased.notify_one();
             self.reply.acquire().await.unwrap().forget();
@@ -155,7 +155,7 @@ impl Broker for HeldFetch {
 /// Start `consumer.fetch`, wait until the broker has leased the batch, then drop the fetch
 /// before its reply arrives (what cancelling the awaiting asyncio task does).
 async fn drop_fetch_after_lease(consumer: &Consumer, held: &HeldFetch) {
-    let fetch = consumer.fetch(10);
+    let fetch = consumer.fetch(Want::jobs(10));
     tokio::select! {
         jobs = fetch => panic!("the held fetch returned {} jobs", jobs.len()),
         _ = held.leased.notified() => {}
@@ -191,7 +191,7 @@ async fn a_fetch_dropped_after_the_lease_hands_its_batch_back_at_once(c: Ctx) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         held.hold.store(false, Ordering::SeqCst);
-        let again = consumer.fetch(10).await;
+        let again = consumer.fetch(Want::jobs(10)).await;
         let got: Vec<(&str, u32)> = again
             .iter()
             .map(|f| (f.job.id.as_str(), f.job.attempt))
@@ -250,7 +250,7 @@ async fn drain_with_fast_heartbeats(broker: Arc<dyn Broker>, n: usize) -> Vec<Ev
     while acks < n {
         // Never empty-handed for long: every job not yet acked is ready or on its way back.
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(batch) = tokio::time::timeout(left, consumer.fetch(20)).await else {
+        let Ok(batch) = tokio::time::timeout(left, consumer.fetch(Want::jobs(20))).await else {
             panic!("drain stuck: {:?}", broker.counts("q").await);
         };
         for f in batch {
@@ -298,13 +298,16 @@ async fn a_real_takeover_is_still_reported_lost(c: Ctx) {
         // Heartbeats every 100 ms extend a 50 ms lease: it lapses between beats, so a reap
         // can take the job over while this consumer still runs it.
         let consumer = Consumer::start(&Engine::new(broker.clone()), config(50, 100));
-        assert_eq!(consumer.fetch(1).await.len(), 1);
+        assert_eq!(consumer.fetch(Want::jobs(1)).await.len(), 1);
         let deadline = Instant::now() + Duration::from_secs(10);
         while broker.reap("q", 60_000).await.unwrap().requeued == 0 {
             assert!(Instant::now() < deadline, "the lease never lapsed");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let other = broker.fetch("q", 1, 60_000, "w2").await.unwrap();
+        let other = broker
+            .fetch("q", Want::jobs(1), 60_000, "w2")
+            .await
+            .unwrap();
         assert_eq!(other.jobs.len(), 1, "another worker holds the job now");
         let events = tokio::time::timeout(Duration::from_secs(10), consumer.events())
             .await

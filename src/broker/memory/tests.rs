@@ -10,7 +10,7 @@ use std::time::Duration;
 mod engine;
 
 use super::MemoryBroker;
-use crate::broker::{Broker, NewJob};
+use crate::broker::{Broker, Executor, NewJob};
 
 const Q: &str = "default";
 
@@ -24,6 +24,7 @@ fn new_job(id: &str) -> NewJob {
         max_attempts: 3,
         key: None,
         key_ttl_ms: 60_000,
+        executor: Executor::Async,
     }
 }
 
