@@ -101,6 +101,10 @@ bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + fl
 bench-growth: build-release bench-main-deps ## how cost grows: workers, queue depth, queue count, memory per job
 	$(BIN)/python -m benches.growth $(BENCH_ARGS)
 
+.PHONY: bench-result
+bench-result: build-release bench-main-deps ## how soon await job.result() returns after the body ends (p50-p99)
+	$(BIN)/python -m benches.result_wait $(BENCH_ARGS)
+
 .PHONY: bench-script-args
 bench-script-args: bench-main-deps ## Redis CPU per job of positional vs msgpack-packed script items
 	$(BIN)/python -m benches.script_args

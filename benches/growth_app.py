@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import asyncq
 
@@ -17,3 +18,9 @@ async def noop(i: int) -> int:
 @app.task(name="growth:fail")
 async def fail() -> None:
     raise RuntimeError("growth: dead on purpose")
+
+
+@app.task(name="growth:stamp")
+async def stamp() -> float:
+    """The wall-clock time at the very end of the body: the ack follows it."""
+    return time.time()
