@@ -98,8 +98,11 @@ bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + fl
 	$(BIN)/python -m benches.run --quick $(BENCH_ARGS)
 
 .PHONY: bench-growth
-bench-growth: build-release bench-main-deps ## how cost grows: workers, queue depth, queue count, memory per job
-	$(BIN)/python -m benches.growth $(BENCH_ARGS)
+bench-growth: build-release bench-deps ## how cost grows (workers, depth, queues, memory; peers too): writes benches/GROWTH.md
+	$(BIN)/python -m benches.growth $(BENCH_ARGS) > benches/GROWTH.md.new
+	$(BIN)/python -m benches.growth_peers | sed -n '/^W1 body/,$$p' >> benches/GROWTH.md.new
+	mv benches/GROWTH.md.new benches/GROWTH.md
+	$(BIN)/python -m benches.report
 
 .PHONY: bench-result
 bench-result: build-release bench-main-deps ## how soon await job.result() returns after the body ends (p50-p99)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 # (workload, key in the run, label, higher is better)
@@ -246,6 +247,11 @@ def render(data: dict[str, Any]) -> str:
     for name, note in data.get("notes", {}).items():
         w(f"- **{name}**: {note}")
     w("")
+    growth = Path(__file__).with_name("GROWTH.md")
+    if growth.exists():
+        w("## How cost grows (`make bench-growth`, a separate run: see its date)\n")
+        w(growth.read_text().strip())
+        w("")
     return "\n".join(out)
 
 

@@ -274,7 +274,8 @@ async def test_a_mixed_queue_runs_async_jobs_while_its_threads_are_busy(
     """A queue that mixes sync and async tasks is not fetched in batches cut to the free
     threads: with its only thread busy, async jobs are still leased and run, while a second
     sync job stays queued in the broker (free for another worker) until the thread frees up.
-    (Before, the lane leased nothing at all while its threads were busy.)"""
+    (Before, the lane leased nothing at all while its threads were busy.) Prefetch is off: it
+    would lease one sync job ahead per thread (next test)."""
     app = make_app(broker_url, queue)
     gate = threading.Event()
 
@@ -288,7 +289,7 @@ async def test_a_mixed_queue_runs_async_jobs_while_its_threads_are_busy(
         return i
 
     try:
-        async with running(app, threads=1) as worker:
+        async with running(app, threads=1, prefetch=False) as worker:
             first = await block.enqueue()
             while worker._runner.pool.slots.busy == 0:
                 await asyncio.sleep(0.01)
@@ -301,5 +302,36 @@ async def test_a_mixed_queue_runs_async_jobs_while_its_threads_are_busy(
                 "sync",
                 "sync",
             ]
+    finally:
+        gate.set()
+
+
+async def test_prefetch_leases_one_sync_job_ahead_per_thread(broker_url: str, queue: str) -> None:
+    """With prefetch on (auto does the same while jobs run short) a worker leases one sync job
+    per thread beyond what its threads can start: it waits here for a thread, and the rest stay
+    queued for other workers."""
+    app = make_app(broker_url, queue)
+    gate = threading.Event()
+
+    @app.task(name="block")
+    def block() -> None:
+        gate.wait(20)
+
+    try:
+        async with running(app, threads=1, prefetch=True) as worker:
+            handles = [await block.enqueue()]
+            while worker._runner.pool.slots.busy == 0:
+                await asyncio.sleep(0.01)
+            handles += await block.enqueue_many([((), {}) for _ in range(3)])
+            # Leasing is done when the lane waits: give it time to fetch what it may.
+            while worker._runner.pool.slots.busy < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            states = [await h.status() for h in handles]
+            assert states == ["running", "running", "queued", "queued"], states
+            assert worker._runner.pool.slots.busy == 2
+            gate.set()
+            for h in handles:
+                await h.result(timeout=10)
     finally:
         gate.set()

@@ -40,9 +40,10 @@ class Slots:
         self.busy = 0
         self.on_free = on_free
 
-    def free(self) -> int:
-        """Slots not reserved now."""
-        return max(0, self.size - self.busy)
+    def free(self, ahead: int = 0) -> int:
+        """Slots not reserved now, counting ``ahead`` more than the pool has (jobs that will
+        wait for a slot in this worker)."""
+        return max(0, self.size + ahead - self.busy)
 
     def reserve(self) -> None:
         """Take one slot (may exceed the size: a job routed here unexpectedly still runs)."""

@@ -97,7 +97,9 @@ class Worker:
             runs: drains short jobs faster, but up to one extra batch per queue then waits in
             this worker instead of going to an idle one. ``None`` (the default) decides by
             itself: it prefetches while jobs run shorter than 20 ms on average (from lease to
-            outcome), and not for longer jobs. ``True``/``False``: always/never.
+            outcome), and not for longer jobs. ``True``/``False``: always/never. A batch
+            leased ahead holds async jobs only; for sync tasks, prefetching means one job per
+            thread is leased beyond the free threads and waits here for one.
     """
 
     def __init__(
@@ -326,6 +328,8 @@ class Worker:
     async def _consume(self, lane: Lane) -> None:
         loop = asyncio.get_running_loop()
         runner = self._runner
+        threads = runner.pool.slots
+        backlog = False  # the last fetch took all the sync jobs it was allowed: more wait
         while not self._stop.is_set():
             free = lane.limit - len(lane.running)
             lane.slot_free.clear()
@@ -335,17 +339,32 @@ class Worker:
             # Sync jobs are leased only as far as threads (child processes) are free to start
             # them; the fetch passes over the rest (they keep their place in the queue) and
             # comes back empty if nothing else was ready: look again once a slot frees up.
-            jobs = await self._fetch(lane, free, runner.pool.slots.free(), runner.proc_slots.free())
+            # While jobs run short (auto prefetch), one more job per thread may be leased: it
+            # waits here about one short run. With sync jobs waiting in the queue, the next
+            # fetch then waits until half of those have started, so it brings a batch rather
+            # than the one job whose thread just finished (a script call per sync job would
+            # cost more Redis time than the job), and the threads never run dry meanwhile.
+            ahead = threads.size if lane.consumer.leases_ahead else 0
+            budget = threads.free(ahead)
+            if backlog and ahead and budget < (ahead + 1) // 2:
+                await lane.slot_free.wait()
+                continue
+            jobs = await self._fetch(lane, free, budget, runner.proc_slots.free())
             if self._stop.is_set():
                 for job in jobs:
                     lane.consumer.release(job)
                 return
             if not jobs:
+                backlog = False
                 await lane.slot_free.wait()
                 continue
+            synced = 0
             for job in jobs:
-                task = loop.create_task(runner.execute(lane, job, runner.reserve(job)))
+                gate = runner.reserve(job)
+                synced += gate is threads
+                task = loop.create_task(runner.execute(lane, job, gate))
                 lane.running[job.id] = (task, job)
+            backlog = synced >= budget > 0
 
     @staticmethod
     async def _fetch(lane: Lane, n: int, threads: int, processes: int) -> list[Job]:

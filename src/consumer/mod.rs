@@ -39,6 +39,27 @@ const SHORT_JOB_US: u64 = 20_000;
 /// [`Consumer::abandon`]): short, since the run itself never reached an ending.
 const ABANDONED_RETRY_MS: u64 = 1000;
 
+/// The resolution of tokio's timers: a sleep ends on the first whole-millisecond tick at or
+/// after its deadline, up to this much late.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Sleep for `d`, ending within a few tens of microseconds of the deadline rather than up to
+/// a millisecond after it: the last millisecond is slept on a blocking-pool thread, whose
+/// `thread::sleep` uses a high-resolution timer. For the due time of scheduled jobs, where
+/// the timer's rounding was most of the lateness (W4).
+async fn sleep_precisely(d: Duration) {
+    let deadline = Instant::now() + d;
+    if d > TIMER_TICK {
+        tokio::time::sleep(d - TIMER_TICK).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        // Cancelled meanwhile (the select! in `block` took another branch), the thread still
+        // sleeps out its last millisecond and nothing waits for it.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
+    }
+}
+
 /// Settings of one consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -312,17 +333,25 @@ impl Consumer {
             jobs = self.fetch_blocking(want).await;
         }
         let drained = self.buffer.lock().unwrap().is_empty() && pending.is_none();
-        let ahead = match self.shared.cfg.prefetch {
-            Prefetch::Off => false,
-            Prefetch::On => true,
-            Prefetch::Auto => self.shared.run_us.load(Ordering::Relaxed) < SHORT_JOB_US,
-        };
-        if ahead && jobs.len() == max && drained {
+        if self.leases_ahead() && jobs.len() == max && drained {
             let sh = self.shared.clone();
             *pending = Some(tokio::spawn(sh.fetch_once(Want::async_only(max))));
             self.prefetched.fetch_add(1, Ordering::Relaxed);
         }
         jobs
+    }
+
+    /// Whether work is leased ahead of the capacity to start it now: always with
+    /// [`Prefetch::On`], never with `Off`, and with `Auto` while jobs run short (see
+    /// `SHORT_JOB_US`: a job leased ahead then waits here about one job's run). Applies to the
+    /// batch fetched in the background and to the sync jobs a caller asks for beyond its free
+    /// threads (see `asyncq.worker`).
+    pub fn leases_ahead(&self) -> bool {
+        match self.shared.cfg.prefetch {
+            Prefetch::Off => false,
+            Prefetch::On => true,
+            Prefetch::Auto => self.shared.run_us.load(Ordering::Relaxed) < SHORT_JOB_US,
+        }
     }
 
     /// Batches leased ahead so far.
@@ -445,7 +474,7 @@ impl Consumer {
         let sh = &self.shared;
         let due = async {
             match next_due_us {
-                Some(us) => tokio::time::sleep(Duration::from_micros(us)).await,
+                Some(us) => sleep_precisely(Duration::from_micros(us)).await,
                 None => std::future::pending().await,
             }
         };

@@ -7,7 +7,7 @@
 -- A job that runs in a thread or a child process (field 'ex') is leased only while the budget
 -- of its kind lasts: one beyond it goes back with its score (it stays first in line for a
 -- worker with a slot free) and is reported as held, while the async jobs behind it are still
--- leased. A worker thus never holds a sync job it cannot start, and a busy thread pool does
+-- leased (up to 16 jobs are passed over per call; the rest of the batch then goes back too). A worker thus never holds a sync job it cannot start, and a busy thread pool does
 -- not hold up the async jobs of the same queue.
 -- Every field is checked before anything is written for the job: a corrupt record (a field
 -- missing, or not a whole number where one is expected) is dead-lettered with reason
@@ -64,6 +64,9 @@ local leased, m = {}, 0
 local deadline = now + lease
 local popped = {}
 local back, nb = {}, 0 -- popped but not leased: score, id pairs to put back
+-- Jobs passed over for want of a slot, and how many one call may pass over: each costs a
+-- record read, so a queue of mostly sync jobs is not read through for every freed thread.
+local passed, PASS_OVER = 0, 16
 local jp = prefix .. 'job:'
 local names = {'p', 'a', 'm', 'e', 't', 'sl'} -- 'ex' (executor) needs no check
 if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
@@ -94,6 +97,11 @@ for i = 1, #popped, 2 do
       out[2] = 1
       back[nb + 1], back[nb + 2] = popped[i + 1], id
       nb = nb + 2
+      passed = passed + 1
+      if passed == PASS_OVER then
+        stop = i + 2
+        break
+      end
     else
       if left then slots[j[7]] = left - 1 end
       local attempt, token = num[2] + 1, num[5] + 1

@@ -233,6 +233,13 @@ impl PyConsumer {
         &self.inner.config().queue
     }
 
+    /// Whether to lease ahead of the capacity to start jobs now (prefetch on, or auto while
+    /// jobs run short).
+    #[getter]
+    fn leases_ahead(&self) -> bool {
+        self.inner.leases_ahead()
+    }
+
     /// Lease up to `max` jobs, of which at most `threads` run in threads and `processes` in
     /// child processes (None: unbounded); resolves when at least one is ready, or with `[]`
     /// once stopped or when what is ready needs slots not granted.

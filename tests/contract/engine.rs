@@ -147,18 +147,13 @@ async fn a_failing_tick_is_counted_and_runs_again(c: Ctx) {
 async fn reapers_of_two_processes_share_a_queue_through_the_claim(c: Ctx) {
     const REAP_MS: u64 = 50;
     let config = |worker: &str| ConsumerConfig {
-        queue: Q.into(),
         worker_id: worker.into(),
         lease_ms: 30_000,
         heartbeat_ms: 10_000,
         reap_ms: REAP_MS,
         idle_wait_ms: 1_000,
-        result_ttl_ms: 60_000,
-        dead_ttl_ms: 60_000,
-        max_payload: 1 << 20,
         tasks: HashSet::new(),
-        prefetch: Prefetch::Off,
-        signing_keys: Vec::new(),
+        ..consumer_config(Prefetch::Off)
     };
     // Two engines: two worker processes as far as the broker can tell.
     let (e1, e2) = (Engine::new(c.b.clone()), Engine::new(c.b.clone()));

@@ -10,6 +10,7 @@ use ::redis::{Cmd, FromRedisValue, Value};
 use _core::broker::memory::MemoryBroker;
 use _core::broker::redis::RedisBroker;
 use _core::broker::*;
+use _core::consumer::{ConsumerConfig, Prefetch};
 
 use crate::redis_support::Server;
 
@@ -183,6 +184,26 @@ pub fn fail_of(l: &Leased, retry_delay_ms: Option<u64>) -> Fail {
         retry_delay_ms,
         cancelled: false,
         dead_ttl_ms: 60_000,
+    }
+}
+
+/// A consumer of `Q` for task `t` (as [`new_jobs`] makes) with leases long enough that no
+/// test outlives one and a reap tick that never comes: only the consumer itself puts a job
+/// back. Tests change what they exercise with `..consumer_config(p)`.
+pub fn consumer_config(prefetch: Prefetch) -> ConsumerConfig {
+    ConsumerConfig {
+        queue: Q.into(),
+        worker_id: "w1".into(),
+        lease_ms: 60_000,
+        heartbeat_ms: 20_000,
+        reap_ms: 600_000,
+        idle_wait_ms: 100,
+        result_ttl_ms: 60_000,
+        dead_ttl_ms: 60_000,
+        max_payload: 1 << 20,
+        tasks: std::collections::HashSet::from(["t".to_string()]),
+        prefetch,
+        signing_keys: Vec::new(),
     }
 }
 

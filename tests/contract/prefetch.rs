@@ -1,11 +1,10 @@
 //! Prefetch: `Auto` leases the next batch ahead while jobs run short and not while they run
 //! long; `Off` never does.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use _core::broker::Want;
-use _core::consumer::{Consumer, ConsumerConfig, Outcome, Prefetch};
+use _core::consumer::{Consumer, Outcome, Prefetch};
 use _core::engine::Engine;
 
 use crate::contract;
@@ -17,28 +16,11 @@ contract!(
     off_never_prefetches,
 );
 
-fn config(prefetch: Prefetch) -> ConsumerConfig {
-    ConsumerConfig {
-        queue: Q.into(),
-        worker_id: "w1".into(),
-        lease_ms: 60_000,
-        heartbeat_ms: 20_000,
-        reap_ms: 600_000,
-        idle_wait_ms: 100,
-        result_ttl_ms: 60_000,
-        dead_ttl_ms: 60_000,
-        max_payload: 1 << 20,
-        tasks: HashSet::from(["t".to_string()]),
-        prefetch,
-        signing_keys: Vec::new(),
-    }
-}
-
 /// Fetch batches of 2 from 12 queued jobs, each job "running" `run` before its ack. Returns
 /// how many batches were leased ahead.
 async fn drain(c: &Ctx, prefetch: Prefetch, run: Duration) -> u64 {
     c.b.enqueue(Q, new_jobs(12)).await.unwrap();
-    let consumer = Consumer::start(&Engine::new(c.b.clone()), config(prefetch));
+    let consumer = Consumer::start(&Engine::new(c.b.clone()), consumer_config(prefetch));
     let mut seen = 0;
     while seen < 12 {
         let batch = consumer.fetch(Want::jobs(2)).await;

@@ -16,8 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::contract;
-use crate::harness::new_jobs;
-use crate::harness::Ctx;
+use crate::harness::{consumer_config, new_jobs, Ctx};
 
 contract!(
     multi_thread:
@@ -29,19 +28,9 @@ contract!(
 
 fn config(lease_ms: u64, heartbeat_ms: u64) -> ConsumerConfig {
     ConsumerConfig {
-        queue: "q".into(),
-        worker_id: "w1".into(),
         lease_ms,
         heartbeat_ms,
-        // Far beyond every test's length: only the consumer itself may put a job back.
-        reap_ms: 600_000,
-        idle_wait_ms: 100,
-        result_ttl_ms: 60_000,
-        dead_ttl_ms: 60_000,
-        max_payload: 1 << 20,
-        tasks: HashSet::from(["t".to_string()]),
-        prefetch: Prefetch::Off,
-        signing_keys: Vec::new(),
+        ..consumer_config(Prefetch::Off)
     }
 }
 

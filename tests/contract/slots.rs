@@ -2,11 +2,10 @@
 //! grants and says when it passed one over (that job keeps its place in line), while the async
 //! jobs of the same queue still come in full batches; a batch leased ahead holds no sync job.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use _core::broker::*;
-use _core::consumer::{Consumer, ConsumerConfig, Prefetch};
+use _core::consumer::{Consumer, Outcome, Prefetch};
 use _core::engine::Engine;
 
 use crate::contract;
@@ -16,6 +15,7 @@ contract!(
     fetch_leases_sync_jobs_only_while_slots_last,
     thread_and_process_budgets_are_separate,
     the_executor_survives_a_retry,
+    one_fetch_passes_over_at_most_16_jobs,
     a_batch_leased_ahead_holds_no_sync_job,
 );
 
@@ -83,6 +83,31 @@ async fn thread_and_process_budgets_are_separate(c: Ctx) {
     assert!(got.held, "p2 waits for a second child process");
 }
 
+async fn one_fetch_passes_over_at_most_16_jobs(c: Ctx) {
+    // Each job passed over costs a record read: a queue of sync jobs is not read through.
+    let b = &c.b;
+    let mut jobs: Vec<NewJob> = (0..20)
+        .map(|i| run_in(job(&format!("s{i:02}"), 1), Executor::Thread))
+        .collect();
+    jobs.push(job("a", 1));
+    b.enqueue(Q, jobs).await.unwrap();
+    let first = b
+        .fetch(Q, want(50, Some(0), None), 30_000, "w")
+        .await
+        .unwrap();
+    assert!(first.jobs.is_empty() && first.held);
+    // Nothing was lost or reordered: with threads, the next fetch leases in ready order.
+    let all = b
+        .fetch(Q, want(50, Some(30), None), 30_000, "w")
+        .await
+        .unwrap();
+    assert_eq!(all.jobs.len(), 21);
+    assert_eq!(
+        (all.jobs[0].id.as_str(), all.jobs[20].id.as_str()),
+        ("s00", "a")
+    );
+}
+
 async fn the_executor_survives_a_retry(c: Ctx) {
     let b = &c.b;
     b.enqueue(Q, vec![run_in(job("a", 1), Executor::Thread)])
@@ -104,30 +129,13 @@ async fn the_executor_survives_a_retry(c: Ctx) {
     assert_eq!((ids(&again), again.jobs[0].attempt), (vec!["a"], 2));
 }
 
-fn config() -> ConsumerConfig {
-    ConsumerConfig {
-        queue: Q.into(),
-        worker_id: "w1".into(),
-        lease_ms: 60_000,
-        heartbeat_ms: 20_000,
-        reap_ms: 600_000,
-        idle_wait_ms: 100,
-        result_ttl_ms: 60_000,
-        dead_ttl_ms: 60_000,
-        max_payload: 1 << 20,
-        tasks: HashSet::from(["t".to_string()]),
-        prefetch: Prefetch::On,
-        signing_keys: Vec::new(),
-    }
-}
-
 async fn a_batch_leased_ahead_holds_no_sync_job(c: Ctx) {
     // Two async jobs fill the first batch and start a fetch ahead; it passes over the thread
     // job, which waits in Redis (first in line) until a caller grants a thread.
     let mut jobs = new_jobs(4);
     jobs[2].executor = Executor::Thread;
     c.b.enqueue(Q, jobs).await.unwrap();
-    let consumer = Consumer::start(&Engine::new(c.b.clone()), config());
+    let consumer = Consumer::start(&Engine::new(c.b.clone()), consumer_config(Prefetch::On));
     let first = consumer.fetch(Want::jobs(2)).await;
     assert_eq!(first.len(), 2);
     assert_eq!(consumer.prefetched(), 1);
@@ -142,7 +150,7 @@ async fn a_batch_leased_ahead_holds_no_sync_job(c: Ctx) {
     let got: Vec<&str> = second.iter().map(|f| f.job.id.as_str()).collect();
     assert_eq!(got, ["j00002"]);
     for f in first.iter().chain(&ahead).chain(&second) {
-        consumer.send(_core::consumer::Outcome::Ack(ack_of(&f.job, b"")));
+        consumer.send(Outcome::Ack(ack_of(&f.job, b"")));
     }
     consumer.close(Duration::from_secs(5)).await;
 }
