@@ -100,6 +100,7 @@ bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + fl
 .PHONY: bench-growth
 bench-growth: build-release bench-deps ## how cost grows (workers, depth, queues, memory; peers too): writes benches/GROWTH.md
 	$(BIN)/python -m benches.growth $(BENCH_ARGS) > benches/GROWTH.md.new
+	echo >> benches/GROWTH.md.new
 	$(BIN)/python -m benches.growth_peers | sed -n '/^W1 body/,$$p' >> benches/GROWTH.md.new
 	mv benches/GROWTH.md.new benches/GROWTH.md
 	$(BIN)/python -m benches.report
@@ -107,6 +108,10 @@ bench-growth: build-release bench-deps ## how cost grows (workers, depth, queues
 .PHONY: bench-result
 bench-result: build-release bench-main-deps ## how soon await job.result() returns after the body ends (p50-p99)
 	$(BIN)/python -m benches.result_wait $(BENCH_ARGS)
+
+.PHONY: bench-script-cost
+bench-script-cost: bench-main-deps ## Redis CPU per job of fetch and ack, command by command
+	$(BIN)/python -m benches.script_cost $(BENCH_ARGS)
 
 .PHONY: bench-script-args
 bench-script-args: bench-main-deps ## Redis CPU per job of positional vs msgpack-packed script items
