@@ -335,3 +335,33 @@ async def test_prefetch_leases_one_sync_job_ahead_per_thread(broker_url: str, qu
                 await h.result(timeout=10)
     finally:
         gate.set()
+
+
+async def test_async_jobs_behind_a_sync_backlog_are_not_held_by_stuck_threads(
+    broker_url: str, queue: str
+) -> None:
+    """Sync jobs backed up behind a thread that does not finish: the lane holds its next
+    fetch back only for about one short run, so an async job queued behind them still runs."""
+    app = make_app(broker_url, queue)
+    gate = threading.Event()
+
+    @app.task(name="block")
+    def block() -> None:
+        gate.wait(20)
+
+    @app.task(name="quick")
+    async def quick() -> str:
+        return "ran"
+
+    try:
+        async with running(app, threads=1, prefetch=True) as worker:
+            first = await block.enqueue()
+            while worker._runner.pool.slots.busy == 0:
+                await asyncio.sleep(0.01)
+            await block.enqueue_many([((), {}) for _ in range(5)])
+            behind = await quick.enqueue()
+            assert await behind.result(timeout=10) == "ran"
+            assert await first.status() == "running"
+            gate.set()
+    finally:
+        gate.set()

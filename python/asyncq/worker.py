@@ -26,6 +26,10 @@ __all__ = ["Worker", "WorkerStats"]
 log = logging.getLogger("asyncq.worker")
 
 # Consumer events: kind -> (log level, event field, message over %(queue)s and %(detail)s).
+# How long a lane backed up with sync jobs may hold its next fetch back (see _consume): about
+# one short run, the time a job leased ahead is expected to wait (SHORT_JOB_US in Rust).
+_SHORT_RUN = 0.02
+
 _EVENTS: dict[str, tuple[int, str, str]] = {
     "lost": (
         logging.WARNING,
@@ -329,7 +333,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         runner = self._runner
         threads = runner.pool.slots
-        backlog = False  # the last fetch took all the sync jobs it was allowed: more wait
+        backlog = False  # the last fetch took only sync jobs, all it was allowed: more wait
+        backlog_until = 0.0
         while not self._stop.is_set():
             free = lane.limit - len(lane.running)
             lane.slot_free.clear()
@@ -340,13 +345,15 @@ class Worker:
             # them; the fetch passes over the rest (they keep their place in the queue) and
             # comes back empty if nothing else was ready: look again once a slot frees up.
             # While jobs run short (auto prefetch), one more job per thread may be leased: it
-            # waits here about one short run. With sync jobs waiting in the queue, the next
-            # fetch then waits until half of those have started, so it brings a batch rather
-            # than the one job whose thread just finished (a script call per sync job would
-            # cost more Redis time than the job), and the threads never run dry meanwhile.
+            # waits here about one short run. While the queue is backed up with sync jobs
+            # only, the next fetch waits until half of those have started, so it brings a
+            # batch rather than the one job whose thread just finished (a script call per sync
+            # job would cost more Redis time than the job); the threads never run dry
+            # meanwhile. The wait is capped at one short run, so async jobs queued behind
+            # never wait on threads that do not finish.
             ahead = threads.size if lane.consumer.leases_ahead else 0
             budget = threads.free(ahead)
-            if backlog and ahead and budget < (ahead + 1) // 2:
+            if backlog and ahead and budget < (ahead + 1) // 2 and loop.time() < backlog_until:
                 await lane.slot_free.wait()
                 continue
             jobs = await self._fetch(lane, free, budget, runner.proc_slots.free())
@@ -364,7 +371,10 @@ class Worker:
                 synced += gate is threads
                 task = loop.create_task(runner.execute(lane, job, gate))
                 lane.running[job.id] = (task, job)
-            backlog = synced >= budget > 0
+            backlog = synced == len(jobs) and synced >= budget > 0
+            if backlog:
+                backlog_until = loop.time() + _SHORT_RUN
+                loop.call_at(backlog_until, lane.slot_free.set)
 
     @staticmethod
     async def _fetch(lane: Lane, n: int, threads: int, processes: int) -> list[Job]:
