@@ -25,11 +25,11 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("asyncq.worker")
 
-# Consumer events: kind -> (log level, event field, message over %(queue)s and %(detail)s).
 # How long a lane backed up with sync jobs may hold its next fetch back (see _consume): about
 # one short run, the time a job leased ahead is expected to wait (SHORT_JOB_US in Rust).
 _SHORT_RUN = 0.02
 
+# Consumer events: kind -> (log level, event field, message over %(queue)s and %(detail)s).
 _EVENTS: dict[str, tuple[int, str, str]] = {
     "lost": (
         logging.WARNING,

@@ -7,8 +7,9 @@
 -- A job that runs in a thread or a child process (field 'ex') is leased only while the budget
 -- of its kind lasts: one beyond it goes back with its score (it stays first in line for a
 -- worker with a slot free) and is reported as held, while the async jobs behind it are still
--- leased (up to 16 jobs are passed over per call; the rest of the batch then goes back too). A worker thus never holds a sync job it cannot start, and a busy thread pool does
--- not hold up the async jobs of the same queue.
+-- leased (up to 16 jobs are passed over per call; the rest of the batch then goes back too).
+-- A worker thus never holds a sync job it cannot start, and a busy thread pool does not hold
+-- up the async jobs of the same queue.
 -- Every field is checked before anything is written for the job: a corrupt record (a field
 -- missing, or not a whole number where one is expected) is dead-lettered with reason
 -- 'corrupt_record' and the rest of the batch proceeds; such a dead letter has no TTL of its
