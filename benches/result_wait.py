@@ -20,12 +20,7 @@ import time
 
 from benches.growth import start_worker, stop
 from benches.growth_app import app, stamp
-from benches.run import RedisServer
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+from benches.run import RedisServer, percentile
 
 
 async def one_run(n: int) -> list[float]:
@@ -57,7 +52,8 @@ def main() -> None:
                 samples = asyncio.run(one_run(n))
             finally:
                 stop([worker])
-            rows.append([pct(samples, p) for p in (50, 90, 99)] + [max(samples)])
+            ordered = sorted(samples)
+            rows.append([percentile(ordered, p) for p in (50, 90, 99)] + [ordered[-1]])
     finally:
         server.stop()
     print(f"result wait, {n} jobs one at a time, {args.reps} runs (ms after the body ended)\n")

@@ -128,6 +128,11 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def percentile(ordered: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of already sorted samples."""
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
 def vm_hwm_kib(pid: int) -> int | None:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -379,16 +384,12 @@ class Bench:
             self.stop_worker(worker)
         ms = sorted(s * 1000 for s in report["samples"])
         first, last = report["first"], report["last"]
-
-        def pct(p: float) -> float:
-            return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
-
         return {
             "valid": done == n and len(ms) == n,
             "count": done,
-            "p50": pct(50),
-            "p90": pct(90),
-            "p99": pct(99),
+            "p50": percentile(ms, 50),
+            "p90": percentile(ms, 90),
+            "p99": percentile(ms, 99),
             "max": ms[-1],
             "worker_cpu_us": (last["cpu"] - first["cpu"]) / n * 1e6,
             "redis_cpu_us": (last["rcpu"] - first["rcpu"]) / n * 1e6,

@@ -19,6 +19,8 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Seconds a job may run and still count as short (auto prefetch; the worker's sync backlog).
+    m.add("SHORT_JOB_S", consumer::SHORT_JOB_US as f64 / 1e6)?;
     m.add("AsyncqError", py.get_type::<errors::AsyncqError>())?;
     m.add("BrokerError", py.get_type::<errors::BrokerError>())?;
     errors::init_broker_error(py)?;

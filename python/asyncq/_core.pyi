@@ -4,6 +4,7 @@ from collections.abc import Awaitable
 from typing import Any, Literal, Protocol, final
 
 __all__ = [
+    "SHORT_JOB_S",
     "AsyncqError",
     "Broker",
     "BrokerError",
@@ -16,6 +17,7 @@ __all__ = [
 ]
 
 __version__: str
+SHORT_JOB_S: float
 
 class AsyncqError(Exception): ...
 

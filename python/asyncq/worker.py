@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._core import BrokerError
+from ._core import SHORT_JOB_S, BrokerError
 from ._runner import Lane, Runner
 
 if TYPE_CHECKING:
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("asyncq.worker")
-
-# How long a lane backed up with sync jobs may hold its next fetch back (see _consume): about
-# one short run, the time a job leased ahead is expected to wait (SHORT_JOB_US in Rust).
-_SHORT_RUN = 0.02
 
 # Consumer events: kind -> (log level, event field, message over %(queue)s and %(detail)s).
 _EVENTS: dict[str, tuple[int, str, str]] = {
@@ -373,7 +369,7 @@ class Worker:
                 lane.running[job.id] = (task, job)
             backlog = synced == len(jobs) and synced >= budget > 0
             if backlog:
-                backlog_until = loop.time() + _SHORT_RUN
+                backlog_until = loop.time() + SHORT_JOB_S  # a job leased ahead waits ~that
                 loop.call_at(backlog_until, lane.slot_free.set)
 
     @staticmethod

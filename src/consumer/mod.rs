@@ -34,7 +34,7 @@ const MAX_SCRIPT_ERRORS: usize = 64;
 /// this (the average time from lease to outcome): a prefetched batch waits in this worker for
 /// about one job's run, so it is only fetched ahead when that wait is short. A job released by
 /// another worker then waits at most about that long behind it.
-const SHORT_JOB_US: u64 = 20_000;
+pub const SHORT_JOB_US: u64 = 20_000;
 /// Retry delay of a job whose Python side was dropped without an outcome (see
 /// [`Consumer::abandon`]): short, since the run itself never reached an ending.
 const ABANDONED_RETRY_MS: u64 = 1000;

@@ -209,7 +209,19 @@ pub fn consumer_config(prefetch: Prefetch) -> ConsumerConfig {
 
 /// Fetch up to `max` jobs of `Q` with a 30 s lease.
 pub async fn fetch(b: &Arc<dyn Broker>, max: usize) -> FetchOutcome {
-    b.fetch(Q, Want::jobs(max), 30_000, "w").await.unwrap()
+    fetch_as(b, Want::jobs(max)).await
+}
+
+/// Fetch what `want` allows from `Q` with a 30 s lease.
+pub async fn fetch_as(b: &Arc<dyn Broker>, want: Want) -> FetchOutcome {
+    b.fetch(Q, want, 30_000, "w").await.unwrap()
+}
+
+/// Lease the next job of `Q` (there must be one) for `lease_ms`.
+pub async fn lease_one(b: &Arc<dyn Broker>, lease_ms: u64) -> Leased {
+    let mut got = b.fetch(Q, Want::jobs(1), lease_ms, "w").await.unwrap();
+    assert_eq!(got.jobs.len(), 1, "a job to lease");
+    got.jobs.remove(0)
 }
 
 /// Current state of a job that must exist.

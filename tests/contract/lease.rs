@@ -101,12 +101,7 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
     let b = &c.b;
     let jobs = vec![with_attempts(job("a", 1), 2), job("b", 1)];
     b.enqueue(Q, jobs).await.unwrap();
-    let first = b
-        .fetch(Q, Want::jobs(1), 30, "w")
-        .await
-        .unwrap()
-        .jobs
-        .remove(0);
+    let first = lease_one(b, 30).await;
     c.pass(60).await;
     assert_eq!(
         b.reap(Q, 60_000).await.unwrap(),
@@ -126,12 +121,7 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
         [FailOutcome::Stale]
     );
 
-    let second = b
-        .fetch(Q, Want::jobs(1), 30, "w")
-        .await
-        .unwrap()
-        .jobs
-        .remove(0);
+    let second = lease_one(b, 30).await;
     assert_eq!(
         (second.id.as_str(), second.attempt),
         ("a", 2),
@@ -144,12 +134,7 @@ async fn reap_recovers_expired_leases_and_dead_letters_on_third_stall(c: Ctx) {
         (1, 0),
         "stalls are not retries"
     );
-    let third = b
-        .fetch(Q, Want::jobs(1), 30, "w")
-        .await
-        .unwrap()
-        .jobs
-        .remove(0);
+    let third = lease_one(b, 30).await;
     assert_eq!((third.id.as_str(), third.attempt), ("a", 3));
     c.pass(60).await;
     let reaped = b.reap(Q, 60_000).await.unwrap();
@@ -212,7 +197,7 @@ async fn a_stalled_job_is_leased_in_a_batch_of_its_own(c: Ctx) {
 async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
     let b = &c.b;
     b.enqueue(Q, vec![job("a", 0)]).await.unwrap();
-    b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
+    lease_one(b, 30).await;
     c.pass(60).await;
     let claim = |who: &str| ReapClaim {
         claim_ms: 400,
@@ -221,7 +206,7 @@ async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
     let first = b.reap_claimed(Q, 60_000, &claim("w1")).await.unwrap();
     assert_eq!((first.requeued, first.skipped), (1, false));
     // Another worker's reaper within the claim does nothing, even with work to do.
-    b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
+    lease_one(b, 30).await;
     c.pass(60).await;
     let second = b.reap_claimed(Q, 60_000, &claim("w2")).await.unwrap();
     assert_eq!((second.requeued, second.skipped), (0, true));
@@ -229,7 +214,7 @@ async fn a_held_reap_claim_makes_other_reapers_skip(c: Ctx) {
     assert_eq!(holder, "w1");
     // An unclaimed reap (admin, tests) ignores the claim; once the claim expired, w2 reaps.
     assert_eq!(b.reap(Q, 60_000).await.unwrap().requeued, 1);
-    b.fetch(Q, Want::jobs(1), 30, "w").await.unwrap();
+    lease_one(b, 30).await;
     c.pass(450).await;
     let third = b.reap_claimed(Q, 60_000, &claim("w2")).await.unwrap();
     // The job's third lease expiry: it is dead-lettered, which shows that w2 did reap.

@@ -36,10 +36,7 @@ async fn fetch_leases_sync_jobs_only_while_slots_last(c: Ctx) {
         job("d", 1),
     ];
     b.enqueue(Q, jobs).await.unwrap();
-    let first = b
-        .fetch(Q, want(10, Some(1), None), 30_000, "w")
-        .await
-        .unwrap();
+    let first = fetch_as(b, want(10, Some(1), None)).await;
     assert_eq!(
         ids(&first),
         ["a", "b", "d"],
@@ -47,16 +44,10 @@ async fn fetch_leases_sync_jobs_only_while_slots_last(c: Ctx) {
     );
     assert!(first.held);
     // c kept its place: it is next for whoever has a thread.
-    let none = b
-        .fetch(Q, want(10, Some(0), None), 30_000, "w")
-        .await
-        .unwrap();
+    let none = fetch_as(b, want(10, Some(0), None)).await;
     assert!(none.jobs.is_empty() && none.held);
     b.enqueue(Q, vec![job("g", 1)]).await.unwrap();
-    let rest = b
-        .fetch(Q, want(10, Some(1), None), 30_000, "w")
-        .await
-        .unwrap();
+    let rest = fetch_as(b, want(10, Some(1), None)).await;
     assert_eq!(ids(&rest), ["c", "g"]);
     assert!(!rest.held);
     // Without a bound every kind is leased, as before.
@@ -75,10 +66,7 @@ async fn thread_and_process_budgets_are_separate(c: Ctx) {
         run_in(job("p2", 1), Executor::Process),
     ];
     b.enqueue(Q, jobs).await.unwrap();
-    let got = b
-        .fetch(Q, want(10, Some(5), Some(1)), 30_000, "w")
-        .await
-        .unwrap();
+    let got = fetch_as(b, want(10, Some(5), Some(1))).await;
     assert_eq!(ids(&got), ["p1", "t1"]);
     assert!(got.held, "p2 waits for a second child process");
 }
@@ -91,16 +79,10 @@ async fn one_fetch_passes_over_at_most_16_jobs(c: Ctx) {
         .collect();
     jobs.push(job("a", 1));
     b.enqueue(Q, jobs).await.unwrap();
-    let first = b
-        .fetch(Q, want(50, Some(0), None), 30_000, "w")
-        .await
-        .unwrap();
+    let first = fetch_as(b, want(50, Some(0), None)).await;
     assert!(first.jobs.is_empty() && first.held);
     // Nothing was lost or reordered: with threads, the next fetch leases in ready order.
-    let all = b
-        .fetch(Q, want(50, Some(30), None), 30_000, "w")
-        .await
-        .unwrap();
+    let all = fetch_as(b, want(50, Some(30), None)).await;
     assert_eq!(all.jobs.len(), 21);
     assert_eq!(
         (all.jobs[0].id.as_str(), all.jobs[20].id.as_str()),
@@ -117,15 +99,9 @@ async fn the_executor_survives_a_retry(c: Ctx) {
     let out = b.fail(Q, vec![fail_of(&got.jobs[0], Some(0))]).await;
     assert_eq!(out.unwrap(), [FailOutcome::Retrying]);
     // Due at once: a fetch promotes it, and still holds it back without a thread.
-    let held = b
-        .fetch(Q, want(10, Some(0), None), 30_000, "w")
-        .await
-        .unwrap();
+    let held = fetch_as(b, want(10, Some(0), None)).await;
     assert!(held.jobs.is_empty() && held.held, "{held:?}");
-    let again = b
-        .fetch(Q, want(10, Some(1), None), 30_000, "w")
-        .await
-        .unwrap();
+    let again = fetch_as(b, want(10, Some(1), None)).await;
     assert_eq!((ids(&again), again.jobs[0].attempt), (vec!["a"], 2));
 }
 
