@@ -26,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init_broker_error(py)?;
     m.add("PayloadError", py.get_type::<errors::PayloadError>())?;
     m.add_class::<py::broker::PyBroker>()?;
+    m.add_function(wrap_pyfunction!(py::broker::check_schedule_name, m)?)?;
     m.add_class::<py::consumer::PyConsumer>()?;
     m.add_class::<py::consumer::PyConsumerEvent>()?;
     m.add_class::<py::consumer::PyJob>()?;

@@ -28,6 +28,7 @@ from .errors import (
 from .job import JobHandle, JobInfo
 from .log import configure_logging
 from .middleware import Middleware
+from .schedule import Schedule, ScheduleInfo, Scheduler
 from .task import Call, Task
 from .worker import Worker, WorkerStats
 
@@ -46,6 +47,9 @@ __all__ = [
     "Middleware",
     "PayloadError",
     "ResultTimeout",
+    "Schedule",
+    "ScheduleInfo",
+    "Scheduler",
     "Task",
     "Worker",
     "WorkerStats",

@@ -149,6 +149,7 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "processes": _positive_int,
     "grace": _seconds,
     "prefetch": _flag,
+    "scheduler": _flag,
     "loop": _choice(LOOPS),
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),

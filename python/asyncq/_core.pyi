@@ -14,10 +14,13 @@ __all__ = [
     "JobInfo",
     "PayloadError",
     "__version__",
+    "check_schedule_name",
 ]
 
 __version__: str
 SHORT_JOB_S: float
+
+def check_schedule_name(name: str) -> None: ...
 
 class AsyncqError(Exception): ...
 
@@ -183,6 +186,26 @@ class Broker:
     def workers(self) -> Awaitable[list[tuple[str, str, float]]]: ...
     def server_check(self) -> Awaitable[dict[str, str]]: ...
     def now(self) -> Awaitable[float]: ...
+    def fire(
+        self,
+        queue: str,
+        schedule: str,
+        fire_ms: int,
+        mode: Literal["allow", "skip", "pass"],
+        task: str,
+        arg_names: list[str],
+        items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+        options: _EnqueueOptions,
+    ) -> Awaitable[tuple[str, int]]: ...
+    def sync_schedule(
+        self, queue: str, name: str, definition: str
+    ) -> Awaitable[tuple[int, bool]]: ...
+    def change_schedule(
+        self, queue: str, name: str, change: Literal["pause", "resume", "remove"]
+    ) -> Awaitable[bool]: ...
+    def schedules(
+        self, queue: str
+    ) -> Awaitable[list[tuple[str, str, int, str | None, bool, int, int]]]: ...
     def counters(self) -> dict[str, dict[str, Any]]: ...
     def wait_finished(self, queue: str, id: str, wait: float) -> Awaitable[JobInfo | None]: ...
     def wait_finished_blocking(self, queue: str, id: str, wait: float) -> JobInfo | None: ...

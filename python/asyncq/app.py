@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -12,6 +13,7 @@ from ._hookloop import HookLoop
 from .backoff import Exponential
 from .job import JobHandle
 from .middleware import Middleware, call_hook
+from .schedule import Catchup, Overlap, Schedule
 from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
 from .worker import Worker
 
@@ -93,6 +95,7 @@ class App:
         self.max_payload = max_payload
         self.middleware = list(middleware)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
 
     # Set by _run_blocking on first use; a class default keeps apps without middleware free of it.
     _hooks: HookLoop | None = None
@@ -191,6 +194,74 @@ class App:
             raise ValueError(f"a task named {task.name!r} is already registered")
         self.tasks[task.name] = task
         return task
+
+    def schedule(
+        self,
+        name: str,
+        task: Task[Any, Any] | str,
+        *,
+        cron: str | None = None,
+        every: float | dt.timedelta | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        tz: str = "UTC",
+        overlap: Overlap = "allow",
+        catchup: Catchup = "skip",
+        jitter: float = 0.0,
+    ) -> Schedule:
+        """Run ``task`` periodically (see docs/scheduling.md).
+
+        Every worker of the app fires its schedules (unless started with ``--no-scheduler``;
+        ``asyncq scheduler APP`` runs the scheduler alone), and any number may: each fire time
+        is enqueued once, as job ``sched:<name>:<fire ms>``, by whichever asks first.
+
+        Args:
+            name: Unique name (letters, digits, ``-``, ``_``, ``.``, ``:``); its fire state in
+                Redis is kept under it, so renaming a schedule starts a new one.
+            task: The task (or its registered name).
+            cron: A 5-field cron expression, or 6 fields with seconds first, or a macro such
+                as ``@daily``; read in ``tz``.
+            every: An interval (seconds or a timedelta, at least 1 s); fire times are its
+                multiples since the Unix epoch, so ``every=60`` fires at each full minute.
+            args: Positional arguments of each job.
+            kwargs: Keyword arguments of each job.
+            tz: IANA time zone of the cron expression.
+            overlap: ``"skip"``: do not fire while the previous job of this schedule is still
+                queued, scheduled, running or waiting to retry; ``"allow"``: fire regardless.
+            catchup: What to do with fire times missed while no scheduler ran: ``"skip"``
+                them (a fire time counts as missed once the next one is due, or 60 s after
+                it), run ``"once"`` for all of them, or run ``"all"`` (the most recent 100).
+            jitter: Delay each job by a further 0 to ``jitter`` seconds.
+
+        Returns:
+            The schedule.
+
+        Raises:
+            ValueError: A bad name, expression, zone or policy, both or neither of ``cron``
+                and ``every``, an unregistered task name, or a name already used.
+            TypeError: The arguments do not fit the task's signature.
+        """
+        if isinstance(task, str):
+            found = self.tasks.get(task)
+            if found is None:
+                raise ValueError(f"schedule {name!r}: no task named {task!r} is registered")
+            task = found
+        if name in self.schedules:
+            raise ValueError(f"a schedule named {name!r} is already declared")
+        sched = Schedule.make(
+            name,
+            task,
+            cron=cron,
+            every=every,
+            args=tuple(args),
+            kwargs=kwargs,
+            tz=tz,
+            overlap=overlap,
+            catchup=catchup,
+            jitter=jitter,
+        )
+        self.schedules[name] = sched
+        return sched
 
     def job(self, job_id: str, queue: str | None = None) -> JobHandle[Any]:
         """Return a handle to a job enqueued earlier.

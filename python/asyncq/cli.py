@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -30,6 +32,7 @@ from ._core import Broker, BrokerError, JobInfo, __version__
 from .app import App
 from .errors import AsyncqError
 from .log import configure_logging
+from .schedule import ScheduleInfo, Scheduler, schedule_infos
 from .task import CoreOptions, Task
 
 __all__ = ["UsageError", "admin_main", "load_app", "parse_queues", "worker_main"]
@@ -182,6 +185,12 @@ def worker_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="at start, retry reaching the broker for up to SECONDS (for containers)",
     )
+    p.add_argument(
+        "--scheduler",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fire the app's periodic schedules from this worker too (default: on)",
+    )
     p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
     p.add_argument("--log-format", default=None, choices=LOG_FORMATS)
     p.add_argument("--config", help="TOML file with a [worker] table of these options")
@@ -253,6 +262,7 @@ async def _worker(args: argparse.Namespace) -> int:
         processes=settings.get("processes"),
         grace=settings.get("grace", 30.0),
         prefetch=settings.get("prefetch"),
+        scheduler=settings.get("scheduler", True),
     )
     if settings.get("wait_for_redis"):
         await wait_for_broker(app.broker, settings["wait_for_redis"])
@@ -276,6 +286,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 # ---- asyncq (admin) ----------------------------------------------------------------------------
 
 LISTABLE = ("queued", "scheduled", "running", "dead")
+SCHEDULE_ACTIONS = ("list", "pause", "resume", "remove")
 
 
 def admin_parser() -> argparse.ArgumentParser:
@@ -287,7 +298,9 @@ def admin_parser() -> argparse.ArgumentParser:
         help="broker URL (default $ASYNCQ_URL or %(default)s)",
     )
     p.add_argument("--app", help="take the broker URL and tasks from this App (module:app)")
-    p.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="warning (info for the scheduler command)"
+    )
     p.add_argument("--version", action="version", version=f"asyncq {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="queues with counts per state, and live workers")
@@ -308,6 +321,15 @@ def admin_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", help="delete queued, scheduled and dead jobs of a queue")
     purge.add_argument("queue")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sched = sub.add_parser(
+        "schedules", help="list periodic schedules, or pause, resume or remove one"
+    )
+    sched.add_argument("action", nargs="?", choices=SCHEDULE_ACTIONS, default="list")
+    sched.add_argument("name", nargs="?", help="the schedule (for pause, resume, remove)")
+    sched.add_argument("--queue", help="its queue (default: every queue)")
+    sched.add_argument("--json", action="store_true", help="list as one JSON object per line")
+    runner = sub.add_parser("scheduler", help="fire an app's periodic schedules (no worker)")
+    runner.add_argument("target", metavar="APP", help="the App, as package.module:app")
     return p
 
 
@@ -495,6 +517,67 @@ async def _purge(broker: Broker, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _schedule_queues(broker: Broker, args: argparse.Namespace) -> list[str]:
+    if args.queue:
+        return [args.queue]
+    queues = set(await broker.queues())
+    if args.app:
+        queues |= {s.queue for s in load_app(args.app).schedules.values()}
+    return sorted(queues)
+
+
+def _schedule_row(s: ScheduleInfo) -> str:
+    d = s.definition
+    when = d.get("cron") or (f"every {d['every']:g}s" if d.get("every") else "?")
+    if d.get("cron") and d.get("tz", "UTC") != "UTC":
+        when += f" ({d['tz']})"
+    nxt = "paused" if s.paused else _when(s.next_fire)
+    return (
+        f"{s.name:<24} {s.queue:<12} {when:<24} next {nxt:<26} "
+        f"fired {s.fired}, skipped {s.skipped}  {d.get('task', '?')}({d.get('args', '')})"
+    )
+
+
+async def _schedules(broker: Broker, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        if args.name:
+            raise UsageError("asyncq schedules [list] takes no name; did you mean pause/resume?")
+        for s in await schedule_infos(broker, await _schedule_queues(broker, args)):
+            if args.json:
+                print(json.dumps(dataclasses.asdict(s)))
+            else:
+                print(_schedule_row(s))
+        return 0
+    if not args.name:
+        raise UsageError(f"asyncq schedules {args.action} needs the schedule's name")
+    changed = [
+        q
+        for q in await _schedule_queues(broker, args)
+        if await broker.change_schedule(q, args.name, args.action)
+    ]
+    if not changed:
+        print(f"error: no schedule named {args.name!r}", file=sys.stderr)
+        return 1
+    done = {"pause": "paused", "resume": "resumed", "remove": "removed"}[args.action]
+    print(f"{done} schedule {args.name!r} (queue {', '.join(changed)})")
+    if args.action == "remove":
+        print("  a worker whose app still declares it stores it again when it starts")
+    return 0
+
+
+async def _scheduler(_: Broker, args: argparse.Namespace) -> int:
+    app = load_app(args.target)
+    if not app.schedules:
+        raise UsageError(f"{args.target} declares no schedules (app.schedule(...))")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.warning("scheduler: firing %d schedule(s) of %s", len(app.schedules), args.target)
+    await Scheduler(app).run(stop)
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[Broker, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "info": _info,
     "job": _job,
@@ -502,11 +585,13 @@ _COMMANDS: dict[str, Callable[[Broker, argparse.Namespace], Coroutine[Any, Any, 
     "enqueue": _enqueue,
     "retry": _retry,
     "purge": _purge,
+    "schedules": _schedules,
+    "scheduler": _scheduler,
 }
 
 
 async def _admin(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or ("info" if args.command == "scheduler" else "warning"))
     broker = _broker(args)
     try:
         return await _COMMANDS[args.command](broker, args)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import SHORT_JOB_S, BrokerError
 from ._runner import Lane, Runner
+from .schedule import Scheduler
 
 if TYPE_CHECKING:
     from ._core import ConsumerEvent, Job
@@ -100,6 +101,9 @@ class Worker:
             outcome), and not for longer jobs. ``True``/``False``: always/never. A batch
             leased ahead holds async jobs only; for sync tasks, prefetching means one job per
             thread is leased beyond the free threads and waits here for one.
+        scheduler: Fire the app's periodic schedules from this worker too (see
+            :meth:`asyncq.App.schedule`); any number of workers may, each fire time is
+            enqueued once.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Worker:
         handle_signals: bool = True,
         idle_wait: float = 5.0,
         prefetch: bool | None = None,
+        scheduler: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -127,6 +132,7 @@ class Worker:
         self.handle_signals = handle_signals
         self.idle_wait = idle_wait
         self.prefetch = prefetch
+        self.scheduler = scheduler
         self.stats = WorkerStats()
         if threads is not None and threads < 1:
             raise ValueError("threads must be >= 1")
@@ -156,6 +162,8 @@ class Worker:
         for lane in self._lanes:
             background.append(asyncio.ensure_future(self._consume(lane)))
             background.append(asyncio.ensure_future(self._watch(lane)))
+        if self.scheduler and self.app.schedules:
+            background.append(asyncio.ensure_future(Scheduler(self.app).run(self._stop)))
         for fut in background:
             fut.add_done_callback(self._on_background_done)
         self._install_signals()

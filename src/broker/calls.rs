@@ -9,11 +9,13 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::keys::QueueKeys;
-use super::scripts::{parse_enqueue, parse_fetch, parse_pair, parse_triple, protocol, value_i64};
+use super::scripts::{parse_enqueue, parse_fetch, parse_pair, parse_triple, protocol};
+use super::scripts::{value_array, value_i64};
 use super::scripts::{Call, ItemError, ScriptId};
 use super::{
-    Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome, Lease, NewJob,
-    ReapClaim, ReapOutcome, Want, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
+    check_schedule_name, Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire,
+    FireOutcome, HeartbeatOutcome, Lease, NewJob, ReapClaim, ReapOutcome, ScheduleChange,
+    ScheduleState, Want, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
 };
 use crate::errors::{Error, Result};
 
@@ -69,17 +71,22 @@ fn enqueue_call(k: &QueueKeys, jobs: &[NewJob]) -> Call {
     );
     call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
     for job in jobs {
-        call.arg(&job.id)
-            .arg(job.payload.as_slice())
-            .arg(job.priority);
-        call.arg(opt(job.delay_ms))
-            .arg(opt(job.eta_ms))
-            .arg(job.max_attempts);
-        call.arg(job.key.as_deref().unwrap_or(""))
-            .arg(job.key_ttl_ms)
-            .arg(job.executor.as_field());
+        job_args(&mut call, job);
     }
     call
+}
+
+/// The 9 values of one new job, in the layout of `enqueue.lua` (which `fire.lua` shares).
+fn job_args(call: &mut Call, job: &NewJob) {
+    call.arg(&job.id)
+        .arg(job.payload.as_slice())
+        .arg(job.priority);
+    call.arg(opt(job.delay_ms))
+        .arg(opt(job.eta_ms))
+        .arg(job.max_attempts);
+    call.arg(job.key.as_deref().unwrap_or(""))
+        .arg(job.key_ttl_ms)
+        .arg(job.executor.as_field());
 }
 
 /// A priority outside 0..=MAX_PRIORITY would give a ready score outside the priority bands.
@@ -339,6 +346,115 @@ pub(crate) async fn purge<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Resul
             return Ok(total);
         }
     }
+}
+
+pub(crate) async fn fire<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    fire: Fire,
+) -> Result<FireOutcome> {
+    const S: &str = "fire";
+    let k = QueueKeys::new(queue)?;
+    check_schedule_name(&fire.schedule)?;
+    check_priority(&fire.job)?;
+    let keys = vec![
+        k.ready(),
+        k.scheduled(),
+        k.seq(),
+        k.wake(),
+        k.cron(&fire.schedule),
+    ];
+    let mut call = Call::new(ScriptId::Fire, keys);
+    call.arg(k.prefix())
+        .arg(MAX_PRIORITY)
+        .arg(fire.fire_ms)
+        .arg(fire.mode.as_arg());
+    job_args(&mut call, &fire.job);
+    let (code, ms): (i64, i64) =
+        ::redis::from_redis_value(r.run(&call).await?).map_err(|e| protocol(S, e.to_string()))?;
+    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+    Ok(match code {
+        1 => FireOutcome::Enqueued,
+        2 => FireOutcome::Taken { last_ms: ms },
+        3 => FireOutcome::Paused,
+        4 => FireOutcome::Overlap,
+        5 => FireOutcome::Passed,
+        0 => FireOutcome::Early { now_ms: ms },
+        -2 => FireOutcome::Removed,
+        c => return Err(protocol(S, format!("unknown code {c}"))),
+    })
+}
+
+/// One `schedule.lua` call.
+fn schedule_call(k: &QueueKeys, op: &str, name: &str) -> Call {
+    let mut call = Call::new(ScriptId::Schedule, vec![k.crons()]);
+    call.arg(k.prefix()).arg(op).arg(name);
+    call
+}
+
+pub(crate) async fn sync_schedule<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    name: &str,
+    def: &str,
+) -> Result<(u64, bool)> {
+    let k = QueueKeys::new(queue)?;
+    check_schedule_name(name)?;
+    // A schedule's queue is listed like a queue enqueued to, so `asyncq schedules` finds it.
+    r.remember_queue(queue).await?;
+    let mut call = schedule_call(&k, "sync", name);
+    call.arg(def);
+    let (last, paused): (u64, i64) = ::redis::from_redis_value(r.run(&call).await?)
+        .map_err(|e| protocol("schedule", e.to_string()))?;
+    Ok((last, paused == 1))
+}
+
+pub(crate) async fn change_schedule<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    name: &str,
+    change: ScheduleChange,
+) -> Result<bool> {
+    let k = QueueKeys::new(queue)?;
+    check_schedule_name(name)?;
+    let op = match change {
+        ScheduleChange::Pause => "pause",
+        ScheduleChange::Resume => "resume",
+        ScheduleChange::Remove => "remove",
+    };
+    Ok(value_i64(&r.run(&schedule_call(&k, op, name)).await?, "schedule")? == 1)
+}
+
+pub(crate) async fn schedules<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+) -> Result<Vec<ScheduleState>> {
+    const S: &str = "schedule";
+    let k = QueueKeys::new(queue)?;
+    type Row = (String, String, u64, String, i64, u64, u64);
+    let flat = value_array(r.run(&schedule_call(&k, "list", "")).await?, S)?;
+    if flat.len() % 7 != 0 {
+        return Err(protocol(
+            S,
+            format!("{} values is not a multiple of 7", flat.len()),
+        ));
+    }
+    flat.chunks(7)
+        .map(|row| {
+            let (name, def, last_ms, job, paused, fired, skipped): Row =
+                ::redis::from_redis_value(Value::Array(row.to_vec()))
+                    .map_err(|e| protocol(S, e.to_string()))?;
+            Ok(ScheduleState {
+                name,
+                def,
+                last_ms,
+                job: (!job.is_empty()).then_some(job),
+                paused: paused == 1,
+                fired,
+                skipped,
+            })
+        })
+        .collect()
 }
 
 /// `ZRANGE` of one page (by position) of the sorted set holding `set`'s jobs; None for an

@@ -130,6 +130,16 @@ impl QueueKeys {
     pub fn idem(&self, key: &str) -> String {
         self.key(&format!("key:{key}"))
     }
+
+    /// SET of the names of the periodic schedules whose jobs go to this queue.
+    pub fn crons(&self) -> String {
+        self.key("crons")
+    }
+
+    /// HASH of one periodic schedule (definition and fire state; see `fire.lua`).
+    pub fn cron(&self, name: &str) -> String {
+        self.key(&format!("cron:{name}"))
+    }
 }
 
 #[cfg(test)]

@@ -37,8 +37,9 @@ use super::done::DoneWaiters;
 use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
-    Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, HeartbeatOutcome,
-    JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim, ReapOutcome, Want, WorkerInfo,
+    Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire, FireOutcome,
+    HeartbeatOutcome, JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim, ReapOutcome,
+    ScheduleChange, ScheduleState, Want, WorkerInfo,
 };
 use crate::errors::{Error, Result};
 
@@ -456,5 +457,26 @@ impl Broker for MemoryBroker {
 
     async fn now_ms(&self) -> Result<u64> {
         Ok(self.clock_us() / 1000)
+    }
+
+    async fn fire(&self, queue: &str, fire: Fire) -> Result<FireOutcome> {
+        calls::fire(self, queue, fire).await
+    }
+
+    async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> Result<(u64, bool)> {
+        calls::sync_schedule(self, queue, name, def).await
+    }
+
+    async fn change_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        change: ScheduleChange,
+    ) -> Result<bool> {
+        calls::change_schedule(self, queue, name, change).await
+    }
+
+    async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
+        calls::schedules(self, queue).await
     }
 }

@@ -224,6 +224,95 @@ pub struct ReapClaim {
     pub claimant: String,
 }
 
+/// Longest periodic schedule name accepted, in bytes (its fire jobs' ids add about 20).
+pub const MAX_SCHEDULE_NAME: usize = 100;
+
+/// Check a schedule name: 1 to [`MAX_SCHEDULE_NAME`] ASCII letters, digits, `-`, `_`, `.` or
+/// `:` (it becomes part of Redis keys and of its jobs' ids).
+pub fn check_schedule_name(name: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+    if !name.is_empty() && name.len() <= MAX_SCHEDULE_NAME && name.chars().all(ok_char) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "schedule name {name:?} is not valid: use 1 to {MAX_SCHEDULE_NAME} ASCII letters, \
+         digits, '-', '_', '.' or ':'"
+    )))
+}
+
+/// What to do with one fire time of a periodic schedule (see `fire.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireMode {
+    /// Enqueue the job.
+    Allow,
+    /// Enqueue it unless the schedule's previous job is still waiting or running.
+    Skip,
+    /// Take the fire time without enqueuing (the catch-up policy passes over it).
+    Pass,
+}
+
+impl FireMode {
+    fn as_arg(self) -> &'static str {
+        match self {
+            FireMode::Allow => "allow",
+            FireMode::Skip => "skip",
+            FireMode::Pass => "pass",
+        }
+    }
+}
+
+/// One fire time of a schedule to take, with the job it enqueues.
+#[derive(Debug, Clone)]
+pub struct Fire {
+    pub schedule: String,
+    /// The fire time, unix ms.
+    pub fire_ms: u64,
+    pub mode: FireMode,
+    pub job: NewJob,
+}
+
+/// What became of one fire time; the first caller for a fire time decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// This call enqueued the job.
+    Enqueued,
+    /// An earlier call took this fire time, or a later one: the schedule's last is `last_ms`.
+    Taken { last_ms: u64 },
+    /// Passed over: the schedule is paused.
+    Paused,
+    /// Passed over: the previous job of the schedule is unfinished (overlap "skip").
+    Overlap,
+    /// Passed over as asked ([`FireMode::Pass`]).
+    Passed,
+    /// Not due yet by the broker's clock, which reads `now_ms`.
+    Early { now_ms: u64 },
+    /// The schedule is not stored (removed): nothing was done.
+    Removed,
+}
+
+/// A stored schedule, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub name: String,
+    /// The definition, as stored by the last sync (JSON from the Python side).
+    pub def: String,
+    /// The latest fire time taken (or when the schedule was first stored), unix ms.
+    pub last_ms: u64,
+    /// The last job it enqueued.
+    pub job: Option<String>,
+    pub paused: bool,
+    pub fired: u64,
+    pub skipped: u64,
+}
+
+/// A change an operator makes to a stored schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleChange {
+    Pause,
+    Resume,
+    Remove,
+}
+
 /// The one set of job states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -447,6 +536,20 @@ pub trait Broker: Send + Sync {
     async fn server_check(&self) -> Result<Vec<(String, String)>>;
     /// Broker time in unix ms.
     async fn now_ms(&self) -> Result<u64>;
+    /// Take one fire time of a schedule whose jobs go to `queue` (see [`FireOutcome`]).
+    async fn fire(&self, queue: &str, fire: Fire) -> Result<FireOutcome>;
+    /// Store a schedule's definition (its fire state is kept, or starts now); returns its last
+    /// fire time (ms) and whether it is paused.
+    async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> Result<(u64, bool)>;
+    /// Pause, resume or remove a stored schedule; false when there is none by that name.
+    async fn change_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        change: ScheduleChange,
+    ) -> Result<bool>;
+    /// The schedules stored for `queue`, in name order.
+    async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>>;
 }
 
 /// Open the broker a URL names: `redis://`, `rediss://`, `memory://[name]`.

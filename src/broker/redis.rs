@@ -516,4 +516,25 @@ impl Broker for RedisBroker {
         let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(&mut self.con()).await?;
         Ok(secs * 1000 + micros / 1000)
     }
+
+    async fn fire(&self, queue: &str, fire: Fire) -> Result<FireOutcome> {
+        calls::fire(self, queue, fire).await
+    }
+
+    async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> Result<(u64, bool)> {
+        calls::sync_schedule(self, queue, name, def).await
+    }
+
+    async fn change_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        change: ScheduleChange,
+    ) -> Result<bool> {
+        calls::change_schedule(self, queue, name, change).await
+    }
+
+    async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
+        calls::schedules(self, queue).await
+    }
 }

@@ -43,6 +43,8 @@ pub enum ScriptId {
     Cancel,
     RetryDead,
     Purge,
+    Fire,
+    Schedule,
 }
 
 macro_rules! script {
@@ -61,7 +63,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 10] = [
+pub static REGISTRY: [ScriptDef; 12] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 2),
@@ -72,6 +74,8 @@ pub static REGISTRY: [ScriptDef; 10] = [
     script!("cancel", 2),
     script!("retry_dead", 3),
     script!("purge", 3),
+    script!("fire", 5),
+    script!("schedule", 1),
 ];
 
 /// SHA1 of each script, computed once.
@@ -373,19 +377,37 @@ mod tests {
     }
 
     /// Index `n` of header lines like `-- KEYS[n] ...` / `-- ARGV[n..] ...`, and whether variadic.
+    /// A fixed block `-- ARGV[a..b]` stands for each index from a to b (not variadic).
     fn documented(header: &[&str], what: &str) -> Vec<(usize, bool)> {
         let tag = format!("-- {what}[");
         header
             .iter()
             .filter_map(|l| l.strip_prefix(&tag))
-            .map(|rest| {
+            .flat_map(|rest| {
                 let end = rest.find(']').expect("closing bracket");
                 let inner = &rest[..end];
+                if let Some((a, b)) = inner.split_once("..").filter(|(_, b)| !b.is_empty()) {
+                    let (a, b): (usize, usize) =
+                        (a.parse().expect("index"), b.parse().expect("index"));
+                    return (a..=b).map(|n| (n, false)).collect::<Vec<_>>();
+                }
                 let variadic = inner.ends_with("..");
-                (
+                vec![(
                     inner.trim_end_matches("..").parse().expect("index"),
                     variadic,
-                )
+                )]
+            })
+            .collect()
+    }
+
+    /// The first indexes of the fixed blocks (`-- ARGV[a..b]`) of a header.
+    fn blocks(header: &[&str]) -> Vec<usize> {
+        header
+            .iter()
+            .filter_map(|l| l.strip_prefix("-- ARGV["))
+            .filter_map(|rest| {
+                let (a, b) = rest[..rest.find(']')?].split_once("..")?;
+                (!b.is_empty()).then(|| a.parse().ok()).flatten()
             })
             .collect()
     }
@@ -456,7 +478,21 @@ mod tests {
 
     fn check_argv(def: &ScriptDef, head: &[&str], body: &str) {
         let argv = documented(head, "ARGV");
+        // A fixed block is handed whole to a shared function (`f(..., ARGV, a)`), which reads
+        // its values by offset.
+        let mut in_block = Vec::new();
+        for a in blocks(head) {
+            assert!(
+                body.contains(&format!("ARGV, {a})")),
+                "{}: ARGV[{a}..] block never passed on",
+                def.file
+            );
+            in_block.extend(argv.iter().map(|&(n, _)| n).filter(|&n| n >= a));
+        }
         for &(n, variadic) in &argv {
+            if in_block.contains(&n) {
+                continue;
+            }
             if variadic {
                 let looped = format!("for i = {n}, #ARGV");
                 assert!(
@@ -485,7 +521,8 @@ mod tests {
     fn shas_are_hex_sha1_of_the_source() {
         use ScriptId::*;
         let all = [
-            Enqueue, Fetch, Ack, Fail, Release, Heartbeat, Reap, Cancel, RetryDead, Purge,
+            Enqueue, Fetch, Ack, Fail, Release, Heartbeat, Reap, Cancel, RetryDead, Purge, Fire,
+            Schedule,
         ];
         let names: Vec<&str> = all.iter().map(|id| id.def().name).collect();
         let expected = [
@@ -498,7 +535,10 @@ mod tests {
             "reap",
         ];
         assert_eq!(&names[..7], expected);
-        assert_eq!(&names[7..], ["cancel", "retry_dead", "purge"]);
+        assert_eq!(
+            &names[7..],
+            ["cancel", "retry_dead", "purge", "fire", "schedule"]
+        );
         for id in all {
             assert_eq!(id.sha().len(), 40);
         }

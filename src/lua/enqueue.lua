@@ -19,6 +19,7 @@
 -- Output: flat array, per job: id, created (1 new; 0 when the idempotency key matched an
 --         existing job, whose id is returned, or a record with this id exists already)
 -- Errors: none (arguments are validated by the caller; no job record field is read)
+-- The record itself is written by `new_job` (lib/common.lua), which fire.lua shares.
 
 local ready, scheduled, seqkey, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, count, maxprio = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -45,42 +46,14 @@ for i = 4, #ARGV, 9 do
     out[#out + 1] = 0
   else
     seq = seq + 1
-    local prio = tonumber(ARGV[i + 2])
-    local rs = (maxprio - prio) * 1099511627776 + seq
-    local due = now
-    if ARGV[i + 4] ~= '' then
-      due = tonumber(ARGV[i + 4])
-    elseif ARGV[i + 3] ~= '' then
-      due = now + tonumber(ARGV[i + 3])
-    end
-    local fields = {'p', ARGV[i + 1], 'a', 0, 'm', ARGV[i + 5], 'pr', prio, 'rs', rs, 'e', now, 't', 0}
-    if key ~= '' then
-      local ttl = tonumber(ARGV[i + 7])
-      if ttl > 0 then
-        redis.call('SET', prefix .. 'key:' .. key, id, 'PX', ttl)
-      else
-        redis.call('SET', prefix .. 'key:' .. key, id)
-      end
-      fields[#fields + 1] = 'k'
-      fields[#fields + 1] = key
-    end
-    if ARGV[i + 8] ~= '' then
-      fields[#fields + 1] = 'ex'
-      fields[#fields + 1] = ARGV[i + 8]
-    end
-    fields[#fields + 1] = 's'
+    local rs, due = new_job(prefix, now, maxprio, seq, ARGV, i)
     if due > now then
-      fields[#fields + 1] = 'scheduled'
-      fields[#fields + 1] = 'd'
-      fields[#fields + 1] = due
       later[#later + 1] = due
       later[#later + 1] = id
     else
-      fields[#fields + 1] = 'queued'
       now_ready[#now_ready + 1] = rs
       now_ready[#now_ready + 1] = id
     end
-    redis.call('HSET', jk, unpack(fields))
     out[#out + 1] = id
     out[#out + 1] = 1
     created = created + 1

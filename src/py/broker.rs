@@ -12,7 +12,8 @@ use tokio::sync::OnceCell;
 use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{
-    self, Broker, CancelOutcome, Executor, JobSet, NewJob, WorkerInfo, MAX_PRIORITY,
+    self, Broker, CancelOutcome, Executor, Fire, FireMode, FireOutcome, JobSet, NewJob,
+    ScheduleChange, WorkerInfo, MAX_PRIORITY,
 };
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
@@ -228,6 +229,12 @@ async fn finished_info(
         return job_info(h, queue, id).await;
     }
     Ok(info.map(PyJobInfo::from))
+}
+
+/// Check a schedule name (raises ValueError saying what is allowed).
+#[pyfunction]
+pub fn check_schedule_name(name: &str) -> PyResult<()> {
+    Ok(crate::broker::check_schedule_name(name)?)
 }
 
 /// Broker handle exposed to Python as `asyncq._core.Broker`.
@@ -558,6 +565,110 @@ impl PyBroker {
             Ok(facts
                 .into_iter()
                 .collect::<std::collections::HashMap<String, String>>())
+        })
+    }
+
+    /// Take fire time `fire_ms` of schedule `schedule` (`mode`: "allow", "skip" or "pass"),
+    /// enqueueing one job of `task` with `args`/`kwargs` and `options` (whose `job_id` names
+    /// the fire). Returns `(outcome, ms)`: "enqueued", "paused", "overlap" or "passed" with the
+    /// fire time, "taken" with the schedule's last fire time, "early" with the broker's now,
+    /// or "removed" with 0.
+    #[allow(clippy::too_many_arguments)]
+    fn fire<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        schedule: String,
+        fire_ms: u64,
+        mode: &str,
+        task: &str,
+        arg_names: Vec<String>,
+        items: &Bound<'py, PyList>,
+        options: EnqueueOptions,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mode = match mode {
+            "allow" => FireMode::Allow,
+            "skip" => FireMode::Skip,
+            "pass" => FireMode::Pass,
+            other => return Err(Error::Invalid(format!("unknown fire mode {other:?}")).into()),
+        };
+        let mut jobs = build_jobs(task, &arg_names, items, &options, self.signing_key())?;
+        let job = match (jobs.pop(), jobs.is_empty()) {
+            (Some(job), true) => job,
+            _ => return Err(Error::Invalid("a fire enqueues exactly one job".into()).into()),
+        };
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let fire = Fire {
+                schedule,
+                fire_ms,
+                mode,
+                job,
+            };
+            Ok(match h.get().await?.fire(&queue, fire).await? {
+                FireOutcome::Enqueued => ("enqueued", fire_ms),
+                FireOutcome::Taken { last_ms } => ("taken", last_ms),
+                FireOutcome::Paused => ("paused", fire_ms),
+                FireOutcome::Overlap => ("overlap", fire_ms),
+                FireOutcome::Passed => ("passed", fire_ms),
+                FireOutcome::Early { now_ms } => ("early", now_ms),
+                FireOutcome::Removed => ("removed", 0),
+            })
+        })
+    }
+
+    /// Store a schedule's definition; returns `(last_fire_ms, paused)`.
+    fn sync_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        name: String,
+        definition: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            h.get()
+                .await?
+                .sync_schedule(&queue, &name, &definition)
+                .await
+        })
+    }
+
+    /// Pause, resume or remove a stored schedule (`change`: "pause", "resume", "remove");
+    /// False when there is none by that name in `queue`.
+    fn change_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        name: String,
+        change: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let change = match change {
+            "pause" => ScheduleChange::Pause,
+            "resume" => ScheduleChange::Resume,
+            "remove" => ScheduleChange::Remove,
+            other => return Err(Error::Invalid(format!("unknown change {other:?}")).into()),
+        };
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            h.get().await?.change_schedule(&queue, &name, change).await
+        })
+    }
+
+    /// The schedules stored for `queue`, in name order, as tuples
+    /// `(name, definition, last_fire_ms, last_job_id | None, paused, fired, skipped)`.
+    fn schedules<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let rows = h.get().await?.schedules(&queue).await?;
+            Ok(rows
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.name, s.def, s.last_ms, s.job, s.paused, s.fired, s.skipped,
+                    )
+                })
+                .collect::<Vec<_>>())
         })
     }
 

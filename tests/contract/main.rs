@@ -24,5 +24,6 @@ mod outcomes;
 mod prefetch;
 mod races;
 mod redis_only;
+mod schedules;
 mod slots;
 mod wait;

@@ -139,6 +139,18 @@ impl Broker for HeldFetch {
     async fn now_ms(&self) -> Result<u64> {
         self.inner.now_ms().await
     }
+    async fn fire(&self, q: &str, fire: Fire) -> Result<FireOutcome> {
+        self.inner.fire(q, fire).await
+    }
+    async fn sync_schedule(&self, q: &str, name: &str, def: &str) -> Result<(u64, bool)> {
+        self.inner.sync_schedule(q, name, def).await
+    }
+    async fn change_schedule(&self, q: &str, name: &str, c: ScheduleChange) -> Result<bool> {
+        self.inner.change_schedule(q, name, c).await
+    }
+    async fn schedules(&self, q: &str) -> Result<Vec<ScheduleState>> {
+        self.inner.schedules(q).await
+    }
 }
 
 /// Start `consumer.fetch`, wait until the broker has leased the batch, then drop the fetch

@@ -32,3 +32,45 @@ local function corrupt(field, value)
     message = "job record field '" .. field .. "' " .. what})
 end
 
+
+-- Write the record of a new job from the 9 job values at `argv[i..i+8]` (the layout enqueue.lua
+-- documents: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts, idempotency key|'',
+-- key_ttl_ms, executor|''), taking `seq` as its FIFO number; reserve its idempotency key.
+-- Returns its ready score and due time (ms): the caller adds the id to the ready set (due <=
+-- now) or to the scheduled set (later), so a batch can do that with one ZADD per set.
+local function new_job(prefix, now, maxprio, seq, argv, i)
+  local id, key = argv[i], argv[i + 6]
+  local prio = tonumber(argv[i + 2])
+  local rs = (maxprio - prio) * 1099511627776 + seq
+  local due = now
+  if argv[i + 4] ~= '' then
+    due = tonumber(argv[i + 4])
+  elseif argv[i + 3] ~= '' then
+    due = now + tonumber(argv[i + 3])
+  end
+  local fields = {'p', argv[i + 1], 'a', 0, 'm', argv[i + 5], 'pr', prio, 'rs', rs, 'e', now, 't', 0}
+  if key ~= '' then
+    local ttl = tonumber(argv[i + 7])
+    if ttl > 0 then
+      redis.call('SET', prefix .. 'key:' .. key, id, 'PX', ttl)
+    else
+      redis.call('SET', prefix .. 'key:' .. key, id)
+    end
+    fields[#fields + 1] = 'k'
+    fields[#fields + 1] = key
+  end
+  if argv[i + 8] ~= '' then
+    fields[#fields + 1] = 'ex'
+    fields[#fields + 1] = argv[i + 8]
+  end
+  fields[#fields + 1] = 's'
+  if due > now then
+    fields[#fields + 1] = 'scheduled'
+    fields[#fields + 1] = 'd'
+    fields[#fields + 1] = due
+  else
+    fields[#fields + 1] = 'queued'
+  end
+  redis.call('HSET', prefix .. 'job:' .. id, unpack(fields))
+  return rs, due
+end
