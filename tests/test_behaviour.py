@@ -16,6 +16,7 @@ import pytest
 
 import asyncq
 from tests.conftest import make_app, running
+from tests.procutil import await_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -213,9 +214,61 @@ async def test_cancel_running_job(app: asyncq.App) -> None:
         await asyncio.wait_for(started.wait(), 10)
         assert await job.cancel()
         with pytest.raises(asyncq.JobCancelled):
-            await job.result(timeout=10)  # seen at the next heartbeat (lease/3)
+            await job.result(timeout=10)  # heard at once (cancel.lua publishes the id)
         assert await job.status() == "cancelled"
         assert worker.stats.cancelled == 1
+
+
+async def test_a_cancel_from_another_client_stops_a_running_job_long_before_its_heartbeat(
+    broker_url: str, queue: str
+) -> None:
+    # Heartbeats every 20 s: a cancel seen only there would take that long.
+    app = make_app(broker_url, queue, lease=60.0)
+    other = asyncq.App(broker_url, default_queue=queue)  # its own connection on Redis
+    started = asyncio.Event()
+    saw: list[bool] = []
+
+    @app.task
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @app.task
+    def polite() -> str:
+        # A sync task cannot be interrupted; it looks at the flag and stops by itself.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if asyncq.current_job().cancelled:
+                saw.append(True)
+                return "stopped early"
+            time.sleep(0.01)
+        return "ran to the end"
+
+    async with running(app) as worker:
+        job = await forever.enqueue()
+        await asyncio.wait_for(started.wait(), 10)
+        t0 = time.monotonic()
+        assert await other.job(job.id, queue).cancel()
+        with pytest.raises(asyncq.JobCancelled):
+            await job.result(timeout=10)
+        # Pushed at once (a round trip or two); the bound leaves a wide margin for a loaded
+        # machine, and is still far below the 20 s heartbeat.
+        assert time.monotonic() - t0 < 5.0
+        sync_job = await polite.enqueue()
+        await await_until(lambda: _is_running(sync_job), 10, "the sync job running")
+        assert await other.job(sync_job.id, queue).cancel()
+        with pytest.raises(asyncq.JobCancelled):
+            await sync_job.result(timeout=10)
+        await await_until(lambda: _true(bool(saw)), 10, "the thread seeing the flag")
+        assert worker.stats.cancelled == 2
+
+
+async def _is_running(job: asyncq.JobHandle[Any]) -> bool:
+    return await job.status() == "running"
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_poison_messages_dead_lettered_worker_keeps_going(app: asyncq.App) -> None:

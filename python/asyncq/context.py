@@ -22,6 +22,9 @@ class JobContext:
         max_attempts: Runs allowed in total (1 + retries).
         token: The fencing token of this run's lease.
         enqueued_at: Unix time the job was enqueued.
+        cancelled: Its cancellation was requested (``await job.cancel()``) while it runs. An
+            async task is cancelled outright (``CancelledError``); a sync task in a thread
+            cannot be interrupted, so it may check this now and then and return early.
     """
 
     job_id: str
@@ -31,6 +34,10 @@ class JobContext:
     max_attempts: int
     token: int
     enqueued_at: float
+
+    @property
+    def cancelled(self) -> bool:
+        return (self.job_id, self.token) in _CANCEL_REQUESTED
 
     @classmethod
     def of(cls, job: Job) -> JobContext:
@@ -49,6 +56,21 @@ _OUTSIDE_JOB = (
     "executed by a worker (and in code that function calls, and in middleware execute hooks); "
     "calling the task function directly or enqueueing it does not create a job context"
 )
+
+
+# Runs (job id, lease token) whose cancellation was requested, as the worker heard it; read from
+# task threads (a dict lookup under the GIL), written on the event loop. A thread may run on
+# after its job ended cancelled, so entries are not dropped when the job ends but only once
+# there are many (cancel requests are rare), oldest first.
+_CANCEL_REQUESTED: dict[tuple[str, int], None] = {}
+_CANCEL_KEEP = 4096
+
+
+def mark_cancel_requested(job_id: str, token: int) -> None:
+    """Record that the run of ``job_id`` under ``token`` was asked to stop."""
+    _CANCEL_REQUESTED[(job_id, token)] = None
+    while len(_CANCEL_REQUESTED) > _CANCEL_KEEP:
+        del _CANCEL_REQUESTED[next(iter(_CANCEL_REQUESTED))]
 
 
 def current_job() -> JobContext:

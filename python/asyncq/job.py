@@ -120,7 +120,9 @@ class JobHandle(Generic[R]):
         """Cancel the job.
 
         A queued or scheduled job is cancelled at once and never runs. A running job is asked
-        to stop: its worker sees the request at the next heartbeat and cancels the task.
+        to stop: its worker hears of it at once (a round trip or two; at the latest at its
+        next heartbeat if the notification was lost) and cancels the task. A sync task in a
+        thread cannot be interrupted: it sees ``current_job().cancelled`` become true.
 
         Returns:
             True if the job was cancelled or cancellation was requested; False if it had

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import SHORT_JOB_S, BrokerError
 from ._runner import Lane, Runner
+from .context import mark_cancel_requested
 from .schedule import Scheduler
 
 if TYPE_CHECKING:
@@ -407,6 +408,7 @@ class Worker:
             # its failure's verdict): cancelling it now would only cut its hooks short.
             if entry is not None and job_id is not None and job_id not in lane.settled:
                 self._runner.cancel_requested.add(job_id)
+                mark_cancel_requested(job_id, entry[1].token)
                 entry[0].cancel()
             return
         if kind == "poison":

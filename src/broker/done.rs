@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Past this many registered ids, registering first drops waiters nobody waits for any more.
 const PRUNE_ABOVE: usize = 4096;
@@ -21,10 +21,12 @@ const PRUNE_ABOVE: usize = 4096;
 /// The waiters of one channel, by job id.
 type ById = HashMap<String, Vec<oneshot::Sender<()>>>;
 
-/// Waiters for job endings, by channel and job id.
+/// Waiters for job endings, by channel and job id; and listeners that hear every id published
+/// on a channel (a consumer hearing of cancel requests, see `cancel.lua`).
 #[derive(Default)]
 pub(crate) struct DoneWaiters {
     by_channel: Mutex<HashMap<String, ById>>,
+    listeners: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<String>>>>,
 }
 
 impl DoneWaiters {
@@ -50,9 +52,24 @@ impl DoneWaiters {
         rx
     }
 
-    /// Every channel waited on so far (to subscribe again after a reconnect).
+    /// A receiver of every id published on `channel` from now on. It ends (yields `None`)
+    /// when notifications may have been lost; listen again then.
+    pub(crate) fn listen(&self, channel: &str) -> mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut map = lock(&self.listeners);
+        let senders = map.entry(channel.to_owned()).or_default();
+        senders.retain(|s| !s.is_closed());
+        senders.push(tx);
+        rx
+    }
+
+    /// Every channel waited or listened on so far (to subscribe again after a reconnect).
     pub(crate) fn channels(&self) -> Vec<String> {
-        lock(&self.by_channel).keys().cloned().collect()
+        let mut all: Vec<String> = lock(&self.by_channel).keys().cloned().collect();
+        all.extend(lock(&self.listeners).keys().cloned());
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// Wake the waiters of every id in `message` (space separated) published on `channel`.
@@ -60,6 +77,16 @@ impl DoneWaiters {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
+        if let Some(senders) = lock(&self.listeners).get_mut(channel) {
+            senders.retain(|s| !s.is_closed());
+            for id in message.split(|b| *b == b' ') {
+                if let Ok(id) = std::str::from_utf8(id) {
+                    for tx in senders.iter() {
+                        let _ = tx.send(id.to_owned());
+                    }
+                }
+            }
+        }
         let mut map = lock(&self.by_channel);
         let Some(ids) = map.get_mut(channel) else {
             return;
@@ -79,6 +106,10 @@ impl DoneWaiters {
     pub(crate) fn lost(&self) {
         for ids in lock(&self.by_channel).values_mut() {
             ids.clear();
+        }
+        // Listeners end; they listen again (which subscribes again).
+        for senders in lock(&self.listeners).values_mut() {
+            senders.clear();
         }
     }
 }
@@ -108,5 +139,22 @@ mod tests {
             Err(oneshot::error::TryRecvError::Closed)
         ));
         assert_eq!(w.channels().len(), 2);
+    }
+
+    #[test]
+    fn listeners_hear_every_id_of_their_channel_until_lost() {
+        let w = DoneWaiters::default();
+        let mut l = w.listen("cancel");
+        w.fire(b"cancel", b"a b");
+        w.fire(b"other", b"c");
+        assert_eq!(l.try_recv().unwrap(), "a");
+        assert_eq!(l.try_recv().unwrap(), "b");
+        assert!(l.try_recv().is_err());
+        assert!(w.channels().contains(&"cancel".to_owned()));
+        w.lost();
+        assert!(matches!(
+            l.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 }

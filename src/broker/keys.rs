@@ -116,6 +116,12 @@ impl QueueKeys {
         self.key("done")
     }
 
+    /// Pub/sub channel on which `cancel.lua` publishes the id of a running job whose
+    /// cancellation was requested, so its worker hears of it at once (not a key).
+    pub fn cancels(&self) -> String {
+        self.key("cancel")
+    }
+
     /// STRING naming the worker that reaps this partition now; expires (see `reap.lua`).
     pub fn reaping(&self) -> String {
         self.key("reaping")

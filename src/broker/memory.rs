@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::redis::{Cmd, FromRedisValue, Value};
 use async_trait::async_trait;
 use tokio::sync::futures::OwnedNotified;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use self::lua::Engine;
@@ -272,6 +272,10 @@ impl Broker for MemoryBroker {
 
     async fn watch_end(&self, queue: &str, id: &str) -> Result<oneshot::Receiver<()>> {
         Ok(self.done.register(&QueueKeys::new(queue)?.done(), id))
+    }
+
+    async fn watch_cancels(&self, queue: &str) -> Result<mpsc::UnboundedReceiver<String>> {
+        Ok(self.done.listen(&QueueKeys::new(queue)?.cancels()))
     }
 
     async fn wait_any(

@@ -477,6 +477,13 @@ pub trait Broker: Send + Sync {
     /// this returns, an ending is not missed. The receiver fires on the ending, or errs when
     /// notifications may have been lost (then read the state again). See [`done`].
     async fn watch_end(&self, queue: &str, id: &str) -> Result<oneshot::Receiver<()>>;
+    /// Hear the ids of `queue`'s running jobs whose cancellation is requested, as it is
+    /// requested (see `cancel.lua`). The receiver ends when notifications may have been lost:
+    /// call again. A hint only: the request itself is read by [`Broker::heartbeat`].
+    async fn watch_cancels(
+        &self,
+        queue: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>>;
     /// Record successes. `true` per accepted ack, `false` per stale one.
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>>;
     /// Record failures.

@@ -266,6 +266,13 @@ impl Broker for RedisBroker {
         self.done.watch(&QueueKeys::new(queue)?.done(), id).await
     }
 
+    async fn watch_cancels(
+        &self,
+        queue: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.done.listen(&QueueKeys::new(queue)?.cancels()).await
+    }
+
     async fn wait_any(
         &self,
         queues: &[String],

@@ -24,7 +24,7 @@ use crate::errors::Error;
 mod tasks;
 
 use crate::backoff::Redial;
-use tasks::{flusher, heartbeater, reap};
+use tasks::{canceller, flusher, heartbeater, reap};
 
 /// Most outcomes sent to the broker in one script call.
 const MAX_FLUSH: usize = 512;
@@ -202,6 +202,10 @@ struct Shared {
     run_us: AtomicU64,
     /// Outcomes to the flusher (it ends when the consumer closes, not when senders drop).
     tx: mpsc::UnboundedSender<Msg>,
+    /// Notified at the first lease: only a consumer that ran a job listens for cancel requests
+    /// (an idle worker holds no pub/sub connection).
+    first_lease: Notify,
+    leased_once: AtomicBool,
 }
 
 /// One queue's consumer. Create it inside the tokio runtime.
@@ -270,10 +274,13 @@ impl Consumer {
             stop_all: CancellationToken::new(),
             stats: Stats::default(),
             tx,
+            first_lease: Notify::new(),
+            leased_once: AtomicBool::new(false),
         });
         let tasks = vec![
             tokio::spawn(flusher(shared.clone(), rx)),
             tokio::spawn(heartbeater(shared.clone())),
+            tokio::spawn(canceller(shared.clone())),
         ];
         let reaper = {
             let sh = shared.clone();
@@ -678,6 +685,9 @@ impl Shared {
             }
         }
         drop(inflight);
+        if !sh.leased_once.swap(true, Ordering::Relaxed) {
+            sh.first_lease.notify_one();
+        }
         for (job, reason, message) in poisoned {
             self.poison(job, reason, message);
         }
@@ -860,6 +870,17 @@ impl Shared {
         inflight
             .get(&lease.id)
             .is_some_and(|f| f.token == lease.token && !f.settled)
+    }
+
+    /// The lease of `id` if this consumer runs it and would extend it.
+    fn lease_to_extend(&self, id: &str) -> Option<Lease> {
+        let now = Instant::now();
+        let inflight = self.inflight.lock().unwrap();
+        let f = inflight.get(id)?;
+        (!f.settled && f.extend_until.is_none_or(|t| t > now)).then(|| Lease {
+            id: id.to_owned(),
+            token: f.token,
+        })
     }
 
     /// Leases to extend now: skips jobs past their own timeout and jobs with an outcome queued.

@@ -121,32 +121,61 @@ pub(super) async fn heartbeater(sh: Arc<Shared>) {
     loop {
         tokio::time::sleep(period).await;
         let leases = sh.leases_to_extend();
-        if leases.is_empty() {
-            continue;
+        if !leases.is_empty() {
+            heartbeat(&sh, leases).await;
         }
-        let sent: HashMap<String, u64> = leases.iter().map(|l| (l.id.clone(), l.token)).collect();
-        match sh
-            .broker
-            .heartbeat(&sh.cfg.queue, leases, sh.cfg.lease_ms)
-            .await
-        {
-            Ok(out) => {
-                sh.set_health(Ok(()));
-                for id in out.lost {
-                    refused(&sh, &sent, id, Event::Lost);
-                }
-                for id in out.gone {
-                    refused(&sh, &sent, id, Event::Gone);
-                }
-                // Ended under this very lease (its outcome landed first): nothing was lost.
-                for id in out.finished {
-                    sh.stop_extending(&id);
-                }
-                for id in out.cancel {
-                    sh.push_event(Event::Cancel(id));
+    }
+}
+
+/// Extend `leases` and act on the answer: losses and vanished jobs reported, ended ones no
+/// longer extended, cancel requests passed on.
+async fn heartbeat(sh: &Shared, leases: Vec<Lease>) {
+    let sent: HashMap<String, u64> = leases.iter().map(|l| (l.id.clone(), l.token)).collect();
+    match sh
+        .broker
+        .heartbeat(&sh.cfg.queue, leases, sh.cfg.lease_ms)
+        .await
+    {
+        Ok(out) => {
+            sh.set_health(Ok(()));
+            for id in out.lost {
+                refused(sh, &sent, id, Event::Lost);
+            }
+            for id in out.gone {
+                refused(sh, &sent, id, Event::Gone);
+            }
+            // Ended under this very lease (its outcome landed first): nothing was lost.
+            for id in out.finished {
+                sh.stop_extending(&id);
+            }
+            for id in out.cancel {
+                sh.push_event(Event::Cancel(id));
+            }
+        }
+        Err(err) => sh.set_health(Err(&err)),
+    }
+}
+
+/// How long to wait before listening again when the cancel feed is unavailable (requests are
+/// still seen by the periodic heartbeat meanwhile).
+const CANCEL_FEED_RETRY: Duration = Duration::from_secs(1);
+
+/// Hears cancel requests for this queue as they are made (`cancel.lua` publishes the id) and
+/// heartbeats a job it runs at once: the heartbeat's answer carries the request, so a running
+/// job is cancelled within a round trip rather than at the next periodic heartbeat. Starts
+/// listening at the consumer's first lease.
+pub(super) async fn canceller(sh: Arc<Shared>) {
+    sh.first_lease.notified().await;
+    loop {
+        match sh.broker.watch_cancels(&sh.cfg.queue).await {
+            Ok(mut ids) => {
+                while let Some(id) = ids.recv().await {
+                    if let Some(lease) = sh.lease_to_extend(&id) {
+                        heartbeat(&sh, vec![lease]).await;
+                    }
                 }
             }
-            Err(err) => sh.set_health(Err(&err)),
+            Err(_) => tokio::time::sleep(CANCEL_FEED_RETRY).await,
         }
     }
 }

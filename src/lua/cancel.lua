@@ -1,6 +1,8 @@
 -- cancel.lua: cancel one job. Waiting jobs (queued, scheduled, failed awaiting retry) become
--- 'cancelled' and leave every set; a running job gets a cancel flag its worker sees at the next
--- heartbeat; finished jobs are left alone. A job cancelled here is published as ended.
+-- 'cancelled' and leave every set; a running job gets a cancel flag, and its id is published on
+-- prefix .. 'cancel' so its worker asks at once (the flag itself is what counts: a worker that
+-- missed the message sees it at its next heartbeat); finished jobs are left alone. A job
+-- cancelled here is published as ended.
 --
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
@@ -27,6 +29,7 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' then
 end
 if state == 'running' then
   redis.call('HSET', jk, 'c', 1)
+  redis.call('PUBLISH', prefix .. 'cancel', id)
   return 2
 end
 return 3

@@ -15,6 +15,7 @@ contract!(
     a_dead_letter_and_a_cancel_wake_their_waiters,
     a_retry_is_not_an_ending,
     a_third_stall_dead_letters_and_wakes,
+    a_cancel_request_for_a_running_job_is_heard_by_its_queues_listeners,
 );
 
 async fn heard(rx: oneshot::Receiver<()>) -> bool {
@@ -80,4 +81,31 @@ async fn a_third_stall_dead_letters_and_wakes(c: Ctx) {
     }
     assert_eq!(b.job(Q, "s").await.unwrap().unwrap().state, JobState::Dead);
     assert!(heard(done).await);
+}
+
+async fn a_cancel_request_for_a_running_job_is_heard_by_its_queues_listeners(c: Ctx) {
+    let b = &c.b;
+    let mut heard_here = b.watch_cancels(Q).await.unwrap();
+    let mut elsewhere = b.watch_cancels("other").await.unwrap();
+    b.enqueue(Q, vec![job("runs", 0), job("waits", 0)])
+        .await
+        .unwrap();
+    let leased = lease_one(b, 30_000).await;
+    assert_eq!(leased.id, "runs");
+    // A job that is not running is cancelled on the spot: nobody needs telling.
+    assert_eq!(
+        b.cancel(Q, "waits").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(b.cancel(Q, "runs").await.unwrap(), CancelOutcome::Requested);
+    let id = tokio::time::timeout(Duration::from_secs(5), heard_here.recv())
+        .await
+        .expect("heard within 5 s")
+        .expect("the feed is up");
+    assert_eq!(id, "runs");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(heard_here.try_recv().is_err() && elsewhere.try_recv().is_err());
+    // The request itself is what the heartbeat reads.
+    let out = b.heartbeat(Q, vec![lease(&leased)], 30_000).await.unwrap();
+    assert_eq!(out.cancel, ["runs"]);
 }

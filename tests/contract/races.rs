@@ -139,6 +139,9 @@ impl Broker for HeldFetch {
     async fn now_ms(&self) -> Result<u64> {
         self.inner.now_ms().await
     }
+    async fn watch_cancels(&self, q: &str) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.inner.watch_cancels(q).await
+    }
     async fn fire(&self, q: &str, fire: Fire) -> Result<FireOutcome> {
         self.inner.fire(q, fire).await
     }

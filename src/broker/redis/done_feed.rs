@@ -52,13 +52,27 @@ impl DoneFeed {
     /// Register a waiter for `id` ending, with `channel` subscribed and confirmed.
     pub(crate) async fn watch(&self, channel: &str, id: &str) -> Result<oneshot::Receiver<()>> {
         let rx = self.waiters.register(channel, id);
+        self.subscribe(channel).await?;
+        Ok(rx)
+    }
+
+    /// Every id published on `channel` from the moment this returns (see
+    /// [`DoneWaiters::listen`]); the receiver ends when the connection dropped.
+    pub(crate) async fn listen(&self, channel: &str) -> Result<mpsc::UnboundedReceiver<String>> {
+        let rx = self.waiters.listen(channel);
+        self.subscribe(channel).await?;
+        Ok(rx)
+    }
+
+    /// Make sure the live connection is subscribed to `channel`.
+    async fn subscribe(&self, channel: &str) -> Result<()> {
         if lock(&self.subscribed).contains(channel) {
-            return Ok(rx);
+            return Ok(());
         }
         let (ack, confirmed) = oneshot::channel();
         let _ = self.requests.send((channel.to_owned(), ack));
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed).await {
-            Ok(Ok(true)) => Ok(rx),
+            Ok(Ok(true)) => Ok(()),
             _ => Err(Error::Unavailable(
                 "the result notification feed is not connected".into(),
             )),
