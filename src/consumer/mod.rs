@@ -639,6 +639,7 @@ impl Shared {
     fn admit(&self, jobs: Vec<Leased>) -> Vec<Fetched> {
         let sh = self;
         let now = Instant::now();
+        let leased_any = !jobs.is_empty();
         let mut good = Vec::with_capacity(jobs.len());
         let mut poisoned = Vec::new();
         let mut inflight = sh.inflight.lock().unwrap();
@@ -685,7 +686,7 @@ impl Shared {
             }
         }
         drop(inflight);
-        if !sh.leased_once.swap(true, Ordering::Relaxed) {
+        if leased_any && !sh.leased_once.swap(true, Ordering::Relaxed) {
             sh.first_lease.notify_one();
         }
         for (job, reason, message) in poisoned {
