@@ -14,8 +14,8 @@ use super::scripts::{value_array, value_i64};
 use super::scripts::{Call, ItemError, ScriptId};
 use super::{
     check_schedule_name, Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire,
-    FireOutcome, HeartbeatOutcome, Lease, NewJob, ReapClaim, ReapOutcome, ScheduleChange,
-    ScheduleState, Want, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
+    FireOutcome, FlowMember, HeartbeatOutcome, Lease, NewJob, ReapClaim, ReapOutcome,
+    ScheduleChange, ScheduleState, Want, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
 };
 use crate::errors::{Error, Result};
 
@@ -159,7 +159,8 @@ pub(crate) async fn ack<R: ScriptRunner + ?Sized>(
     if acks.is_empty() {
         return Ok(Vec::new());
     }
-    let mut call = Call::new(ScriptId::Ack, vec![k.active(), k.stats()]);
+    let keys = vec![k.active(), k.stats(), k.ready(), k.wake(), k.outbox()];
+    let mut call = Call::new(ScriptId::Ack, keys);
     call.arg(k.prefix());
     for a in &acks {
         call.arg(&a.lease.id)
@@ -168,7 +169,14 @@ pub(crate) async fn ack<R: ScriptRunner + ?Sized>(
             .arg(a.result_ttl_ms);
     }
     let items = run_items(r, &call, acks.len()).await?;
-    Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+    // 11: accepted, and a flow member's result waits in the outbox for another queue.
+    if items.contains(&Ok(11)) {
+        relay(r, queue).await?;
+    }
+    Ok(items
+        .into_iter()
+        .map(|r| matches!(r, Ok(1) | Ok(11)))
+        .collect())
 }
 
 pub(crate) async fn fail<R: ScriptRunner + ?Sized>(
@@ -180,7 +188,15 @@ pub(crate) async fn fail<R: ScriptRunner + ?Sized>(
     if fails.is_empty() {
         return Ok(Vec::new());
     }
-    let keys = vec![k.active(), k.scheduled(), k.dead(), k.stats(), k.wake()];
+    let keys = vec![
+        k.active(),
+        k.scheduled(),
+        k.dead(),
+        k.stats(),
+        k.wake(),
+        k.ready(),
+        k.outbox(),
+    ];
     let mut call = Call::new(ScriptId::Fail, keys);
     call.arg(k.prefix());
     for f in &fails {
@@ -192,12 +208,16 @@ pub(crate) async fn fail<R: ScriptRunner + ?Sized>(
             .arg(u8::from(f.cancelled));
     }
     let items = run_items(r, &call, fails.len()).await?;
+    // 12, 13: dead or cancelled, and a flow member's failure waits in the outbox.
+    if items.iter().any(|i| matches!(i, Ok(c) if *c > 10)) {
+        relay(r, queue).await?;
+    }
     items
         .into_iter()
         .map(|r| match r {
             Ok(1) => Ok(FailOutcome::Retrying),
-            Ok(2) => Ok(FailOutcome::Dead),
-            Ok(3) => Ok(FailOutcome::Cancelled),
+            Ok(2) | Ok(12) => Ok(FailOutcome::Dead),
+            Ok(3) | Ok(13) => Ok(FailOutcome::Cancelled),
             Err(_) => Ok(FailOutcome::Stale),
             Ok(c) => Err(protocol("fail", format!("unknown status {c}"))),
         })
@@ -270,11 +290,17 @@ pub(crate) async fn reap<R: ScriptRunner + ?Sized>(
         k.dead(),
         k.wake(),
         k.reaping(),
+        k.outbox(),
     ];
     let mut call = Call::new(ScriptId::Reap, keys);
     call.arg(k.prefix()).arg(dead_ttl_ms).arg(MAX_STALLS);
     call.arg(claim.claim_ms).arg(&claim.claimant);
     let (requeued, dead, ran) = parse_triple(r.run(&call).await?, "reap")?;
+    if ran == 1 {
+        // Also what a relay that died left behind (its claim has expired by now), and what
+        // this reap's dead letters and producers' cancels put in the outbox.
+        relay(r, queue).await?;
+    }
     Ok(ReapOutcome {
         requeued,
         dead,
@@ -288,9 +314,13 @@ pub(crate) async fn cancel<R: ScriptRunner + ?Sized>(
     id: &str,
 ) -> Result<CancelOutcome> {
     let k = QueueKeys::new(queue)?;
-    let mut call = Call::new(ScriptId::Cancel, vec![k.ready(), k.scheduled()]);
+    let keys = vec![k.ready(), k.scheduled(), k.wake(), k.outbox()];
+    let mut call = Call::new(ScriptId::Cancel, keys);
     call.arg(k.prefix()).arg(id).arg(CANCELLED_TTL_MS);
     let code = value_i64(&r.run(&call).await?, "cancel")?;
+    if code == 1 {
+        relay(r, queue).await?; // a cancelled flow member's children in other queues
+    }
     match ItemError::split(code) {
         Some(Ok(1)) => Ok(CancelOutcome::Cancelled),
         Some(Ok(2)) => Ok(CancelOutcome::Requested),
@@ -455,6 +485,127 @@ pub(crate) async fn schedules<R: ScriptRunner + ?Sized>(
             })
         })
         .collect()
+}
+
+/// Most outbox entries one relay round takes.
+const RELAY_CHUNK: usize = 500;
+/// How long a relay holds an outbox: past it, another relay may deliver the same entries.
+const RELAY_CLAIM_MS: u64 = 10_000;
+
+/// Who relays, in a claim: one id per process, so relays of one process share their claims.
+fn relay_claimant() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()))
+}
+
+/// One outbox entry: target queue, then the 5 values `deliver.lua` takes per entry.
+fn parse_entry(entry: &[u8]) -> Option<(String, [&[u8]; 5])> {
+    let mut parts = entry.splitn(6, |b| *b == b'\t');
+    let queue = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+    let child = parts.next()?;
+    let idx = parts.next()?;
+    let kind = parts.next()?;
+    let parent = parts.next()?;
+    let value = parts.next()?;
+    Some((queue, [child, idx, kind, parent, value]))
+}
+
+/// Deliver what `queue`'s outbox holds to the flow members of other queues (see `relay.lua`
+/// and `deliver.lua`), and then what those deliveries put in their own queues' outboxes.
+/// Returns how many entries were delivered. An entry that cannot be read is dropped.
+pub(crate) async fn relay<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Result<u64> {
+    const S: &str = "relay";
+    let claimant = relay_claimant();
+    let mut todo = vec![queue.to_owned()];
+    let mut total = 0;
+    while let Some(source) = todo.pop() {
+        let k = QueueKeys::new(&source)?;
+        loop {
+            let mut take = Call::new(ScriptId::Relay, vec![k.outbox(), k.relaying()]);
+            take.arg("take")
+                .arg(claimant)
+                .arg(RELAY_CLAIM_MS)
+                .arg(RELAY_CHUNK);
+            let entries: Vec<Vec<u8>> = ::redis::from_redis_value(r.run(&take).await?)
+                .map_err(|e| protocol(S, e.to_string()))?;
+            if entries.is_empty() {
+                break;
+            }
+            let mut by_queue: std::collections::BTreeMap<String, Vec<[&[u8]; 5]>> =
+                Default::default();
+            for entry in &entries {
+                if let Some((target, values)) = parse_entry(entry) {
+                    by_queue.entry(target).or_default().push(values);
+                }
+            }
+            for (target, items) in by_queue {
+                let Ok(tk) = QueueKeys::new(&target) else {
+                    continue; // a queue name no key can hold: nothing to deliver to
+                };
+                let mut call =
+                    Call::new(ScriptId::Deliver, vec![tk.ready(), tk.wake(), tk.outbox()]);
+                call.arg(tk.prefix());
+                for values in &items {
+                    for v in values {
+                        call.arg(*v);
+                    }
+                }
+                if value_i64(&r.run(&call).await?, "deliver")? > 0 && !todo.contains(&target) {
+                    todo.push(target);
+                }
+            }
+            let mut done = Call::new(ScriptId::Relay, vec![k.outbox(), k.relaying()]);
+            done.arg("done").arg(claimant).arg(entries.len()).arg("");
+            r.run(&done).await?;
+            total += entries.len() as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// One member of a flow to write (see `flow.lua`).
+pub(crate) fn flow_call(k: &QueueKeys, members: &[FlowMember]) -> Result<Call> {
+    let mut call = Call::new(
+        ScriptId::Flow,
+        vec![k.ready(), k.scheduled(), k.seq(), k.wake()],
+    );
+    call.arg(k.prefix()).arg(MAX_PRIORITY);
+    for m in members {
+        check_priority(&m.job)?;
+        job_args(&mut call, &m.job);
+        let mut fo = String::new();
+        for f in &m.follow_ups {
+            let ck = QueueKeys::new(&f.queue)?;
+            fo.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\n",
+                ck.prefix(),
+                f.queue,
+                f.child,
+                f.index,
+                f.policy.as_arg()
+            ));
+        }
+        call.arg(m.parents).arg(m.mode.as_arg()).arg(fo);
+    }
+    Ok(call)
+}
+
+pub(crate) async fn enqueue_flow<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    members: Vec<FlowMember>,
+) -> Result<Vec<Enqueued>> {
+    let k = QueueKeys::new(queue)?;
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    r.remember_queue(queue).await?;
+    let mut out = Vec::with_capacity(members.len());
+    for chunk in members.chunks(ENQUEUE_CHUNK) {
+        let call = flow_call(&k, chunk)?;
+        out.extend(parse_enqueue(r.run(&call).await?, chunk.len())?);
+    }
+    Ok(out)
 }
 
 /// `ZRANGE` of one page (by position) of the sorted set holding `set`'s jobs; None for an

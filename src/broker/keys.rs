@@ -22,6 +22,15 @@ pub const WORKERS: &str = "asyncq:{global}:workers";
 /// A random value written once (no expiry): a new value means Redis lost its data.
 pub const EPOCH: &str = "asyncq:{global}:epoch";
 
+/// Last part of a queue's wake list key (memory:// tells wake lists from other lists by it).
+pub const WAKE: &str = "wake";
+
+/// True for the key of a queue's wake list.
+pub fn is_wake(key: &[u8]) -> bool {
+    key.strip_suffix(WAKE.as_bytes())
+        .is_some_and(|rest| rest.ends_with(b"}:"))
+}
+
 /// Longest queue name accepted, in bytes.
 pub const MAX_QUEUE_NAME: usize = 200;
 
@@ -103,7 +112,7 @@ impl QueueKeys {
 
     /// LIST holding at most one element; `wait` blocks on it.
     pub fn wake(&self) -> String {
-        self.key("wake")
+        self.key(WAKE)
     }
 
     /// HASH of lifetime counters `succeeded` and `failed`.
@@ -135,6 +144,17 @@ impl QueueKeys {
     /// STRING idempotency key → job id.
     pub fn idem(&self, key: &str) -> String {
         self.key(&format!("key:{key}"))
+    }
+
+    /// LIST of deliveries from this queue's flow members to members of other queues, waiting
+    /// for the relay (see `relay.lua`).
+    pub fn outbox(&self) -> String {
+        self.key("outbox")
+    }
+
+    /// STRING naming the relay that works on the outbox now; expires (see `relay.lua`).
+    pub fn relaying(&self) -> String {
+        self.key("relaying")
     }
 
     /// SET of the names of the periodic schedules whose jobs go to this queue.
@@ -185,6 +205,14 @@ mod tests {
             QueueKeys::new("global").unwrap().prefix(),
             "asyncq:{global#0}:"
         );
+    }
+
+    #[test]
+    fn wake_lists_are_told_from_other_lists() {
+        let k = QueueKeys::new("wake").unwrap();
+        assert!(is_wake(k.wake().as_bytes()));
+        assert!(!is_wake(k.outbox().as_bytes()));
+        assert!(!is_wake(k.job("wake").as_bytes()));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! Wake-ups: where a Redis worker blocks in `BLPOP` on a queue's wake list, a memory worker
 //! sleeps on a `tokio::sync::Notify` for that list. The scripts push to the list exactly as on
-//! Redis; after each call the broker empties every list pushed to and wakes all its waiters.
+//! Redis; after each call the broker empties every wake list pushed to and wakes all its
+//! waiters.
 
 mod cmsgpack;
 mod commands;
@@ -38,8 +39,8 @@ use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
     Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire, FireOutcome,
-    HeartbeatOutcome, JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim, ReapOutcome,
-    ScheduleChange, ScheduleState, Want, WorkerInfo,
+    FlowMember, HeartbeatOutcome, JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim,
+    ReapOutcome, ScheduleChange, ScheduleState, Want, WorkerInfo,
 };
 use crate::errors::{Error, Result};
 
@@ -164,7 +165,8 @@ impl MemoryBroker {
     }
 
     /// Run `f` on the engine with the clock frozen at now, then deliver wake-ups: every list
-    /// pushed to is emptied (its token is consumed, as a `BLPOP` would) and its waiters woken.
+    /// wake list pushed to is emptied (its token is consumed, as a `BLPOP` would) and its
+    /// waiters woken.
     fn with_engine<T>(&self, f: impl FnOnce(&Engine, u64) -> T) -> T {
         let (out, pushed, published) = {
             let engine = lock(&self.engine);
@@ -172,7 +174,9 @@ impl MemoryBroker {
             engine.db().set_clock(now);
             let out = f(&engine, now);
             let mut db = engine.db();
-            let pushed = db.take_pushed();
+            // Wake lists only: other lists (a queue's outbox) keep what was pushed.
+            let mut pushed = db.take_pushed();
+            pushed.retain(|key| keys::is_wake(key));
             for key in &pushed {
                 db.remove(key);
             }
@@ -482,5 +486,13 @@ impl Broker for MemoryBroker {
 
     async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
         calls::schedules(self, queue).await
+    }
+
+    async fn enqueue_flow(&self, queue: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>> {
+        calls::enqueue_flow(self, queue, members).await
+    }
+
+    async fn relay(&self, queue: &str) -> Result<u64> {
+        calls::relay(self, queue).await
     }
 }

@@ -135,6 +135,9 @@ pub struct Leased {
     /// Fencing token: ack/fail/heartbeat/release must present it.
     pub token: u64,
     pub enqueued_ms: u64,
+    /// A flow member's input: what its parents delivered (one encoded value, or an encoded
+    /// list), prepended to its positional arguments. None for other jobs.
+    pub input: Option<Vec<u8>>,
 }
 
 /// Result of one fetch call.
@@ -290,6 +293,76 @@ pub enum FireOutcome {
     Removed,
 }
 
+/// How a flow member's parents' results reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputMode {
+    /// Its single parent's result, as its first positional argument.
+    One,
+    /// Its parents' results in parent order, as a list, as its first positional argument.
+    List,
+}
+
+impl InputMode {
+    pub(crate) fn as_arg(self) -> &'static str {
+        match self {
+            InputMode::One => "one",
+            InputMode::List => "list",
+        }
+    }
+}
+
+/// What a flow member's failure (dead-lettered or cancelled) does to a member waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The waiting member never runs: it ends failed (`upstream_failed`), and so on down.
+    Fail,
+    /// It gets an `asyncq.Failed` value in the failed member's place.
+    Continue,
+    /// The failed member's result is left out (None for a single input).
+    Ignore,
+}
+
+impl OnFailure {
+    pub(crate) fn as_arg(self) -> &'static str {
+        match self {
+            OnFailure::Fail => "fail",
+            OnFailure::Continue => "continue",
+            OnFailure::Ignore => "ignore",
+        }
+    }
+
+    /// Parse the Python side's name.
+    pub fn parse(name: &str) -> Option<OnFailure> {
+        match name {
+            "fail" => Some(OnFailure::Fail),
+            "continue" => Some(OnFailure::Continue),
+            "ignore" => Some(OnFailure::Ignore),
+            _ => None,
+        }
+    }
+}
+
+/// An edge from a flow member to a member that waits on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    pub queue: String,
+    pub child: String,
+    /// Which of the child's parents this member is (0-based).
+    pub index: u32,
+    /// What this member's failure does to the child.
+    pub policy: OnFailure,
+}
+
+/// One member of a flow, written with `enqueue_flow`.
+#[derive(Debug, Clone)]
+pub struct FlowMember {
+    pub job: NewJob,
+    /// How many members it waits on (0: it is ready, or scheduled, at once).
+    pub parents: u32,
+    pub mode: InputMode,
+    pub follow_ups: Vec<FollowUp>,
+}
+
 /// A stored schedule, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleState {
@@ -318,6 +391,8 @@ pub enum ScheduleChange {
 pub enum JobState {
     Scheduled,
     Queued,
+    /// A flow member waiting for the members it follows.
+    Waiting,
     Running,
     Succeeded,
     /// Failed, will retry (waits in the scheduled set).
@@ -331,6 +406,7 @@ impl JobState {
         match self {
             JobState::Scheduled => "scheduled",
             JobState::Queued => "queued",
+            JobState::Waiting => "waiting",
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
@@ -351,6 +427,7 @@ impl JobState {
         Some(match s {
             "scheduled" => JobState::Scheduled,
             "queued" => JobState::Queued,
+            "waiting" => JobState::Waiting,
             "running" => JobState::Running,
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
@@ -557,6 +634,12 @@ pub trait Broker: Send + Sync {
     ) -> Result<bool>;
     /// The schedules stored for `queue`, in name order.
     async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>>;
+    /// Write flow members that live in `queue` (see `flow.lua`); like `enqueue`, a member
+    /// whose id has a record already is not written again.
+    async fn enqueue_flow(&self, queue: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>>;
+    /// Deliver what `queue`'s outbox holds to flow members of other queues; returns how many
+    /// deliveries. Outcome calls relay by themselves; this is for ticks and tools.
+    async fn relay(&self, queue: &str) -> Result<u64>;
 }
 
 /// Open the broker a URL names: `redis://`, `rediss://`, `memory://[name]`.

@@ -544,4 +544,12 @@ impl Broker for RedisBroker {
     async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
         calls::schedules(self, queue).await
     }
+
+    async fn enqueue_flow(&self, queue: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>> {
+        calls::enqueue_flow(self, queue, members).await
+    }
+
+    async fn relay(&self, queue: &str) -> Result<u64> {
+        calls::relay(self, queue).await
+    }
 }

@@ -45,6 +45,9 @@ pub enum ScriptId {
     Purge,
     Fire,
     Schedule,
+    Flow,
+    Deliver,
+    Relay,
 }
 
 macro_rules! script {
@@ -63,19 +66,22 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 12] = [
+pub static REGISTRY: [ScriptDef; 15] = [
     script!("enqueue", 4),
     script!("fetch", 5),
-    script!("ack", 2),
-    script!("fail", 5),
+    script!("ack", 5),
+    script!("fail", 7),
     script!("release", 4),
     script!("heartbeat", 1),
-    script!("reap", 6),
-    script!("cancel", 2),
+    script!("reap", 7),
+    script!("cancel", 4),
     script!("retry_dead", 3),
     script!("purge", 3),
     script!("fire", 5),
     script!("schedule", 1),
+    script!("flow", 4),
+    script!("deliver", 3),
+    script!("relay", 2),
 ];
 
 /// SHA1 of each script, computed once.
@@ -253,22 +259,18 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
         S,
     )? == 1;
     let rest: Vec<Value> = items.collect();
-    if rest.len() % 6 != 0 {
+    if rest.len() % 7 != 0 {
         return Err(protocol(
             S,
-            format!("{} values is not a multiple of 6", rest.len()),
+            format!("{} values is not a multiple of 7", rest.len()),
         ));
     }
-    let mut jobs = Vec::with_capacity(rest.len() / 6);
+    let mut jobs = Vec::with_capacity(rest.len() / 7);
     let mut it = rest.into_iter();
-    while let (Some(id), Some(p), Some(a), Some(m), Some(t), Some(e)) = (
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-        it.next(),
-    ) {
+    // The length is a multiple of 7: each job's values are all there.
+    while let Some(id) = it.next() {
+        let mut next = || it.next().unwrap_or(Value::Nil);
+        let (p, a, m, t, e, input) = (next(), next(), next(), next(), next(), next());
         jobs.push(Leased {
             id: value_string(id, S)?,
             payload: value_bytes(p, S)?,
@@ -276,6 +278,10 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
             max_attempts: u32_of(value_i64(&m, S)?, S)?,
             token: u64_of(value_i64(&t, S)?, S)?,
             enqueued_ms: u64_of(value_i64(&e, S)?, S)?,
+            input: match input {
+                Value::Nil => None,
+                v => Some(value_bytes(v, S)?),
+            },
         });
     }
     let next_due_us = u64::try_from(next_due).ok();
@@ -522,7 +528,7 @@ mod tests {
         use ScriptId::*;
         let all = [
             Enqueue, Fetch, Ack, Fail, Release, Heartbeat, Reap, Cancel, RetryDead, Purge, Fire,
-            Schedule,
+            Schedule, Flow, Deliver, Relay,
         ];
         let names: Vec<&str> = all.iter().map(|id| id.def().name).collect();
         let expected = [
@@ -537,7 +543,16 @@ mod tests {
         assert_eq!(&names[..7], expected);
         assert_eq!(
             &names[7..],
-            ["cancel", "retry_dead", "purge", "fire", "schedule"]
+            [
+                "cancel",
+                "retry_dead",
+                "purge",
+                "fire",
+                "schedule",
+                "flow",
+                "deliver",
+                "relay"
+            ]
         );
         for id in all {
             assert_eq!(id.sha().len(), 40);

@@ -4,8 +4,13 @@
 -- missed the message sees it at its next heartbeat); finished jobs are left alone. A job
 -- cancelled here is published as ended.
 --
+-- A flow member waiting on its parents is cancelled the same way, and a cancelled flow member
+-- tells the members waiting on it (`follow_up`: under policy 'fail' they are not run either).
+--
 -- KEYS[1] ready      ZSET id -> ready score
 -- KEYS[2] scheduled  ZSET id -> due ms
+-- KEYS[3] wake       LIST holding at most one wake token
+-- KEYS[4] outbox     LIST of deliveries for flow members of other queues
 -- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] id         job id
 -- ARGV[3] ttl_ms     how long a cancelled record is kept
@@ -13,18 +18,23 @@
 -- Output: integer: 1 cancelled, 2 cancellation requested, 3 already finished, or an error code
 -- Errors: -2 job missing
 
-local ready, scheduled = KEYS[1], KEYS[2]
+local ready, scheduled, wake, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local jk = prefix .. 'job:' .. id
 local state = redis.call('HGET', jk, 's')
 if not state then return -2 end
-if state == 'queued' or state == 'scheduled' or state == 'failed' then
+if state == 'queued' or state == 'scheduled' or state == 'failed' or state == 'waiting' then
   local _, now = redis_now()
+  local err = cmsgpack.pack({type = 'JobCancelled', traceback = '', reason = 'cancelled',
+    message = 'cancelled before it ran'})
   redis.call('HSET', jk, 's', 'cancelled', 'f', now)
   redis.call('ZREM', ready, id)
   redis.call('ZREM', scheduled, id)
+  redis.call('DEL', prefix .. 'in:' .. id)
   redis.call('PEXPIRE', jk, ttl)
   ended(prefix, {id})
+  local fo = redis.call('HGET', jk, 'fo')
+  if fo then follow_up(prefix, ready, wake, outbox, id, fo, false, err, now) end
   return 1
 end
 if state == 'running' then

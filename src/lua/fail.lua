@@ -3,22 +3,27 @@
 -- dead_ttl_ms. Either way the lifetime 'failed' counter grows. A retry decision needs the
 -- record's attempt counts: when one cannot be read (missing, or not a whole number) the job is
 -- dead-lettered instead, with reason 'corrupt_record' (reply 2); nothing is written before the
--- fields are checked. Ids that end here (dead or cancelled) are published as ended.
+-- fields are checked. Ids that end here (dead or cancelled) are published as ended, and a flow
+-- member that ends here tells the members waiting on it (`follow_up` in lib/common.lua).
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] scheduled  ZSET id -> due ms
 -- KEYS[3] dead       ZSET id -> time of death ms
 -- KEYS[4] stats      HASH lifetime counters
 -- KEYS[5] wake       LIST holding at most one wake token
+-- KEYS[6] ready      ZSET id -> ready score (flow members released here)
+-- KEYS[7] outbox     LIST of deliveries for flow members of other queues
 -- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2..] per failure, 6 values: id, token, error record, retry_delay_ms|'' (none: dead now),
 --           dead_ttl_ms (0: keep forever), cancelled (1: the run was cancelled on request; the
 --           job ends 'cancelled', outside the dead set, and expires after dead_ttl_ms)
 --
--- Output: array, per failure: 1 retrying, 2 dead, 3 cancelled, or an error code
+-- Output: array, per failure: 1 retrying, 2 dead, 3 cancelled (12, 13: dead or cancelled, and
+--         deliveries were added to the outbox), or an error code
 -- Errors: -1 stale token (or job not running), -2 job missing
 
 local active, scheduled, dead, stats, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ready, outbox = KEYS[6], KEYS[7]
 local prefix = ARGV[1]
 local t, now = redis_now()
 local out, failed, retrying = {}, 0, 0
@@ -27,7 +32,7 @@ local over = {} -- ids that ended here (dead or cancelled), published once
 for i = 2, #ARGV, 6 do
   local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local jk = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', jk, 's', 't', 'a', 'm')
+  local j = redis.call('HMGET', jk, 's', 't', 'a', 'm', 'fo')
   if not j[1] then
     out[#out + 1] = -2
   elseif j[1] ~= 'running' or j[2] ~= token then
@@ -64,6 +69,10 @@ for i = 2, #ARGV, 6 do
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 2
       over[#over + 1] = id
+    end
+    if j[5] and not retry and follow_up(prefix, ready, wake, outbox, id, j[5], false, err, now) > 0
+    then
+      out[#out] = out[#out] + 10
     end
     failed = failed + 1
   end

@@ -29,8 +29,9 @@
 --
 -- Output: flat array: next_due (MICROseconds until the earliest scheduled job is due, -1: none;
 --         microseconds so the worker's timer is not rounded to a whole ms), held (1: a job
---         was passed over for want of a slot of its kind, 0: none), then per leased job 6 values:
---         id, payload, attempt, max_attempts, token, enqueued_ms
+--         was passed over for want of a slot of its kind, 0: none), then per leased job 7 values:
+--         id, payload, attempt, max_attempts, token, enqueued_ms, input (a flow member's
+--         parents' results, encoded, or nil)
 -- Errors: none (ids in ready or scheduled whose job hash vanished are dropped silently;
 --         corrupt records are dead-lettered, see above)
 
@@ -76,7 +77,7 @@ local stop = #popped + 1
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex')
+  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex', 'in')
   local num = {true, whole(j[2]), whole(j[3]), whole(j[4]), whole(j[5]), 0}
   if j[6] then num[6] = whole(j[6]) end
   local bad = nil
@@ -111,7 +112,8 @@ for i = 1, #popped, 2 do
       m = m + 2
       out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
       out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
-      n = n + 6
+      out[n + 7] = j[8] -- a flow member's input (false: none, a nil reply)
+      n = n + 7
       if suspect then
         stop = i + 2
         break

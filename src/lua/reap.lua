@@ -6,7 +6,8 @@
 -- A record whose token, stall count or (when requeued or promoted) ready score cannot be read
 -- (missing, or not a whole number) is dead-lettered with reason 'corrupt_record' and counted in
 -- `dead`; its fields are checked before anything is written for it. Dead-lettered ids are
--- published as ended (see `ended` in lib/common.lua).
+-- published as ended (see `ended` in lib/common.lua); a dead-lettered flow member tells the
+-- members waiting on it (`follow_up`).
 --
 -- KEYS[1] active     ZSET id -> lease deadline ms
 -- KEYS[2] ready      ZSET id -> ready score
@@ -14,6 +15,7 @@
 -- KEYS[4] dead       ZSET id -> time of death ms
 -- KEYS[5] wake       LIST holding at most one wake token
 -- KEYS[6] claim      STRING: who reaps this partition now (set NX with an expiry)
+-- KEYS[7] outbox     LIST of deliveries for flow members of other queues
 -- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] dead_ttl_ms  dead records and dead-set entries older than this go (0: keep forever)
 -- ARGV[3] max_stalls   lease expiries after which the job is dead-lettered
@@ -43,6 +45,8 @@ local function bury(jk, id, err, fields)
   if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
   died = died + 1
   buried[died] = id
+  local fo = redis.call('HGET', jk, 'fo')
+  if fo then follow_up(prefix, ready, wake, KEYS[7], id, fo, false, err, now) end
 end
 
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. now, 'LIMIT', 0, 1000)

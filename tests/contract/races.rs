@@ -154,6 +154,12 @@ impl Broker for HeldFetch {
     async fn schedules(&self, q: &str) -> Result<Vec<ScheduleState>> {
         self.inner.schedules(q).await
     }
+    async fn enqueue_flow(&self, q: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>> {
+        self.inner.enqueue_flow(q, members).await
+    }
+    async fn relay(&self, q: &str) -> Result<u64> {
+        self.inner.relay(q).await
+    }
 }
 
 /// Start `consumer.fetch`, wait until the broker has leased the batch, then drop the fetch

@@ -54,6 +54,7 @@ pub(super) fn exec(db: &mut Db, args: &[Vec<u8>]) -> Reply {
         "LPOP" | "RPOP" => lists::pop(db, a, name == "LPOP"),
         "LLEN" => lists::llen(db, a),
         "LRANGE" => lists::lrange(db, a),
+        "LTRIM" => lists::ltrim(db, a),
         "SADD" => sets::sadd(db, a),
         "SREM" => sets::srem(db, a),
         "SMEMBERS" => sets::smembers(db, a),
@@ -428,6 +429,25 @@ mod lists {
         };
         let (from, to) = super::zsets::index_range(start, stop, l.len());
         Ok(array(l.iter().skip(from).take(to - from).map(|v| bulk(v))))
+    }
+
+    /// Keep only the elements from `start` to `stop` (inclusive; negative counts from the end).
+    pub fn ltrim(db: &mut Db, a: &[Vec<u8>]) -> Reply {
+        arity(a, 3, true, "ltrim")?;
+        let (start, stop) = (int(&a[1])?, int(&a[2])?);
+        if db.list(&a[0])?.is_none() {
+            return Ok(Value::Okay);
+        }
+        let l = db.list_mut(&a[0])?;
+        let (from, to) = super::zsets::index_range(start, stop, l.len());
+        let kept: std::collections::VecDeque<Vec<u8>> = l
+            .drain(..)
+            .skip(from)
+            .take(to.saturating_sub(from))
+            .collect();
+        *l = kept;
+        db.tidy(&a[0]);
+        Ok(Value::Okay)
     }
 }
 

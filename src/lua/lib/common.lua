@@ -74,3 +74,127 @@ local function new_job(prefix, now, maxprio, seq, argv, i)
   redis.call('HSET', prefix .. 'job:' .. id, unpack(fields))
   return rs, due
 end
+
+-- ---- Flows (chains, groups, chords; see docs/workflows.md) ----------------------------------
+-- A flow member written 'waiting' runs once every parent it waits on has ended. Its record holds
+-- 'wn' (how many parents) and 'wm' (how their results reach it: 'one', the single parent's
+-- result as its first argument; 'list', the results in parent order as a list). What has come in
+-- so far is the hash prefix .. 'in:' .. id (parent index -> 'v' .. value, or 's' for a parent
+-- whose failure is ignored): setting a field once absorbs a duplicate delivery. A member others
+-- wait on holds 'fo', its follow-up edges, one line each: child prefix, child queue, child id,
+-- parent index, policy ('fail', 'continue' or 'ignore'), tab separated.
+
+-- How long the record of a member that never ran (a parent failed) is kept: CANCELLED_TTL_MS.
+local NEVER_RAN_TTL = 604800000
+
+-- A msgpack array header for `n` elements (the elements follow, already encoded).
+local function array_header(n)
+  if n < 16 then return string.char(0x90 + n) end
+  if n < 65536 then
+    return string.char(0xdc, math.floor(n / 256), n % 256)
+  end
+  return string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256)
+end
+
+-- The fields of an error record (msgpack map), or an empty table when it cannot be read.
+local function error_fields(rec)
+  local ok, t = pcall(cmsgpack.unpack, rec)
+  if ok and type(t) == 'table' then return t end
+  return {}
+end
+
+-- What a failed parent hands a child whose policy is 'continue': a map the worker turns into
+-- an asyncq.Failed value.
+local function failed_value(parent, err)
+  local e = error_fields(err)
+  return cmsgpack.pack({__asyncq_failed__ = true, job_id = parent, type = e.type or 'Error',
+    message = e.message or '', reason = e.reason or ''})
+end
+
+-- Hand child `child` of this slot (`prefix`, its queue's `ready` and `wake` keys) what parent
+-- `parent` delivered at index `idx`: kind 'v' (value `v`), 's' (skip: an ignored failure) or
+-- 'f' (the parent failed: `v` its error record, and the child will never run). A child no
+-- longer waiting (released, cancelled, failed) takes nothing. Returns the child's follow-up
+-- edges and error record when it failed in turn (its own children are told next), else nil.
+local function deliver(prefix, ready, wake, child, idx, kind, v, parent, now)
+  local ck = prefix .. 'job:' .. child
+  local c = redis.call('HMGET', ck, 's', 'wn', 'wm', 'rs', 'fo')
+  if c[1] ~= 'waiting' then return nil end
+  local ik = prefix .. 'in:' .. child
+  if kind == 'f' then
+    local e = error_fields(v)
+    local err = cmsgpack.pack({type = 'UpstreamFailed', reason = 'upstream_failed',
+      traceback = '', message = 'flow member ' .. parent .. ' failed: ' ..
+      tostring(e.type or 'Error') .. ': ' .. tostring(e.message or '')})
+    redis.call('HSET', ck, 's', 'dead', 'x', err, 'f', now)
+    redis.call('PEXPIRE', ck, NEVER_RAN_TTL)
+    redis.call('DEL', ik)
+    ended(prefix, {child})
+    if c[5] then return {child, c[5], err} end
+    return nil
+  end
+  redis.call('HSETNX', ik, idx, kind .. v)
+  local wn = tonumber(c[2]) or 1
+  if redis.call('HLEN', ik) < wn then return nil end
+  local got = {}
+  local flat = redis.call('HGETALL', ik)
+  for i = 1, #flat, 2 do got[tonumber(flat[i])] = flat[i + 1] end
+  local input
+  if c[3] == 'list' then
+    local parts, k = {}, 0
+    for i = 0, wn - 1 do
+      local g = got[i]
+      if g and string.sub(g, 1, 1) == 'v' then
+        k = k + 1
+        parts[k] = string.sub(g, 2)
+      end
+    end
+    input = array_header(k) .. table.concat(parts)
+  else
+    local g = got[0]
+    input = (g and string.sub(g, 1, 1) == 'v') and string.sub(g, 2) or '\192' -- msgpack nil
+  end
+  redis.call('HSET', ck, 's', 'queued', 'in', input)
+  redis.call('ZADD', ready, c[4], child)
+  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+  redis.call('DEL', ik)
+  return nil
+end
+
+-- Parent `id` of this slot ended: `ok` with `value` its encoded result, or failed with `value`
+-- its error record. Tell each child on its follow-up edges `fo`: one of this queue here and at
+-- once (and, when that child fails in turn, its own children), one of another queue through
+-- this queue's outbox (a list the relay delivers from; see relay.lua and deliver.lua).
+-- Returns how many outbox entries were added.
+local function follow_up(prefix, ready, wake, outbox, id, fo, ok, value, now)
+  local work, queued = {{id, fo, ok, value}}, 0
+  while #work > 0 do
+    local item = table.remove(work)
+    for line in string.gmatch(item[2], '[^\n]+') do
+      local cp, q, child, idx, policy =
+        string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)$')
+      if cp then
+        local kind, v = 'v', item[4]
+        if not item[3] then
+          if policy == 'continue' then
+            v = failed_value(item[1], item[4])
+          elseif policy == 'ignore' then
+            kind, v = 's', ''
+          else
+            kind = 'f'
+          end
+        end
+        if cp == prefix then
+          local more = deliver(prefix, ready, wake, child, idx, kind, v, item[1], now)
+          if more then work[#work + 1] = {more[1], more[2], false, more[3]} end
+        else
+          redis.call('RPUSH', outbox, q .. '\t' .. child .. '\t' .. idx .. '\t' .. kind .. '\t' ..
+            item[1] .. '\t' .. v)
+          queued = queued + 1
+        end
+      end
+    end
+  end
+  return queued
+end
