@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncq
+from asyncq.schedule import schedule_infos
 
 QUEUE = "demo"
 REDIS_DEFAULT_PORT = 6379
@@ -136,6 +137,7 @@ class Enqueued:
     charge: asyncq.JobHandle[Any] | None = None
     crm: asyncq.JobHandle[Any] | None = None
     page: asyncq.JobHandle[Any] | None = None
+    chord: asyncq.JobHandle[Any] | None = None
 
 
 async def enqueue_in_chunks(
@@ -146,6 +148,10 @@ async def enqueue_in_chunks(
     for start in range(0, len(calls), chunk):
         handles += await task.enqueue_many(calls[start : start + chunk])
     return handles
+
+
+#: Members of the demo's chord (they run in the demo queue; the report runs in "ops").
+N_CHORD = 20
 
 
 async def enqueue_jobs(tasks: Any, n: int) -> Enqueued:
@@ -171,7 +177,10 @@ async def enqueue_jobs(tasks: Any, n: int) -> Enqueued:
     # Enqueued last, but priority 9 puts them ahead of the whole backlog.
     for i in range(n_pages):
         out.page = await tasks.page_on_call.enqueue(f"disk 9{i}% full on db-{i}")
-    out.total = n_thumbs + n_emails + n_charges + n_dead + n_delayed + n_pages
+    # A chord: 20 thumbnails in parallel, then one report over all 20 results, in order.
+    header = [tasks.make_thumbnail.s(10_000 + i, size=64) for i in range(N_CHORD)]
+    out.chord = await asyncq.chord(header, tasks.thumbnail_report.s()).enqueue()
+    out.total = n_thumbs + n_emails + n_charges + n_dead + n_delayed + n_pages + N_CHORD
     return out
 
 
@@ -218,7 +227,7 @@ async def follow(app: asyncq.App, worker: asyncq.Worker, total: int, limit: floa
 # ---- the demo ---------------------------------------------------------------------------------
 
 
-async def show_samples(jobs: Enqueued) -> None:
+async def show_samples(app: asyncq.App, jobs: Enqueued) -> None:
     """Read a few outcomes back the way an application would."""
     assert jobs.charge and jobs.crm and jobs.page
     try:
@@ -229,6 +238,10 @@ async def show_samples(jobs: Enqueued) -> None:
         await jobs.crm.result(timeout=5)
     except asyncq.JobFailed as exc:
         print(f"  a dead job:   {exc.type}: {exc.message} (reason: {exc.reason})")
+    if jobs.chord is not None:
+        print(f"  a chord:      {await jobs.chord.result(timeout=10)}")
+    for s in await schedule_infos(app.broker, ["ops"]):
+        print(f"  a schedule:   {s.name} fired {s.fired} time(s) (every second, by broker time)")
     info = await jobs.page.info()
     if info is not None and info.started_at is not None:
         wait_ms = (info.started_at - info.enqueued_at) * 1000
@@ -247,7 +260,9 @@ async def run(app: asyncq.App, tasks: Any, n: int, label: str, limit: float) -> 
     )
 
     # handle_signals=False: Ctrl-C interrupts the whole demo instead of draining the worker.
-    worker = app.worker({QUEUE: 200}, threads=8, grace=5.0, handle_signals=False)
+    # "ops" holds the chord's report and the every-second schedule (examples/tasks.py); this
+    # worker also fires the schedule, as every worker does by default.
+    worker = app.worker({QUEUE: 200, "ops": 5}, threads=8, grace=5.0, handle_signals=False)
     running = asyncio.ensure_future(worker.run())
     try:
         complete = await follow(app, worker, jobs.total, limit)
@@ -265,7 +280,7 @@ async def run(app: asyncq.App, tasks: Any, n: int, label: str, limit: float) -> 
     print(f"  dead:         {counts['dead']} (in the dead-letter queue)")
     print(f"  wall time:    {t_done - t0:.2f}s (enqueue {t_enqueued - t0:.2f}s)")
     print(f"  throughput:   {jobs.total / processing:.0f} jobs/s (worker start to last ack)")
-    await show_samples(jobs)
+    await show_samples(app, jobs)
     return 0 if complete else 1
 
 

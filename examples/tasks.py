@@ -82,3 +82,21 @@ async def send_reminder(user_id: int) -> str:
 async def page_on_call(message: str) -> str:
     """High priority by default (9 = highest): jumps ahead of everything already queued."""
     return f"paged: {message}"
+
+
+# ---- a workflow and a schedule, in a queue of their own ("ops") -------------------------------
+
+
+@app.task(name="reports.thumbnail_report", queue="ops")
+def thumbnail_report(thumbs: list[str]) -> str:
+    """A chord's callback: runs once, with every member's result in member order."""
+    return f"{len(thumbs)} thumbnails, first {thumbs[0]}, last {thumbs[-1]}"
+
+
+@app.task(name="ops.heartbeat", queue="ops")
+async def heartbeat() -> str:
+    """Fired every second by the schedule below, from whichever worker gets there first."""
+    return "ok"
+
+
+app.schedule("ops.heartbeat", heartbeat, every=1)

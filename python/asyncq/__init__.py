@@ -25,6 +25,18 @@ from .errors import (
     PayloadError,
     ResultTimeout,
 )
+from .flows import (
+    Chain,
+    Chord,
+    Failed,
+    Group,
+    GroupHandle,
+    Progress,
+    Signature,
+    chain,
+    chord,
+    group,
+)
 from .job import JobHandle, JobInfo
 from .log import configure_logging
 from .middleware import Middleware
@@ -37,7 +49,12 @@ __all__ = [
     "AsyncqError",
     "BrokerError",
     "Call",
+    "Chain",
+    "Chord",
     "Exponential",
+    "Failed",
+    "Group",
+    "GroupHandle",
     "JobCancelled",
     "JobContext",
     "JobFailed",
@@ -46,14 +63,19 @@ __all__ = [
     "JobNotFound",
     "Middleware",
     "PayloadError",
+    "Progress",
     "ResultTimeout",
     "Schedule",
     "ScheduleInfo",
     "Scheduler",
+    "Signature",
     "Task",
     "Worker",
     "WorkerStats",
     "__version__",
+    "chain",
+    "chord",
     "configure_logging",
     "current_job",
+    "group",
 ]

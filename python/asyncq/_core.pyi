@@ -197,6 +197,22 @@ class Broker:
         items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
         options: _EnqueueOptions,
     ) -> Awaitable[tuple[str, int]]: ...
+    def enqueue_flow(
+        self,
+        queue: str,
+        members: list[
+            tuple[
+                str,
+                list[str],
+                tuple[Any, ...],
+                dict[str, Any] | None,
+                _EnqueueOptions,
+                int,
+                str,
+                list[tuple[str, str, int, str]],
+            ]
+        ],
+    ) -> Awaitable[list[tuple[str, bool]]]: ...
     def sync_schedule(
         self, queue: str, name: str, definition: str
     ) -> Awaitable[tuple[int, bool]]: ...

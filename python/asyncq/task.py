@@ -14,6 +14,7 @@ from .job import JobHandle
 
 if TYPE_CHECKING:
     from .app import App
+    from .flows import Signature
 
 __all__ = ["Call", "CoreOptions", "EnqueueOptions", "Task", "TaskConfig"]
 
@@ -292,6 +293,17 @@ class Task(Generic[P, R]):
         opts = EnqueueOptions(delay, _eta_seconds(eta), priority, key, queue, _check_job_id(job_id))
         return BoundTask(self, opts)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this task for a flow (``asyncq.chain``, ``group``, ``chord``).
+
+        In a flow, a member that follows others gets their result first: ``args`` are the
+        arguments after it. The arguments are checked against the signature when the flow is
+        enqueued.
+        """
+        from .flows import Signature  # noqa: PLC0415 (flows builds on this module)
+
+        return Signature(self, tuple(args), kwargs or None)
+
     def call(self, *args: P.args, **kwargs: P.kwargs) -> Call[P]:
         """Describe one call for :meth:`enqueue_many`, its arguments type-checked.
 
@@ -358,6 +370,12 @@ class BoundTask(Generic[P, R]):
 
     def _queue(self) -> str:
         return self.opts.queue or self.task.config.queue
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of the task with these options (see :meth:`Task.s`)."""
+        from .flows import Signature  # noqa: PLC0415
+
+        return Signature(self.task, tuple(args), kwargs or None, self.opts)
 
     def _core_options(self) -> CoreOptions:
         cfg, app, o = self.task.config, self.task.app, self.opts

@@ -455,6 +455,17 @@ mod tests {
         }
     }
 
+    /// The Lua copy of a Rust constant says the same.
+    #[test]
+    fn lua_constants_match_rust() {
+        let lib = include_str!("../lua/lib/common.lua");
+        let line = lib
+            .lines()
+            .find_map(|l| l.strip_prefix("local NEVER_RAN_TTL = "))
+            .expect("NEVER_RAN_TTL in lib/common.lua");
+        assert_eq!(line.trim().parse::<u64>().unwrap(), super::super::CANCELLED_TTL_MS);
+    }
+
     #[test]
     fn headers_match_the_registry() {
         for def in &REGISTRY {

@@ -12,8 +12,8 @@ use tokio::sync::OnceCell;
 use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{
-    self, Broker, CancelOutcome, Executor, Fire, FireMode, FireOutcome, JobSet, NewJob,
-    ScheduleChange, WorkerInfo, MAX_PRIORITY,
+    self, Broker, CancelOutcome, Executor, Fire, FireMode, FireOutcome, FlowMember, FollowUp,
+    InputMode, JobSet, NewJob, OnFailure, ScheduleChange, WorkerInfo, MAX_PRIORITY,
 };
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
@@ -614,6 +614,68 @@ impl PyBroker {
                 FireOutcome::Early { now_ms } => ("early", now_ms),
                 FireOutcome::Removed => ("removed", 0),
             })
+        })
+    }
+
+    /// Write flow members that live in `queue`; each member is
+    /// `(task, arg_names, args, kwargs, options, parents, mode, follow_ups)` with `mode` "one"
+    /// or "list" and `follow_ups` a list of `(queue, child_id, index, policy)`. Returns
+    /// `[(job_id, created), ...]`.
+    #[allow(clippy::type_complexity)]
+    fn enqueue_flow<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        members: Vec<(
+            String,
+            Vec<String>,
+            Bound<'py, PyTuple>,
+            Option<Bound<'py, PyDict>>,
+            EnqueueOptions,
+            u32,
+            String,
+            Vec<(String, String, u32, String)>,
+        )>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut out = Vec::with_capacity(members.len());
+        for (task, arg_names, args, kwargs, options, parents, mode, follow_ups) in members {
+            let items = PyList::new(py, [(args, kwargs)])?;
+            let mut jobs = build_jobs(&task, &arg_names, &items, &options, self.signing_key())?;
+            let job = jobs
+                .pop()
+                .ok_or_else(|| Error::Invalid("no job built".into()))?;
+            let mode = match mode.as_str() {
+                "one" => InputMode::One,
+                "list" => InputMode::List,
+                other => return Err(Error::Invalid(format!("unknown input mode {other:?}")).into()),
+            };
+            let follow_ups = follow_ups
+                .into_iter()
+                .map(|(queue, child, index, policy)| {
+                    let policy = OnFailure::parse(&policy)
+                        .ok_or_else(|| Error::Invalid(format!("unknown on_failure {policy:?}")))?;
+                    Ok(FollowUp {
+                        queue,
+                        child,
+                        index,
+                        policy,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(FlowMember {
+                job,
+                parents,
+                mode,
+                follow_ups,
+            });
+        }
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let done = h.get().await?.enqueue_flow(&queue, out).await?;
+            Ok(done
+                .into_iter()
+                .map(|e| (e.id, e.created))
+                .collect::<Vec<_>>())
         })
     }
 

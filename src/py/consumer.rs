@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use crate::backoff::Backoff;
 use crate::bridge::awaitable_ok;
 use crate::broker::{Ack, Fail, FailOutcome, Lease, Want};
-use crate::codec::{encode_value, ErrorRecord};
+use crate::codec::{decode_value, encode_value, ErrorRecord};
 use crate::consumer::{Consumer, Event, Fetched, Outcome};
 
 /// A leased job handed to Python.
@@ -124,7 +124,10 @@ impl<'py> IntoPyObject<'py> for Batch {
 /// Decode a job the consumer validated already (its spans come from that validation).
 fn to_job(py: Python<'_>, queue: &str, f: &Fetched, consumer: Weak<Consumer>) -> PyResult<PyJob> {
     let payload = f.job.payload.as_slice();
-    let (args, kwargs) = f.spans.decode_args(py, payload)?;
+    let (mut args, kwargs) = f.spans.decode_args(py, payload)?;
+    if let Some(input) = &f.job.input {
+        args = with_input(py, &args, input)?;
+    }
     Ok(PyJob {
         id: f.job.id.clone(),
         queue: queue.to_string(),
@@ -139,6 +142,25 @@ fn to_job(py: Python<'_>, queue: &str, f: &Fetched, consumer: Weak<Consumer>) ->
         settled: AtomicBool::new(false),
         consumer,
     })
+}
+
+/// A flow member's arguments: what its parents delivered first, then its own. The input is
+/// passed through `asyncq.flows._input` (which turns failed-member markers into
+/// `asyncq.Failed` values); only flow members pay for it.
+fn with_input<'py>(
+    py: Python<'py>,
+    args: &Bound<'py, PyTuple>,
+    input: &[u8],
+) -> PyResult<Bound<'py, PyTuple>> {
+    static INPUT: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let convert = INPUT.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("asyncq.flows")?.getattr("_input")?.unbind())
+    })?;
+    let value = convert.call1(py, (decode_value(py, input)?,))?;
+    let mut all = Vec::with_capacity(args.len() + 1);
+    all.push(value.into_bound(py));
+    all.extend(args.iter());
+    PyTuple::new(py, all)
 }
 
 /// A payload that validated but still failed to decode: never run it, dead-letter it.

@@ -1,0 +1,410 @@
+"""Workflows: chains, groups and chords of task calls (see docs/workflows.md).
+
+A flow is written to Redis whole when it is enqueued: every member becomes a job at once, those
+that follow others in state ``waiting``. What a finished member hands on (its result, or its
+failure) is recorded by the same atomic script that records its end, so a worker dying between
+"done" and "next" can neither drop nor double a step; members in other queues are reached
+through an outbox that the engine relays. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union
+
+from ._core import BrokerError
+from .job import JobHandle
+from .task import BoundTask, EnqueueOptions
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+__all__ = [
+    "Chain",
+    "Chord",
+    "Failed",
+    "Flow",
+    "Group",
+    "GroupHandle",
+    "Progress",
+    "Signature",
+    "chain",
+    "chord",
+    "group",
+]
+
+R = TypeVar("R")
+Policy = Literal["fail", "continue", "ignore"]
+_POLICIES = ("fail", "continue", "ignore")
+#: Marker key of a failed member's value in a flow input (written by lib/common.lua).
+_FAILED = "__asyncq_failed__"
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """What a member gets in a failed member's place under ``on_failure="continue"``.
+
+    Attributes:
+        job_id: The failed member's job id.
+        type: Its exception's class name (``UpstreamFailed`` if it never ran).
+        message: The exception's message.
+        reason: Why it failed (``error``, ``timeout``, ``cancelled``, ``upstream_failed``...).
+    """
+
+    job_id: str
+    type: str
+    message: str
+    reason: str
+
+
+def _input(value: Any) -> Any:
+    """A flow member's input as its task receives it: failed-member markers become
+    :class:`Failed` (called by the Rust core, for flow members only)."""
+    if isinstance(value, dict) and value.get(_FAILED) is True:
+        return Failed(
+            str(value.get("job_id", "")),
+            str(value.get("type", "")),
+            str(value.get("message", "")),
+            str(value.get("reason", "")),
+        )
+    if isinstance(value, list):
+        return [_input(v) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+class Flow:
+    """Something that can be enqueued as a flow: a signature, chain, group or chord."""
+
+    on_failure: Policy | None = None
+
+    async def enqueue(self) -> JobHandle[Any] | GroupHandle:
+        """Write every member of the flow; returns the handle of its end (see subclasses)."""
+        nodes, out = _compile(self)
+        app = _app_of(nodes)
+        await _write(app, nodes)
+        return _handle(app, out, nodes)
+
+    def enqueue_sync(self) -> JobHandle[Any] | GroupHandle:
+        """:meth:`enqueue` for synchronous callers (any thread)."""
+        nodes, _ = _compile(self)
+        app = _app_of(nodes)
+        return app._run_blocking(self.enqueue)
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature(Flow, Generic[R]):
+    """One task call inside a flow, made by ``task.s(*args, **kwargs)``.
+
+    A signature that follows another member gets that member's result (or, after a group,
+    the list of the group's results) as its first positional argument, before ``args``.
+    """
+
+    task: Task[Any, R]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    opts: EnqueueOptions = dataclasses.field(default_factory=EnqueueOptions)
+    on_failure: Policy | None = None
+
+    def options(
+        self,
+        *,
+        delay: float | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        job_id: str | None = None,
+        on_failure: Policy | None = None,
+    ) -> Signature[R]:
+        """A copy with these options (as :meth:`Task.options`; ``on_failure`` says what this
+        member's failure does to what follows it)."""
+        bound = self.task.options(
+            delay=delay if delay is not None else self.opts.delay,
+            priority=priority if priority is not None else self.opts.priority,
+            queue=queue or self.opts.queue,
+            job_id=job_id or self.opts.job_id,
+        )
+        return dataclasses.replace(
+            self, opts=bound.opts, on_failure=_policy(on_failure) or self.on_failure
+        )
+
+    async def enqueue(self) -> JobHandle[R]:
+        """Enqueue this one call (a flow of one member)."""
+        handle = await Flow.enqueue(self)
+        assert isinstance(handle, JobHandle)
+        return handle
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain(Flow):
+    """Steps run one after the other, each getting the previous one's result first."""
+
+    steps: tuple[Flow, ...]
+    on_failure: Policy | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Group(Flow):
+    """Members run in parallel; what follows a group gets the list of their results."""
+
+    members: tuple[Flow, ...]
+    on_failure: Policy | None = None
+
+    async def enqueue(self) -> GroupHandle:
+        """Enqueue every member; returns a :class:`GroupHandle`."""
+        handle = await Flow.enqueue(self)
+        assert isinstance(handle, GroupHandle)
+        return handle
+
+
+@dataclasses.dataclass(frozen=True)
+class Chord(Flow):
+    """A group, then a callback run once with the list of the group's results in order."""
+
+    header: Group
+    callback: Flow
+    on_failure: Policy | None = None
+
+    async def enqueue(self) -> JobHandle[Any]:
+        """Enqueue the header and the callback; returns the callback's handle."""
+        handle = await Flow.enqueue(self)
+        assert isinstance(handle, JobHandle)
+        return handle
+
+
+def chain(*steps: Flow, on_failure: Policy | None = None) -> Chain:
+    """Run ``steps`` one after the other; each gets the previous step's result first.
+
+    Args:
+        steps: Signatures, groups, chords or chains.
+        on_failure: What a failed step does to the rest (default ``"fail"``: nothing after
+            it runs); a member's own ``on_failure`` wins.
+
+    Raises:
+        ValueError: No steps, or a bad policy.
+    """
+    if not steps:
+        raise ValueError("chain() needs at least one step")
+    return Chain(tuple(_flow(s) for s in steps), _policy(on_failure))
+
+
+def group(members: Iterable[Flow], *, on_failure: Policy | None = None) -> Group:
+    """Run ``members`` in parallel; what follows gets the list of their results in order.
+
+    A group inside a group adds its members to the outer one.
+
+    Raises:
+        ValueError: No members, or a bad policy.
+    """
+    items = tuple(_flow(m) for m in members)
+    if not items:
+        raise ValueError("group() needs at least one member")
+    return Group(items, _policy(on_failure))
+
+
+def chord(
+    header: Group | Iterable[Flow], callback: Flow, *, on_failure: Policy | None = None
+) -> Chord:
+    """Run ``header`` in parallel, then ``callback`` once with the list of its results.
+
+    Args:
+        header: A group, or the members of one.
+        callback: What runs when every member has ended (its first argument: the results).
+        on_failure: What a failed member does (default ``"fail"``: the callback never runs
+            and ends failed with reason ``upstream_failed``; ``"continue"``: it gets a
+            :class:`Failed` in that member's place; ``"ignore"``: that member is left out).
+    """
+    head = header if isinstance(header, Group) else group(header)
+    return Chord(head, _flow(callback), _policy(on_failure))
+
+
+def _flow(item: Any) -> Flow:
+    if not isinstance(item, Flow):
+        raise TypeError(f"expected a task signature (task.s(...)) or a flow, got {item!r}")
+    return item
+
+
+def _policy(p: str | None) -> Policy | None:
+    if p is not None and p not in _POLICIES:
+        raise ValueError(f"on_failure must be one of {', '.join(_POLICIES)}, got {p!r}")
+    return p  # type: ignore[return-value]
+
+
+# ---- compiling a flow into members ---------------------------------------------------------
+
+
+class _Node:
+    """One member: a signature with its id, the members it waits on and those waiting on it."""
+
+    __slots__ = ("children", "id", "mode", "parents", "policy", "sig")
+
+    def __init__(self, sig: Signature[Any], parents: list[_Node], mode: str, policy: Policy):
+        self.sig = sig
+        self.id = sig.opts.job_id or uuid.uuid4().hex
+        self.parents = parents
+        self.mode = mode
+        self.policy = policy
+        self.children: list[tuple[_Node, int]] = []
+        for i, p in enumerate(parents):
+            p.children.append((self, i))
+
+    @property
+    def queue(self) -> str:
+        return self.sig.opts.queue or self.sig.task.config.queue
+
+
+@dataclasses.dataclass
+class _Out:
+    """Where a compiled flow ends: its last members, and whether they form a group."""
+
+    terminals: list[_Node]
+    group: bool
+
+
+def _compile(flow: Flow) -> tuple[list[_Node], _Out]:
+    nodes: list[_Node] = []
+    out = _walk(flow, [], "one", "fail", nodes)
+    return nodes, out
+
+
+def _walk(flow: Flow, parents: list[_Node], mode: str, policy: Policy, nodes: list[_Node]) -> _Out:
+    policy = flow.on_failure or policy
+    if isinstance(flow, Signature):
+        if flow.opts.key is not None:
+            raise ValueError("flow members cannot carry an idempotency key (options(key=...))")
+        check = flow.task._check_args
+        if check is not None:
+            # A member after others gets their result(s) first: check with a stand-in.
+            check(*((None,) if parents else ()), *flow.args, **(flow.kwargs or {}))
+        node = _Node(flow, parents, mode, policy)
+        nodes.append(node)
+        return _Out([node], group=False)
+    if isinstance(flow, Chain):
+        out: _Out | None = None
+        for step in flow.steps:
+            if out is None:
+                out = _walk(step, parents, mode, policy, nodes)
+            else:
+                out = _walk(step, out.terminals, "list" if out.group else "one", policy, nodes)
+        assert out is not None
+        return out
+    if isinstance(flow, Group):
+        terminals: list[_Node] = []
+        for member in flow.members:
+            terminals.extend(_walk(member, parents, mode, policy, nodes).terminals)
+        return _Out(terminals, group=True)
+    if isinstance(flow, Chord):
+        return _walk(Chain((flow.header, flow.callback)), parents, mode, policy, nodes)
+    raise TypeError(f"not a flow: {flow!r}")
+
+
+def _app_of(nodes: Sequence[_Node]) -> App:
+    app = nodes[0].sig.task.app
+    if any(n.sig.task.app is not app for n in nodes):
+        raise ValueError("every member of a flow must be a task of the same App")
+    return app
+
+
+async def _write(app: App, nodes: list[_Node]) -> None:
+    """Write the members: first every waiting one, queue by queue, then the ready ones, so no
+    member can end before what waits on it exists. Resent with the same ids after a broker
+    failure (a member is written once), within the app's enqueue timeout."""
+    phases: list[dict[str, list[Any]]] = [{}, {}]
+    for n in nodes:
+        task = n.sig.task
+        opts = dataclasses.replace(n.sig.opts, job_id=n.id, queue=None)
+        core = BoundTask(task, opts)._core_options()
+        follow = [(c.queue, c.id, i, n.policy) for c, i in n.children]
+        spec = (task.name, task._arg_names, n.sig.args, n.sig.kwargs, core, len(n.parents))
+        member = (*spec, n.mode, follow)
+        phases[0 if n.parents else 1].setdefault(n.queue, []).append(member)
+    deadline = None if app.enqueue_timeout is None else time.monotonic() + app.enqueue_timeout
+    for phase in phases:
+        for queue, members in phase.items():
+            delay = 0.05
+            while True:
+                try:
+                    await app.broker.enqueue_flow(queue, members)
+                    break
+                except BrokerError:
+                    if deadline is not None and time.monotonic() + delay > deadline:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+
+
+def _handle(app: App, out: _Out, nodes: list[_Node]) -> JobHandle[Any] | GroupHandle:
+    broker = app.broker
+    if not out.group and len(out.terminals) == 1:
+        last = out.terminals[0]
+        return JobHandle(broker, last.queue, last.id, True)
+    members: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in out.terminals]
+    every: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in nodes]
+    return GroupHandle(members, every)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far a group got: members ``done`` (succeeded), ``failed`` (dead or cancelled, or
+    never run because of a failure before them), of ``total``."""
+
+    done: int
+    failed: int
+    total: int
+
+
+class GroupHandle:
+    """The members of an enqueued group (``await asyncq.group([...]).enqueue()``)."""
+
+    def __init__(self, members: list[JobHandle[Any]], every: list[JobHandle[Any]]) -> None:
+        self.members = members
+        self._every = every
+
+    def __repr__(self) -> str:
+        return f"GroupHandle({len(self.members)} members)"
+
+    @property
+    def ids(self) -> list[str]:
+        """The members' job ids, in member order."""
+        return [h.id for h in self.members]
+
+    async def results(self, timeout: float | None = None) -> list[Any]:
+        """Every member's result, in member order.
+
+        Raises:
+            JobFailed: A member failed (the first one in member order).
+            ResultTimeout: Not every member ended within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for h in self.members:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            out.append(await h.result(timeout=left))
+        return out
+
+    async def result(self, timeout: float | None = None) -> list[Any]:
+        """The same as :meth:`results` (so a chain's handle reads alike whatever its end)."""
+        return await self.results(timeout)
+
+    async def progress(self) -> Progress:
+        """How many members succeeded, how many failed, of how many."""
+        done = failed = 0
+        for h in self.members:
+            state = await h.status()
+            done += state == "succeeded"
+            failed += state in ("dead", "cancelled")
+        return Progress(done, failed, len(self.members))
+
+    async def cancel(self) -> int:
+        """Cancel every member not finished yet (and so what waits on them); returns how many
+        were cancelled or asked to stop."""
+        n = 0
+        for h in self._every:
+            n += await h.cancel()
+        return n
+
+
+FlowHandle = Union[JobHandle[Any], GroupHandle]  # noqa: UP007 (a runtime alias on 3.10)
