@@ -142,9 +142,12 @@ async def test_cancelling_a_group_cancels_its_pending_members_and_what_follows(
         with pytest.raises(asyncq.JobCancelled):
             await g.results(timeout=10)
         assert await g.progress() == asyncq.Progress(done=0, failed=3, total=3)
-        # Cancelling the chord's callback while it waits: the member still runs out.
-        assert await h.cancel()
-        assert await h.status() == "cancelled"
+        # A chord's handle cancels its whole flow: the running member and the callback.
+        assert isinstance(h, asyncq.FlowJobHandle) and len(h.flow) == 2
+        assert await h.cancel_flow() == 2
+        with pytest.raises(asyncq.JobCancelled):
+            await h.result(timeout=10)
+        assert [await m.status() for m in h.flow] == ["cancelled", "cancelled"]
 
 
 async def _running(g: asyncq.GroupHandle) -> bool:

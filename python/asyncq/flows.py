@@ -29,6 +29,7 @@ __all__ = [
     "Chord",
     "Failed",
     "Flow",
+    "FlowJobHandle",
     "Group",
     "GroupHandle",
     "Progress",
@@ -338,12 +339,35 @@ async def _write(app: App, nodes: list[_Node]) -> None:
 
 def _handle(app: App, out: _Out, nodes: list[_Node]) -> JobHandle[Any] | GroupHandle:
     broker = app.broker
+    every: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in nodes]
     if not out.group and len(out.terminals) == 1:
         last = out.terminals[0]
-        return JobHandle(broker, last.queue, last.id, True)
+        return FlowJobHandle(broker, last.queue, last.id, every)
     members: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in out.terminals]
-    every: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in nodes]
     return GroupHandle(members, every)
+
+
+class FlowJobHandle(JobHandle[R]):
+    """The handle of a flow's last job (a chain's last step, a chord's callback): a
+    :class:`JobHandle`, plus the flow's other members.
+
+    Attributes:
+        flow: Every member of the flow, in the order they were declared.
+    """
+
+    __slots__ = ("flow",)
+
+    def __init__(self, broker: Any, queue: str, id: str, every: list[JobHandle[Any]]) -> None:
+        super().__init__(broker, queue, id, True)
+        self.flow = every
+
+    async def cancel_flow(self) -> int:
+        """Cancel every member of the flow not finished yet; returns how many were cancelled
+        or asked to stop."""
+        n = 0
+        for h in self.flow:
+            n += await h.cancel()
+        return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,8 +423,8 @@ class GroupHandle:
         return Progress(done, failed, len(self.members))
 
     async def cancel(self) -> int:
-        """Cancel every member not finished yet (and so what waits on them); returns how many
-        were cancelled or asked to stop."""
+        """Cancel every member of the group's flow not finished yet (and so what waits on
+        them); returns how many were cancelled or asked to stop."""
         n = 0
         for h in self._every:
             n += await h.cancel()

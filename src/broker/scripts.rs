@@ -463,7 +463,10 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("local NEVER_RAN_TTL = "))
             .expect("NEVER_RAN_TTL in lib/common.lua");
-        assert_eq!(line.trim().parse::<u64>().unwrap(), super::super::CANCELLED_TTL_MS);
+        assert_eq!(
+            line.trim().parse::<u64>().unwrap(),
+            super::super::CANCELLED_TTL_MS
+        );
     }
 
     #[test]
