@@ -155,6 +155,9 @@ struct InFlight {
     since: Instant,
 }
 
+/// How long a cancel request heard before its job was admitted is remembered.
+const CANCEL_HINT_TTL: Duration = Duration::from_secs(10);
+
 /// Counters for tests, metrics and the shutdown summary: one set per consumer, and one per queue
 /// in the engine summing every consumer of the process on that queue.
 #[derive(Debug, Default)]
@@ -206,6 +209,11 @@ struct Shared {
     /// (an idle worker holds no pub/sub connection).
     first_lease: Notify,
     leased_once: AtomicBool,
+    /// Cancel requests heard for jobs not (yet) admitted: a request can arrive between the
+    /// fetch that leased the job and its admission here. `admit` passes such ids to the
+    /// canceller (through `recheck`) to ask the broker.
+    cancel_hints: Mutex<HashMap<String, Instant>>,
+    recheck: mpsc::UnboundedSender<String>,
 }
 
 /// One queue's consumer. Create it inside the tokio runtime.
@@ -259,6 +267,7 @@ impl Consumer {
     /// engine.
     pub fn start(engine: &Engine, cfg: ConsumerConfig) -> Consumer {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (recheck_tx, recheck_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             broker: engine.broker().clone(),
             engine: engine.clone(),
@@ -276,11 +285,13 @@ impl Consumer {
             tx,
             first_lease: Notify::new(),
             leased_once: AtomicBool::new(false),
+            cancel_hints: Mutex::new(HashMap::new()),
+            recheck: recheck_tx,
         });
         let tasks = vec![
             tokio::spawn(flusher(shared.clone(), rx)),
             tokio::spawn(heartbeater(shared.clone())),
-            tokio::spawn(canceller(shared.clone())),
+            tokio::spawn(canceller(shared.clone(), recheck_rx)),
         ];
         let reaper = {
             let sh = shared.clone();
@@ -689,6 +700,7 @@ impl Shared {
         if leased_any && !sh.leased_once.swap(true, Ordering::Relaxed) {
             sh.first_lease.notify_one();
         }
+        sh.recheck_hinted(&good);
         for (job, reason, message) in poisoned {
             self.poison(job, reason, message);
         }
@@ -871,6 +883,26 @@ impl Shared {
         inflight
             .get(&lease.id)
             .is_some_and(|f| f.token == lease.token && !f.settled)
+    }
+
+    /// A cancel request for `id` was heard before this consumer admitted it (if it ever does).
+    fn hint_cancel(&self, id: String) {
+        let mut hints = self.cancel_hints.lock().unwrap();
+        hints.retain(|_, at| at.elapsed() < CANCEL_HINT_TTL);
+        hints.insert(id, Instant::now());
+    }
+
+    /// Admitted jobs whose cancellation was heard before: have the canceller ask the broker.
+    fn recheck_hinted(&self, admitted: &[Fetched]) {
+        let mut hints = self.cancel_hints.lock().unwrap();
+        if hints.is_empty() {
+            return;
+        }
+        for f in admitted {
+            if hints.remove(&f.job.id).is_some() {
+                let _ = self.recheck.send(f.job.id.clone());
+            }
+        }
     }
 
     /// The lease of `id` if this consumer runs it and would extend it.

@@ -164,17 +164,25 @@ const CANCEL_FEED_RETRY: Duration = Duration::from_secs(1);
 /// heartbeats a job it runs at once: the heartbeat's answer carries the request, so a running
 /// job is cancelled within a round trip rather than at the next periodic heartbeat. Starts
 /// listening at the consumer's first lease.
-pub(super) async fn canceller(sh: Arc<Shared>) {
+pub(super) async fn canceller(sh: Arc<Shared>, mut recheck: mpsc::UnboundedReceiver<String>) {
     sh.first_lease.notified().await;
     loop {
         match sh.broker.watch_cancels(&sh.cfg.queue).await {
-            Ok(mut ids) => {
-                while let Some(id) = ids.recv().await {
-                    if let Some(lease) = sh.lease_to_extend(&id) {
-                        heartbeat(&sh, vec![lease]).await;
-                    }
+            Ok(mut ids) => loop {
+                let id = tokio::select! {
+                    heard = ids.recv() => match heard {
+                        Some(id) => id,
+                        None => break, // the feed dropped: listen again
+                    },
+                    Some(id) = recheck.recv() => id,
+                };
+                match sh.lease_to_extend(&id) {
+                    Some(lease) => heartbeat(&sh, vec![lease]).await,
+                    // Not admitted yet (its fetch reply may still be on its way): remembered,
+                    // and asked about once it is.
+                    None => sh.hint_cancel(id),
                 }
-            }
+            },
             Err(_) => tokio::time::sleep(CANCEL_FEED_RETRY).await,
         }
     }
