@@ -223,3 +223,50 @@ async def test_a_1000_member_chord_survives_repeated_worker_kills(
         cb_worker.close()
         for w in workers:
             w.close()
+
+
+async def test_a_batch_runs_on_complete_with_failures_and_on_success_only_if_all_succeed(
+    flow_app: asyncq.App,
+) -> None:
+    add, boom, show = t(flow_app, "add"), t(flow_app, "boom"), t(flow_app, "show")
+    async with running(flow_app, queues=queues(flow_app)):
+        b = await asyncq.batch(
+            [add.s(1, 1), add.s(2, 2)], on_complete=show.s(), on_success=show.s()
+        ).enqueue()
+        assert b.on_complete is not None and b.on_success is not None
+        assert await b.on_complete.result(timeout=10) == repr([2, 4])
+        assert await b.on_success.result(timeout=10) == repr([2, 4])
+        b = await asyncq.batch(
+            [add.s(1, 1), boom.s(3)], on_complete=show.s(), on_success=show.s()
+        ).enqueue()
+        assert b.on_complete is not None and b.on_success is not None
+        shown = await b.on_complete.result(timeout=10)
+        assert shown.startswith("[2, Failed(") and "no 3" in shown
+        with pytest.raises(asyncq.JobFailed) as err:
+            await b.on_success.result(timeout=10)
+        assert err.value.reason == "upstream_failed"
+        assert await b.progress() == asyncq.Progress(done=1, failed=1, total=2)
+
+
+async def test_jobs_added_to_an_open_batch_are_waited_for(flow_app: asyncq.App) -> None:
+    add, total = t(flow_app, "add"), t(flow_app, "total")
+    gate = asyncio.Event()
+
+    @flow_app.task(name="t:gated")
+    async def gated(x: int) -> int:
+        await gate.wait()
+        return x
+
+    async with running(flow_app, queues=queues(flow_app)):
+        b = await asyncq.batch([gated.s(100)], on_success=total.s()).enqueue()
+        # While the first job is held, more join; the callback waits for them all.
+        added = await b.add([add.s(i, 0) for i in range(3)])
+        assert len(added) == 3 and len(b.jobs) == 4
+        assert [await h.result(timeout=10) for h in added] == [0, 1, 2]
+        assert await b.on_success.status() == "waiting"  # type: ignore[union-attr]
+        gate.set()
+        assert await b.on_success.result(timeout=10) == 103  # type: ignore[union-attr]
+        with pytest.raises(asyncq.BatchFinished):
+            await b.add([add.s(9, 9)])
+    with pytest.raises(ValueError, match="at least one job"):
+        asyncq.batch([], on_complete=total.s())

@@ -18,6 +18,7 @@ from .backoff import Exponential
 from .context import JobContext, current_job
 from .errors import (
     AsyncqError,
+    BatchFinished,
     BrokerError,
     JobCancelled,
     JobFailed,
@@ -26,6 +27,8 @@ from .errors import (
     ResultTimeout,
 )
 from .flows import (
+    Batch,
+    BatchHandle,
     Chain,
     Chord,
     Failed,
@@ -34,6 +37,7 @@ from .flows import (
     GroupHandle,
     Progress,
     Signature,
+    batch,
     chain,
     chord,
     group,
@@ -48,6 +52,9 @@ from .worker import Worker, WorkerStats
 __all__ = [
     "App",
     "AsyncqError",
+    "Batch",
+    "BatchFinished",
+    "BatchHandle",
     "BrokerError",
     "Call",
     "Chain",
@@ -75,6 +82,7 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "__version__",
+    "batch",
     "chain",
     "chord",
     "configure_logging",

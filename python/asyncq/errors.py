@@ -6,6 +6,7 @@ from ._core import AsyncqError, BrokerError, PayloadError
 
 __all__ = [
     "AsyncqError",
+    "BatchFinished",
     "BrokerError",
     "JobCancelled",
     "JobFailed",
@@ -62,3 +63,7 @@ class ResultTimeout(AsyncqError, TimeoutError):
     """The job did not finish within the time given to ``JobHandle.result``."""
 
     __module__ = "asyncq"
+
+
+class BatchFinished(AsyncqError):
+    """Jobs were added to a batch whose jobs had all finished (its callbacks were released)."""

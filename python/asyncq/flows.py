@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union
 
 from ._core import BrokerError
+from .errors import BatchFinished
 from .job import JobHandle
 from .task import BoundTask, EnqueueOptions
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = [
+    "Batch",
+    "BatchHandle",
     "Chain",
     "Chord",
     "Failed",
@@ -34,6 +37,7 @@ __all__ = [
     "GroupHandle",
     "Progress",
     "Signature",
+    "batch",
     "chain",
     "chord",
     "group",
@@ -83,14 +87,14 @@ class Flow:
 
     on_failure: Policy | None = None
 
-    async def enqueue(self) -> JobHandle[Any] | GroupHandle:
+    async def enqueue(self) -> JobHandle[Any] | GroupHandle | BatchHandle:
         """Write every member of the flow; returns the handle of its end (see subclasses)."""
         nodes, out = _compile(self)
         app = _app_of(nodes)
         await _write(app, nodes)
-        return _handle(app, out, nodes)
+        return _handle(app, out, nodes, self)
 
-    def enqueue_sync(self) -> JobHandle[Any] | GroupHandle:
+    def enqueue_sync(self) -> JobHandle[Any] | GroupHandle | BatchHandle:
         """:meth:`enqueue` for synchronous callers (any thread)."""
         nodes, _ = _compile(self)
         app = _app_of(nodes)
@@ -176,6 +180,53 @@ class Chord(Flow):
         return handle
 
 
+@dataclasses.dataclass(frozen=True)
+class Batch(Flow):
+    """Jobs that run independently, with callbacks once all of them have finished."""
+
+    jobs: tuple[Signature[Any], ...]
+    on_complete: Signature[Any] | None = None
+    on_success: Signature[Any] | None = None
+
+    async def enqueue(self) -> BatchHandle:
+        """Enqueue the jobs and the callbacks; returns a :class:`BatchHandle`."""
+        handle = await Flow.enqueue(self)
+        assert isinstance(handle, BatchHandle)
+        return handle
+
+
+def batch(
+    jobs: Iterable[Signature[Any]],
+    *,
+    on_complete: Signature[Any] | None = None,
+    on_success: Signature[Any] | None = None,
+) -> Batch:
+    """Jobs that run independently, and callbacks that run once when all have finished.
+
+    Args:
+        jobs: The batch's first jobs (more may be added with :meth:`BatchHandle.add` while it
+            is open, that is until every job has finished).
+        on_complete: Runs once every job has finished, failed ones included; gets the list
+            of results in job order, an :class:`asyncq.Failed` for each failed job.
+        on_success: Runs once every job has succeeded, with the list of their results; never
+            runs (it ends ``upstream_failed``) if one fails for good.
+
+    Raises:
+        ValueError: No jobs, or both callbacks in different queues.
+    """
+    items = tuple(jobs)
+    if not items:
+        raise ValueError("batch() needs at least one job")
+    for j in items:
+        if not isinstance(j, Signature):
+            raise TypeError(f"a batch's jobs are task signatures (task.s(...)), got {j!r}")
+    callbacks = [c for c in (on_complete, on_success) if c is not None]
+    queues = {c.opts.queue or c.task.config.queue for c in callbacks}
+    if len(queues) > 1:
+        raise ValueError("a batch's callbacks must be in the same queue")
+    return Batch(items, on_complete, on_success)
+
+
 def chain(*steps: Flow, on_failure: Policy | None = None) -> Chain:
     """Run ``steps`` one after the other; each gets the previous step's result first.
 
@@ -242,19 +293,36 @@ class _Node:
 
     __slots__ = ("children", "id", "mode", "parents", "policy", "sig")
 
-    def __init__(self, sig: Signature[Any], parents: list[_Node], mode: str, policy: Policy):
+    def __init__(
+        self,
+        sig: Signature[Any],
+        parents: list[_Node],
+        mode: str,
+        policy: Policy,
+        edge_policy: Policy | None = None,
+    ) -> None:
         self.sig = sig
         self.id = sig.opts.job_id or uuid.uuid4().hex
         self.parents = parents
         self.mode = mode
         self.policy = policy
-        self.children: list[tuple[_Node, int]] = []
+        # (child, position among its parents, what this member's failure does to it): the
+        # failed member's policy, unless the child says (a batch's callbacks do).
+        self.children: list[tuple[_Node | _Stub, int, Policy]] = []
         for i, p in enumerate(parents):
-            p.children.append((self, i))
+            p.children.append((self, i, edge_policy or p.policy))
 
     @property
     def queue(self) -> str:
         return self.sig.opts.queue or self.sig.task.config.queue
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stub:
+    """A member written earlier, known by its queue and id (a batch's callbacks)."""
+
+    queue: str
+    id: str
 
 
 @dataclasses.dataclass
@@ -274,12 +342,7 @@ def _compile(flow: Flow) -> tuple[list[_Node], _Out]:
 def _walk(flow: Flow, parents: list[_Node], mode: str, policy: Policy, nodes: list[_Node]) -> _Out:
     policy = flow.on_failure or policy
     if isinstance(flow, Signature):
-        if flow.opts.key is not None:
-            raise ValueError("flow members cannot carry an idempotency key (options(key=...))")
-        check = flow.task._check_args
-        if check is not None:
-            # A member after others gets their result(s) first: check with a stand-in.
-            check(*((None,) if parents else ()), *flow.args, **(flow.kwargs or {}))
+        _check(flow, with_input=bool(parents))
         node = _Node(flow, parents, mode, policy)
         nodes.append(node)
         return _Out([node], group=False)
@@ -299,7 +362,31 @@ def _walk(flow: Flow, parents: list[_Node], mode: str, policy: Policy, nodes: li
         return _Out(terminals, group=True)
     if isinstance(flow, Chord):
         return _walk(Chain((flow.header, flow.callback)), parents, mode, policy, nodes)
+    if isinstance(flow, Batch):
+        if parents or nodes:
+            raise TypeError("a batch cannot be part of another flow; enqueue it by itself")
+        jobs = [_walk(j, [], "one", "fail", nodes).terminals[0] for j in flow.jobs]
+        # on_complete hears every job, failures as Failed values; on_success runs only if
+        # every job succeeded (a failure ends it upstream_failed).
+        callbacks: list[tuple[Signature[Any] | None, Policy]] = [
+            (flow.on_complete, "continue"),
+            (flow.on_success, "fail"),
+        ]
+        for cb, edge in callbacks:
+            if cb is not None:
+                _check(cb, with_input=True)
+                nodes.append(_Node(cb, jobs, "list", "fail", edge_policy=edge))
+        return _Out(jobs, group=True)
     raise TypeError(f"not a flow: {flow!r}")
+
+
+def _check(sig: Signature[Any], *, with_input: bool) -> None:
+    if sig.opts.key is not None:
+        raise ValueError("flow members cannot carry an idempotency key (options(key=...))")
+    check = sig.task._check_args
+    if check is not None:
+        # A member after others gets their result(s) first: check with a stand-in.
+        check(*((None,) if with_input else ()), *sig.args, **(sig.kwargs or {}))
 
 
 def _app_of(nodes: Sequence[_Node]) -> App:
@@ -318,7 +405,7 @@ async def _write(app: App, nodes: list[_Node]) -> None:
         task = n.sig.task
         opts = dataclasses.replace(n.sig.opts, job_id=n.id, queue=None)
         core = BoundTask(task, opts)._core_options()
-        follow = [(c.queue, c.id, i, n.policy) for c, i in n.children]
+        follow = [(c.queue, c.id, i, policy) for c, i, policy in n.children]
         spec = (task.name, task._arg_names, n.sig.args, n.sig.kwargs, core, len(n.parents))
         member = (*spec, n.mode, follow)
         phases[0 if n.parents else 1].setdefault(n.queue, []).append(member)
@@ -337,9 +424,22 @@ async def _write(app: App, nodes: list[_Node]) -> None:
                     delay = min(delay * 2, 1.0)
 
 
-def _handle(app: App, out: _Out, nodes: list[_Node]) -> JobHandle[Any] | GroupHandle:
+def _handle(
+    app: App, out: _Out, nodes: list[_Node], flow: Flow | None = None
+) -> JobHandle[Any] | GroupHandle | BatchHandle:
     broker = app.broker
     every: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in nodes]
+    if isinstance(flow, Batch):
+        jobs: list[JobHandle[Any]] = [JobHandle(broker, n.queue, n.id, True) for n in out.terminals]
+        callbacks = nodes[len(jobs) :]
+        complete: FlowJobHandle[Any] | None = None
+        success: FlowJobHandle[Any] | None = None
+        if flow.on_complete is not None:
+            complete = FlowJobHandle(broker, callbacks[0].queue, callbacks[0].id, every)
+        if flow.on_success is not None:
+            cb = callbacks[-1]
+            success = FlowJobHandle(broker, cb.queue, cb.id, every)
+        return BatchHandle(app, jobs, complete, success)
     if not out.group and len(out.terminals) == 1:
         last = out.terminals[0]
         return FlowJobHandle(broker, last.queue, last.id, every)
@@ -429,6 +529,78 @@ class GroupHandle:
         for h in self._every:
             n += await h.cancel()
         return n
+
+
+class BatchHandle:
+    """An enqueued batch: its jobs, its callbacks, and :meth:`add` while it is open.
+
+    Attributes:
+        jobs: The jobs' handles, in the order they were added.
+        on_complete: The on_complete callback's handle, or None.
+        on_success: The on_success callback's handle, or None.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        jobs: list[JobHandle[Any]],
+        on_complete: FlowJobHandle[Any] | None,
+        on_success: FlowJobHandle[Any] | None,
+    ) -> None:
+        self._app = app
+        self.jobs = jobs
+        self.on_complete = on_complete
+        self.on_success = on_success
+
+    def __repr__(self) -> str:
+        return f"BatchHandle({len(self.jobs)} jobs)"
+
+    async def add(self, jobs: Iterable[Signature[Any]]) -> list[JobHandle[Any]]:
+        """Add jobs to the batch; its callbacks then also wait for them.
+
+        Returns:
+            The new jobs' handles.
+
+        Raises:
+            BatchFinished: Every job had finished already (the callbacks were released).
+        """
+        sigs = list(jobs)
+        callbacks = [h for h in (self.on_complete, self.on_success) if h is not None]
+        if not sigs:
+            return []
+        nodes = []
+        for sig in sigs:
+            if not isinstance(sig, Signature):
+                raise TypeError(f"a batch's jobs are task signatures (task.s(...)), got {sig!r}")
+            _check(sig, with_input=False)
+            nodes.append(_Node(sig, [], "one", "fail"))
+        if callbacks:
+            queue = callbacks[0].queue
+            ids = [h.id for h in callbacks]
+            first = await self._app.broker.batch_add(queue, ids, len(nodes))
+            if first is None:
+                raise BatchFinished("the batch has finished: its callbacks were released")
+            for i, node in enumerate(nodes):
+                for h, edge in zip(callbacks, self._edges(), strict=True):
+                    node.children.append((_Stub(h.queue, h.id), first + i, edge))
+        await _write(self._app, nodes)
+        added: list[JobHandle[Any]] = [
+            JobHandle(self._app.broker, n.queue, n.id, True) for n in nodes
+        ]
+        self.jobs.extend(added)
+        return added
+
+    def _edges(self) -> list[Policy]:
+        out: list[Policy] = []
+        if self.on_complete is not None:
+            out.append("continue")
+        if self.on_success is not None:
+            out.append("fail")
+        return out
+
+    async def progress(self) -> Progress:
+        """How many jobs succeeded, how many failed, of how many."""
+        return await GroupHandle(self.jobs, self.jobs).progress()
 
 
 FlowHandle = Union[JobHandle[Any], GroupHandle]  # noqa: UP007 (a runtime alias on 3.10)

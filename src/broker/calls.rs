@@ -608,6 +608,22 @@ pub(crate) async fn enqueue_flow<R: ScriptRunner + ?Sized>(
     Ok(out)
 }
 
+pub(crate) async fn batch_add<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    callbacks: &[String],
+    count: u32,
+) -> Result<Option<u32>> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(ScriptId::BatchAdd, vec![k.ready()]);
+    call.arg(k.prefix()).arg(count);
+    for id in callbacks {
+        call.arg(id);
+    }
+    let first = value_i64(&r.run(&call).await?, "batch_add")?;
+    Ok(u32::try_from(first).ok())
+}
+
 /// `ZRANGE` of one page (by position) of the sorted set holding `set`'s jobs; None for an
 /// empty page. Both brokers list jobs with it, so which key holds which state lives here once.
 pub(super) fn page_cmd(

@@ -640,6 +640,11 @@ pub trait Broker: Send + Sync {
     /// Deliver what `queue`'s outbox holds to flow members of other queues; returns how many
     /// deliveries. Outcome calls relay by themselves; this is for ticks and tools.
     async fn relay(&self, queue: &str) -> Result<u64>;
+    /// Make room for `count` more jobs in the batch whose callbacks (flow members of `queue`
+    /// waiting on the batch's jobs) are `callbacks`: returns the position of the first new
+    /// job, or None when no callback waits any more (the batch is over; see `batch_add.lua`).
+    async fn batch_add(&self, queue: &str, callbacks: &[String], count: u32)
+        -> Result<Option<u32>>;
 }
 
 /// Open the broker a URL names: `redis://`, `rediss://`, `memory://[name]`.

@@ -552,4 +552,13 @@ impl Broker for RedisBroker {
     async fn relay(&self, queue: &str) -> Result<u64> {
         calls::relay(self, queue).await
     }
+
+    async fn batch_add(
+        &self,
+        queue: &str,
+        callbacks: &[String],
+        count: u32,
+    ) -> Result<Option<u32>> {
+        calls::batch_add(self, queue, callbacks, count).await
+    }
 }

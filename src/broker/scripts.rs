@@ -48,6 +48,7 @@ pub enum ScriptId {
     Flow,
     Deliver,
     Relay,
+    BatchAdd,
 }
 
 macro_rules! script {
@@ -66,7 +67,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 15] = [
+pub static REGISTRY: [ScriptDef; 16] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 5),
@@ -82,6 +83,7 @@ pub static REGISTRY: [ScriptDef; 15] = [
     script!("flow", 4),
     script!("deliver", 3),
     script!("relay", 2),
+    script!("batch_add", 1),
 ];
 
 /// SHA1 of each script, computed once.
@@ -542,7 +544,7 @@ mod tests {
         use ScriptId::*;
         let all = [
             Enqueue, Fetch, Ack, Fail, Release, Heartbeat, Reap, Cancel, RetryDead, Purge, Fire,
-            Schedule, Flow, Deliver, Relay,
+            Schedule, Flow, Deliver, Relay, BatchAdd,
         ];
         let names: Vec<&str> = all.iter().map(|id| id.def().name).collect();
         let expected = [

@@ -679,6 +679,21 @@ impl PyBroker {
         })
     }
 
+    /// Make room for `count` more jobs in a batch (see `Broker::batch_add`): the position of
+    /// the first new job, or None when the batch is over.
+    fn batch_add<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        callbacks: Vec<String>,
+        count: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            h.get().await?.batch_add(&queue, &callbacks, count).await
+        })
+    }
+
     /// Store a schedule's definition; returns `(last_fire_ms, paused)`.
     fn sync_schedule<'py>(
         &self,

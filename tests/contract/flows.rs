@@ -15,6 +15,7 @@ contract!(
     a_failed_member_fails_what_waits_on_it_down_the_chain,
     continue_hands_on_a_failed_value_and_ignore_leaves_the_member_out,
     a_cancelled_waiting_member_fails_its_children,
+    a_batch_takes_more_jobs_until_its_callbacks_are_released,
 );
 
 /// msgpack of a short string (what a task's encoded result looks like).
@@ -284,4 +285,58 @@ async fn a_cancelled_waiting_member_fails_its_children(c: Ctx) {
     // The parent still runs; its delivery to the cancelled member is absorbed.
     run_one(b, Q, "ra").await;
     assert!(fetch(b, 10).await.jobs.is_empty());
+}
+
+async fn a_batch_takes_more_jobs_until_its_callbacks_are_released(c: Ctx) {
+    let b = &c.b;
+    let cbs = vec!["done".to_owned()];
+    b.enqueue_flow(
+        Q,
+        vec![
+            member("done", 1, InputMode::List, vec![]),
+            member(
+                "j0",
+                0,
+                InputMode::One,
+                vec![edge(Q, "done", 0, OnFailure::Continue)],
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    // Room first (the callback now waits on 3), then the jobs, at the positions returned.
+    assert_eq!(b.batch_add(Q, &cbs, 2).await.unwrap(), Some(1));
+    b.enqueue_flow(
+        Q,
+        vec![
+            member(
+                "j1",
+                0,
+                InputMode::One,
+                vec![edge(Q, "done", 1, OnFailure::Continue)],
+            ),
+            member(
+                "j2",
+                0,
+                InputMode::One,
+                vec![edge(Q, "done", 2, OnFailure::Continue)],
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    for r in ["a", "b"] {
+        run_one(b, Q, r).await;
+    }
+    assert_eq!(state(b, "done").await, JobState::Waiting);
+    run_one(b, Q, "c").await;
+    let got = fetch(b, 10).await;
+    assert_eq!(ids(&got), ["done"]);
+    let mut want = vec![0x93];
+    for r in ["a", "b", "c"] {
+        want.extend(packed(r));
+    }
+    assert_eq!(got.jobs[0].input.as_deref(), Some(&want[..]));
+    // Released: the batch is over.
+    assert_eq!(b.batch_add(Q, &cbs, 1).await.unwrap(), None);
 }

@@ -160,6 +160,9 @@ impl Broker for HeldFetch {
     async fn relay(&self, q: &str) -> Result<u64> {
         self.inner.relay(q).await
     }
+    async fn batch_add(&self, q: &str, callbacks: &[String], n: u32) -> Result<Option<u32>> {
+        self.inner.batch_add(q, callbacks, n).await
+    }
 }
 
 /// Start `consumer.fetch`, wait until the broker has leased the batch, then drop the fetch
