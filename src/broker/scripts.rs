@@ -567,7 +567,8 @@ mod tests {
                 "schedule",
                 "flow",
                 "deliver",
-                "relay"
+                "relay",
+                "batch_add"
             ]
         );
         for id in all {
