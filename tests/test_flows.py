@@ -205,7 +205,11 @@ async def test_a_1000_member_chord_survives_repeated_worker_kills(
         handle = await asyncq.chord([square.s(i) for i in range(1000)], collect.s()).enqueue()
         kills = 0
         while not ledger.exists() and kills < 100:
-            await asyncio.sleep(rng.uniform(0.2, 0.5))
+            # Kills 1.5-2 s apart: a job its worker took down comes back after its lease (1 s)
+            # and a reap (0.2 s) and runs 0.2 s, so the next kill seldom finds it again. A job
+            # killed three times is dead-lettered by design (stalls), which would fail the
+            # chord: that is not what this test is about.
+            await asyncio.sleep(rng.uniform(1.5, 2.0))
             i = rng.randrange(len(workers))
             workers[i].proc.send_signal(signal.SIGKILL)
             workers[i].proc.wait(10)
@@ -218,7 +222,7 @@ async def test_a_1000_member_chord_survives_repeated_worker_kills(
         await asyncio.sleep(1.0)  # a second release would have run by now
         runs = [json.loads(line) for line in ledger.read_text().splitlines()]
         assert runs == [{"n": 1000, "ok": True}], runs
-        assert kills >= 5, "the chord finished before the test could kill much"
+        assert kills >= 3, "the chord finished before the test could kill much"
     finally:
         cb_worker.close()
         for w in workers:

@@ -43,6 +43,8 @@ class Lane:
     Attributes:
         slot_free: Set when a place in this lane, a thread or a child process frees up.
         settled: Ids of running jobs whose outcome was already queued.
+        cancel_early: Ids whose cancel request came before their run started here (the
+            request can overtake the fetch's reply to the loop); cancelled as they start.
     """
 
     queue: str
@@ -51,6 +53,7 @@ class Lane:
     running: dict[str, tuple[asyncio.Task[None], Job]] = field(default_factory=dict)
     slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     settled: set[str] = field(default_factory=set)
+    cancel_early: dict[str, None] = field(default_factory=dict)
 
 
 class _Expired(TimeoutError):

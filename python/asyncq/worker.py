@@ -66,6 +66,10 @@ _EVENTS: dict[str, tuple[int, str, str]] = {
 }
 
 
+#: Most cancel requests kept for jobs not started yet (see ``Worker._cancel``).
+_CANCEL_EARLY_KEEP = 1000
+
+
 @dataclass
 class WorkerStats:
     """Counts of what this worker did since it started."""
@@ -376,6 +380,11 @@ class Worker:
                 synced += gate is threads
                 task = loop.create_task(runner.execute(lane, job, gate))
                 lane.running[job.id] = (task, job)
+                if lane.cancel_early and job.id in lane.cancel_early:
+                    del lane.cancel_early[job.id]
+                    # On the next turn: the task must have entered its own try/finally first
+                    # (a task cancelled before its first step would end without an outcome).
+                    loop.call_soon(self._cancel, lane, job.id)
             backlog = synced == len(jobs) and synced >= budget > 0
             if backlog:
                 backlog_until = loop.time() + SHORT_JOB_S  # a job leased ahead waits ~that
@@ -400,16 +409,28 @@ class Worker:
             for event in events:
                 self._on_event(lane, event)
 
+    def _cancel(self, lane: Lane, job_id: str) -> None:
+        """Cancel the run of ``job_id`` (its cancellation was requested)."""
+        entry = lane.running.get(job_id)
+        if entry is None:
+            # Leased but not started here yet: the request overtook the fetch's reply. The
+            # job is cancelled as it starts (few and short-lived: bounded all the same).
+            lane.cancel_early[job_id] = None
+            while len(lane.cancel_early) > _CANCEL_EARLY_KEEP:
+                del lane.cancel_early[next(iter(lane.cancel_early))]
+            return
+        # A job whose outcome is queued already is past cancelling (it may be waiting for its
+        # failure's verdict): cancelling it now would only cut its hooks short.
+        if job_id not in lane.settled:
+            self._runner.cancel_requested.add(job_id)
+            mark_cancel_requested(job_id, entry[1].token)
+            entry[0].cancel()
+
     def _on_event(self, lane: Lane, event: ConsumerEvent) -> None:
         kind, job_id = event.kind, event.job_id
         if kind == "cancel":
-            entry = lane.running.get(job_id or "")
-            # A job whose outcome is queued already is past cancelling (it may be waiting for
-            # its failure's verdict): cancelling it now would only cut its hooks short.
-            if entry is not None and job_id is not None and job_id not in lane.settled:
-                self._runner.cancel_requested.add(job_id)
-                mark_cancel_requested(job_id, entry[1].token)
-                entry[0].cancel()
+            if job_id is not None:
+                self._cancel(lane, job_id)
             return
         if kind == "poison":
             fields = {"event": "job.poison", "job_id": job_id, "reason": event.reason}

@@ -885,11 +885,18 @@ impl Shared {
             .is_some_and(|f| f.token == lease.token && !f.settled)
     }
 
-    /// A cancel request for `id` was heard before this consumer admitted it (if it ever does).
-    fn hint_cancel(&self, id: String) {
+    /// The lease to heartbeat for a cancel request heard for `id`; None when this consumer
+    /// does not run it (yet): then the request is remembered, and `admit` passes it back if
+    /// the job is admitted later. The hints stay locked across the check, so an admission
+    /// between the check and the remembering cannot slip through.
+    fn cancel_target(&self, id: String) -> Option<Lease> {
         let mut hints = self.cancel_hints.lock().unwrap();
+        if let Some(lease) = self.lease_to_extend(&id) {
+            return Some(lease);
+        }
         hints.retain(|_, at| at.elapsed() < CANCEL_HINT_TTL);
         hints.insert(id, Instant::now());
+        None
     }
 
     /// Admitted jobs whose cancellation was heard before: have the canceller ask the broker.

@@ -176,11 +176,10 @@ pub(super) async fn canceller(sh: Arc<Shared>, mut recheck: mpsc::UnboundedRecei
                     },
                     Some(id) = recheck.recv() => id,
                 };
-                match sh.lease_to_extend(&id) {
-                    Some(lease) => heartbeat(&sh, vec![lease]).await,
-                    // Not admitted yet (its fetch reply may still be on its way): remembered,
-                    // and asked about once it is.
-                    None => sh.hint_cancel(id),
+                // Not admitted yet (its fetch reply may still be on its way): remembered, and
+                // asked about once it is.
+                if let Some(lease) = sh.cancel_target(id) {
+                    heartbeat(&sh, vec![lease]).await;
                 }
             },
             Err(_) => tokio::time::sleep(CANCEL_FEED_RETRY).await,

@@ -23,7 +23,7 @@ app = asyncq.App(
 
 @app.task(name="flows:square", retries=0)
 async def square(i: int) -> int:
-    await asyncio.sleep(0.1)  # long enough for the test to kill workers mid-chord
+    await asyncio.sleep(0.2)  # long enough for the test to kill workers mid-chord
     return i * i
 
 
