@@ -69,16 +69,17 @@ def main() -> None:
         r.config_resetstat()
         batches = []
         while out := fetch(keys=keys, args=[p, args.batch, 60_000, "w", "", ""])[2:]:
-            batches.append([(out[i], out[i + 4]) for i in range(0, len(out), 6)])
+            # 7 values per leased job (fetch.lua's header): id, ..., token (the 5th), ...
+            batches.append([(out[i], out[i + 4]) for i in range(0, len(out), 7)])
         show(f"fetch, batches of {args.batch}", stats(r))
-        ack_args = [p]
-        ack(keys=[p + "active", p + "stats"], args=ack_args)  # load the script
+        ack_keys = [p + "active", p + "stats", p + "ready", p + "wake", p + "outbox"]
+        ack(keys=ack_keys, args=[p])  # load the script
         r.config_resetstat()
         for batch in batches:
             flat: list[object] = [p]
             for job_id, token in batch:
                 flat += [job_id, token, b"\xc0", 86_400_000]
-            ack(keys=[p + "active", p + "stats"], args=flat)
+            ack(keys=ack_keys, args=flat)
         show(f"ack, batches of {args.batch}", stats(r))
     finally:
         server.stop()
