@@ -492,12 +492,6 @@ const RELAY_CHUNK: usize = 500;
 /// How long a relay holds an outbox: past it, another relay may deliver the same entries.
 const RELAY_CLAIM_MS: u64 = 10_000;
 
-/// Who relays, in a claim: one id per process, so relays of one process share their claims.
-fn relay_claimant() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| format!("{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()))
-}
-
 /// One outbox entry: target queue, then the 5 values `deliver.lua` takes per entry.
 fn parse_entry(entry: &[u8]) -> Option<(String, [&[u8]; 5])> {
     let mut parts = entry.splitn(6, |b| *b == b'\t');
@@ -515,7 +509,9 @@ fn parse_entry(entry: &[u8]) -> Option<(String, [&[u8]; 5])> {
 /// Returns how many entries were delivered. An entry that cannot be read is dropped.
 pub(crate) async fn relay<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Result<u64> {
     const S: &str = "relay";
-    let claimant = relay_claimant();
+    // One claimant per relay call: two relays of one process (an ack's and a reap tick's)
+    // must not take each other's claim, or one could trim entries only the other has read.
+    let claimant = uuid::Uuid::new_v4().simple().to_string();
     let mut todo = vec![queue.to_owned()];
     let mut total = 0;
     while let Some(source) = todo.pop() {
@@ -523,7 +519,7 @@ pub(crate) async fn relay<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Resul
         loop {
             let mut take = Call::new(ScriptId::Relay, vec![k.outbox(), k.relaying()]);
             take.arg("take")
-                .arg(claimant)
+                .arg(&claimant)
                 .arg(RELAY_CLAIM_MS)
                 .arg(RELAY_CHUNK);
             let entries: Vec<Vec<u8>> = ::redis::from_redis_value(r.run(&take).await?)
@@ -555,7 +551,7 @@ pub(crate) async fn relay<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Resul
                 }
             }
             let mut done = Call::new(ScriptId::Relay, vec![k.outbox(), k.relaying()]);
-            done.arg("done").arg(claimant).arg(entries.len()).arg("");
+            done.arg("done").arg(&claimant).arg(entries.len()).arg("");
             r.run(&done).await?;
             total += entries.len() as u64;
         }

@@ -16,6 +16,7 @@ contract!(
     continue_hands_on_a_failed_value_and_ignore_leaves_the_member_out,
     a_cancelled_waiting_member_fails_its_children,
     a_batch_takes_more_jobs_until_its_callbacks_are_released,
+    a_relay_leaves_an_outbox_another_relay_holds,
 );
 
 /// msgpack of a short string (what a task's encoded result looks like).
@@ -339,4 +340,28 @@ async fn a_batch_takes_more_jobs_until_its_callbacks_are_released(c: Ctx) {
     assert_eq!(got.jobs[0].input.as_deref(), Some(&want[..]));
     // Released: the batch is over.
     assert_eq!(b.batch_add(Q, &cbs, 1).await.unwrap(), None);
+}
+
+async fn a_relay_leaves_an_outbox_another_relay_holds(c: Ctx) {
+    let b = &c.b;
+    b.enqueue_flow(Q, vec![member("cb", 1, InputMode::One, vec![])])
+        .await
+        .unwrap();
+    let entry = format!("{Q}\tcb\t0\tv\tparent\t\x07");
+    c.raw::<i64>(&["RPUSH", "asyncq:{src#0}:outbox", &entry])
+        .await;
+    // Another relay (another process, or another call of this one) is at work on it: this
+    // one neither delivers nor trims what that one may have read.
+    c.raw::<String>(&["SET", "asyncq:{src#0}:relaying", "someone", "PX", "60000"])
+        .await;
+    assert_eq!(b.relay("src").await.unwrap(), 0);
+    let kept: i64 = c.raw(&["LLEN", "asyncq:{src#0}:outbox"]).await;
+    assert_eq!(kept, 1);
+    assert_eq!(state(b, "cb").await, JobState::Waiting);
+    // Its claim gone (ended, or expired with a dead relay), the entry is delivered.
+    c.raw::<i64>(&["DEL", "asyncq:{src#0}:relaying"]).await;
+    assert_eq!(b.relay("src").await.unwrap(), 1);
+    let got = fetch(b, 10).await;
+    assert_eq!(ids(&got), ["cb"]);
+    assert_eq!(got.jobs[0].input.as_deref(), Some(&[0x07][..]));
 }
