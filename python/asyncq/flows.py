@@ -464,10 +464,16 @@ class FlowJobHandle(JobHandle[R]):
     async def cancel_flow(self) -> int:
         """Cancel every member of the flow not finished yet; returns how many were cancelled
         or asked to stop."""
-        n = 0
-        for h in self.flow:
-            n += await h.cancel()
-        return n
+        return await _cancel_all(self.flow)
+
+
+async def _cancel_all(members: list[JobHandle[Any]]) -> int:
+    """Cancel members last first: what waits is cancelled before what it waits on, so it
+    ends cancelled rather than failed by its parent's cancellation."""
+    n = 0
+    for h in reversed(members):
+        n += await h.cancel()
+    return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -525,10 +531,7 @@ class GroupHandle:
     async def cancel(self) -> int:
         """Cancel every member of the group's flow not finished yet (and so what waits on
         them); returns how many were cancelled or asked to stop."""
-        n = 0
-        for h in self._every:
-            n += await h.cancel()
-        return n
+        return await _cancel_all(self._every)
 
 
 class BatchHandle:
