@@ -370,6 +370,27 @@ async def _fired(app: asyncq.App, queue: str, n: int) -> bool:
     return bool(infos) and infos[0].fired >= n
 
 
+async def test_a_schedule_whose_job_cannot_be_encoded_is_reported_and_fires_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = asyncq.App(f"memory://bad{uuid.uuid4().hex[:8]}", max_payload=200)
+
+    @app.task
+    async def tick(x: Any) -> None: ...
+
+    app.schedule("unencodable", tick, every=1, args=(object(),))
+    app.schedule("oversized", tick, every=1, args=("x" * 1000,))
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(Scheduler(app).run(stop))
+    await asyncio.sleep(2.3)
+    stop.set()
+    await asyncio.wait_for(run, 10)  # still running: it did not crash on either
+    errors = [r.getMessage() for r in caplog.records if "cannot enqueue" in r.getMessage()]
+    assert len(errors) == 2, errors  # once each, not once per fire
+    assert any("cannot serialize argument 'x'" in e for e in errors)
+    assert await app.broker.job_ids(app.default_queue, "queued", 0, 10) == []
+
+
 async def test_a_scheduler_rides_out_an_unreachable_broker(tmp_path: Path) -> None:
     server = RedisServer()
     try:

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._core import BrokerError, check_schedule_name
+from ._core import BrokerError, PayloadError, check_schedule_name
 from ._cron import Cron, zone
 from .task import BoundTask, EnqueueOptions
 
@@ -306,8 +306,9 @@ class Scheduler:
                 [(s.args, s.kwargs)],
                 core,
             )
-        except (TypeError, ValueError) as exc:
-            # The arguments cannot be encoded: every fire would fail alike. Say it once.
+        except (TypeError, ValueError, PayloadError) as exc:
+            # The arguments cannot be encoded (or are too large): every fire would fail alike.
+            # Say it once; the scheduler (and the worker it runs in) carries on.
             if s.name not in self._failing:
                 log.error("schedule %s: cannot enqueue its job: %s", s.name, exc)
                 self._failing.add(s.name)
