@@ -31,5 +31,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::consumer::PyConsumerEvent>()?;
     m.add_class::<py::consumer::PyJob>()?;
     m.add_class::<py::info::PyJobInfo>()?;
+    m.add_class::<py::events::PyEventStream>()?;
     Ok(())
 }

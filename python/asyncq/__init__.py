@@ -26,6 +26,7 @@ from .errors import (
     PayloadError,
     ResultTimeout,
 )
+from .events import Event, JobProgress
 from .flows import (
     Batch,
     BatchHandle,
@@ -59,6 +60,7 @@ __all__ = [
     "Call",
     "Chain",
     "Chord",
+    "Event",
     "Exponential",
     "Failed",
     "FlowJobHandle",
@@ -70,6 +72,7 @@ __all__ = [
     "JobHandle",
     "JobInfo",
     "JobNotFound",
+    "JobProgress",
     "Middleware",
     "PayloadError",
     "Progress",

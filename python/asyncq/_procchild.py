@@ -3,7 +3,9 @@
 A child serves one call at a time. Requests arrive on one pipe and replies leave on another, each
 a 4-byte big-endian length followed by a pickle. A request is ``(module, qualname, main_path,
 args, kwargs, ctx)``; the replies to it are ``("started",)`` once the function is resolved and
-about to run, then ``("ok", result)`` or ``("error", type_name, message, traceback)``.
+about to run, any number of ``("progress", fraction, message)`` while it runs (the job's
+``current_job().progress()``, passed on by the parent), then ``("ok", result)`` or
+``("error", type_name, message, traceback)``.
 
 A daemon thread owns the request pipe. When it reads end-of-file, the parent has gone (closed
 the pool, or died: the kernel closes a killed process's pipes) and the child exits at once, even
@@ -72,7 +74,16 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
+# Replies may be sent from any thread of the call (progress reports): one at a time.
+_send_lock = threading.Lock()
+
+
 def _send(fd: int, reply: tuple[Any, ...]) -> None:
+    with _send_lock:
+        _send_unlocked(fd, reply)
+
+
+def _send_unlocked(fd: int, reply: tuple[Any, ...]) -> None:
     try:
         data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
     except BaseException as exc:  # whatever pickling raises, the parent must get a reply
@@ -89,7 +100,11 @@ def _serve(request: bytes, reply_fd: int) -> None:
     except BaseException as exc:  # an import error in the user's module is the call's error
         _send(reply_fd, _error(exc))
         return
-    token = _current.set(ctx)
+
+    def report(fraction: float, message: str | None) -> None:
+        _send(reply_fd, ("progress", fraction, message))
+
+    token = _current.set(ctx.with_report(report))
     _send(reply_fd, ("started",))
     try:
         result = fn(*args, **kwargs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pickle
 import signal
@@ -28,6 +29,8 @@ from .context import JobContext
 from .task import Task
 
 __all__ = ["ProcessPool", "ProcessTaskError", "default_size"]
+
+log = logging.getLogger("asyncq.worker")
 
 _HEADER = struct.Struct("!I")
 _DIED = "ChildProcessDied"
@@ -141,6 +144,7 @@ class ProcessPool:
         *,
         ctx: JobContext,
         timeout: float | None,
+        on_progress: Callable[[float, str | None], None] | None = None,
     ) -> Any:
         """Call ``fn(*args, **kwargs)`` in a child process and return its result.
 
@@ -153,8 +157,10 @@ class ProcessPool:
                 by reference (module and qualified name) and imported in the child.
             args: Positional arguments (pickled).
             kwargs: Keyword arguments (pickled).
-            ctx: The job's context, returned by ``current_job()`` inside the child.
+            ctx: The job's context, returned by ``current_job()`` inside the child (sent
+                without its report sink).
             timeout: Seconds the call may run, or None for no limit.
+            on_progress: Called on the event loop with each progress report the call makes.
 
         Returns:
             The function's return value (pickled back).
@@ -170,7 +176,7 @@ class ProcessPool:
         async with self._slots:
             child = await self._checkout()
             try:
-                reply = await self._exchange(child, request, timeout, _describe(fn))
+                reply = await self._exchange(child, request, timeout, _describe(fn), on_progress)
             except BaseException:
                 await self._retire(child)
                 raise
@@ -207,7 +213,12 @@ class ProcessPool:
         return child
 
     async def _exchange(
-        self, child: _Child, request: bytes, timeout: float | None, name: str
+        self,
+        child: _Child,
+        request: bytes,
+        timeout: float | None,
+        name: str,
+        on_progress: Callable[[float, str | None], None] | None,
     ) -> tuple[Any, ...]:
         child.send(request)
         try:
@@ -215,8 +226,8 @@ class ProcessPool:
             if reply[0] != "started":
                 return reply
             if timeout is None:
-                return await child.receive()
-            return await asyncio.wait_for(child.receive(), timeout)
+                return await _result(child, on_progress)
+            return await asyncio.wait_for(_result(child, on_progress), timeout)
         except asyncio.IncompleteReadError:
             await self._retire(child)
             raise ProcessTaskError(_DIED, self._death(child.proc.returncode)) from None
@@ -276,6 +287,21 @@ def _request(
             )
     payload = (module, qualname, main_path, args, kwargs, ctx)
     return pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+
+
+async def _result(
+    child: _Child, on_progress: Callable[[float, str | None], None] | None
+) -> tuple[Any, ...]:
+    """The call's final reply; progress reports before it go to ``on_progress``."""
+    while True:
+        reply = await child.receive()
+        if reply[0] != "progress":
+            return reply
+        if on_progress is not None:
+            try:
+                on_progress(reply[1], reply[2])
+            except Exception:  # a report the sink refuses must not end the call
+                log.warning("a progress report from %s was refused", child.proc.pid, exc_info=True)
 
 
 def _outcome(reply: tuple[Any, ...]) -> Any:

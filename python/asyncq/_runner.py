@@ -193,7 +193,12 @@ class Runner:
         if kind == "process":
             try:
                 return await self._process_pool().run(
-                    task.fn, job.args, job.kwargs, ctx=JobContext.of(job), timeout=timeout
+                    task.fn,
+                    job.args,
+                    job.kwargs,
+                    ctx=JobContext.of(job),
+                    timeout=timeout,
+                    on_progress=job.progress,
                 )
             except TimeoutError:
                 raise _Expired(timeout or 0.0, kind) from None

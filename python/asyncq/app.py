@@ -11,6 +11,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from ._core import Broker
 from ._hookloop import HookLoop
 from .backoff import Exponential
+from .events import QueueEvents
 from .job import JobHandle
 from .middleware import Middleware, call_hook
 from .schedule import Catchup, Overlap, Schedule
@@ -289,6 +290,27 @@ class App:
             if await self.broker.job(queue, job_id) is not None:
                 return JobHandle(self.broker, queue, job_id)
         return None
+
+    def events(self, queue: str | None = None) -> QueueEvents:
+        """Follow every job of a queue: yield state changes and progress reports as they happen.
+
+        Live only: nothing from before it started, and it runs until you stop. While it runs,
+        the queue's scripts publish each change (a ``PUBLISH`` per script call); a ``gap``
+        event says messages may have been missed (the connection dropped).
+
+        Example::
+
+            async with app.events("emails") as events:  # subscribed from here on
+                async for event in events:
+                    print(event.job_id, event.state or event.progress)
+
+        Args:
+            queue: The queue; default the app's default queue.
+
+        Returns:
+            An async iterator of :class:`~asyncq.Event` and async context manager.
+        """
+        return QueueEvents(self.broker, queue or self.default_queue)
 
     def queues(self) -> list[str]:
         """Queues the registered tasks use."""

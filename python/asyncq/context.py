@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ._core import Job
 
-__all__ = ["JobContext", "current_job"]
+__all__ = ["JobContext", "check_progress", "current_job"]
 
 
 @dataclass(frozen=True)
@@ -34,17 +36,72 @@ class JobContext:
     max_attempts: int
     token: int
     enqueued_at: float
+    # Where progress reports go: the leased Job's own method in the worker, the pipe to the
+    # worker in a process-pool child. Not a field (dataclasses.asdict leaves it out) and not
+    # pickled (see `__reduce__`); set with `with_report`.
+    _report: ClassVar[Callable[[float, str | None], None] | None] = None
 
     @property
     def cancelled(self) -> bool:
         return (self.job_id, self.token) in _CANCEL_REQUESTED
 
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job has come; returns at once (sent in the background).
+
+        Whoever holds the job's handle sees it with ``await handle.progress()`` and in
+        ``handle.events()``. The record keeps the last 32 reports. Reports made faster than
+        the worker flushes them are merged (the latest wins); a report made after the job's
+        lease was lost is dropped.
+
+        Args:
+            fraction: Done so far, from 0.0 to 1.0.
+            message: An optional note (at most 1024 bytes of UTF-8), such as "page 3 of 10".
+
+        Raises:
+            ValueError: ``fraction`` is outside [0, 1] or ``message`` is too long.
+            TypeError: ``message`` is not a string.
+        """
+        check_progress(fraction, message)
+        if self._report is not None:
+            self._report(float(fraction), message)
+
+    def with_report(self, report: Callable[[float, str | None], None]) -> JobContext:
+        """Send this context's progress reports to ``report``; returns the context."""
+        object.__setattr__(self, "_report", report)
+        return self
+
+    def __reduce__(self) -> tuple[type[JobContext], tuple[str, str, str, int, int, int, float]]:
+        # Pickled (into a process-pool child, or as a task's result) without its report sink,
+        # which belongs to this process: the child sets its own.
+        facts = (self.job_id, self.task, self.queue, self.attempt, self.max_attempts)
+        return (JobContext, (*facts, self.token, self.enqueued_at))
+
     @classmethod
     def of(cls, job: Job) -> JobContext:
         """Build the context of a leased job."""
-        return cls(
+        ctx = cls(
             job.id, job.task, job.queue, job.attempt, job.max_attempts, job.token, job.enqueued_at
         )
+        return ctx.with_report(job.progress)
+
+
+PROGRESS_MESSAGE_MAX = 1024
+
+
+def check_progress(fraction: float, message: str | None) -> None:
+    """Refuse a progress report that cannot be recorded, naming what is wrong."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise TypeError(f"progress must be a number from 0.0 to 1.0, got {fraction!r}")
+    if not 0.0 <= fraction <= 1.0:  # NaN fails too
+        raise ValueError(f"progress must be a fraction from 0.0 to 1.0, got {fraction!r}")
+    if message is not None:
+        if not isinstance(message, str):
+            raise TypeError(f"a progress message must be a str, got {type(message).__name__}")
+        size = len(message.encode("utf-8", "surrogatepass"))
+        if size > PROGRESS_MESSAGE_MAX:
+            raise ValueError(
+                f"a progress message is at most {PROGRESS_MESSAGE_MAX} bytes, got {size}"
+            )
 
 
 # The worker stores the leased Job itself (no allocation per job); contexts are built on demand.

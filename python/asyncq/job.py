@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from ._core import JobInfo
 from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
+from .events import Event, JobProgress, job_events, latest_progress
 
 if TYPE_CHECKING:
     from ._core import Broker
@@ -115,6 +117,47 @@ class JobHandle(Generic[R]):
                 return cast(R, _outcome(info))
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
+
+    async def progress(self) -> JobProgress | None:
+        """Return the job's latest progress report.
+
+        Returns:
+            The newest report its task made with ``current_job().progress()``, or None when
+            it made none.
+
+        Raises:
+            JobNotFound: The job does not exist.
+        """
+        return latest_progress(_require(await self.info(), self.id))
+
+    def events(self, *, history: bool = True) -> AsyncIterator[Event]:
+        """Follow the job: yield its state changes and progress reports until it ends.
+
+        The first events come from its record: its progress reports so far (the last 32;
+        only the latest with ``history=False``) and its current state. Then each change is
+        yielded as it happens, pushed by the broker (no polling); when messages may have
+        been lost, or none came for a second, the record is read again, so the job's ending
+        is always yielded, last. A short-lived state that passed while messages were lost
+        (a retry's ``failed``, say) may be missing: the stream shows what is, not a full log.
+
+        Example::
+
+            async for event in handle.events():
+                if event.progress:
+                    print(f"{event.progress.fraction:.0%} {event.progress.message or ''}")
+                else:
+                    print("now", event.state)
+
+        Args:
+            history: Start with every report the record keeps, not only the latest.
+
+        Returns:
+            An async iterator of :class:`~asyncq.Event`.
+
+        Raises:
+            JobNotFound: The job does not exist (raised on the first iteration).
+        """
+        return job_events(self._broker, self.queue, self.id, history=history)
 
     async def cancel(self) -> bool:
         """Cancel the job.

@@ -13,9 +13,10 @@ use super::scripts::{parse_enqueue, parse_fetch, parse_pair, parse_triple, proto
 use super::scripts::{value_array, value_i64};
 use super::scripts::{Call, ItemError, ScriptId};
 use super::{
-    check_schedule_name, Ack, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire,
-    FireOutcome, FlowMember, HeartbeatOutcome, Lease, NewJob, ReapClaim, ReapOutcome,
-    ScheduleChange, ScheduleState, Want, CANCELLED_TTL_MS, MAX_PRIORITY, MAX_STALLS,
+    check_progress, check_schedule_name, Ack, CancelOutcome, Enqueued, Fail, FailOutcome,
+    FetchOutcome, Fire, FireOutcome, FlowMember, HeartbeatOutcome, Lease, NewJob, ProgressReport,
+    ReapClaim, ReapOutcome, ScheduleChange, ScheduleState, Want, CANCELLED_TTL_MS, MAX_PRIORITY,
+    MAX_STALLS, PROGRESS_KEEP,
 };
 use crate::errors::{Error, Result};
 
@@ -177,6 +178,40 @@ pub(crate) async fn ack<R: ScriptRunner + ?Sized>(
         .into_iter()
         .map(|r| matches!(r, Ok(1) | Ok(11)))
         .collect())
+}
+
+pub(crate) async fn progress<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    reports: Vec<ProgressReport>,
+) -> Result<Vec<bool>> {
+    let k = QueueKeys::new(queue)?;
+    if reports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = Call::new(ScriptId::Progress, vec![k.active()]);
+    call.arg(k.prefix()).arg(PROGRESS_KEEP);
+    for p in &reports {
+        check_progress(p.fraction, p.message.as_deref())?;
+        call.arg(&p.lease.id)
+            .arg(p.lease.token)
+            .arg(p.fraction.to_string())
+            .arg(p.message.as_deref().unwrap_or(""));
+    }
+    let items = run_items(r, &call, reports.len()).await?;
+    Ok(items.into_iter().map(|r| r == Ok(1)).collect())
+}
+
+pub(crate) async fn keep_watch<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    ttl_ms: u64,
+) -> Result<()> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(ScriptId::Watch, vec![k.watch()]);
+    call.arg(ttl_ms.max(1));
+    r.run(&call).await?;
+    Ok(())
 }
 
 pub(crate) async fn fail<R: ScriptRunner + ?Sized>(

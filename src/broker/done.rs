@@ -21,8 +21,9 @@ const PRUNE_ABOVE: usize = 4096;
 /// The waiters of one channel, by job id.
 type ById = HashMap<String, Vec<oneshot::Sender<()>>>;
 
-/// Waiters for job endings, by channel and job id; and listeners that hear every id published
-/// on a channel (a consumer hearing of cancel requests, see `cancel.lua`).
+/// Waiters for job endings, by channel and job id; and listeners that hear every message
+/// published on a channel, whole (a consumer hearing of cancel requests, see `cancel.lua`, which
+/// publishes one id per message; an event reader, see `tell` in `lib/common.lua`).
 #[derive(Default)]
 pub(crate) struct DoneWaiters {
     by_channel: Mutex<HashMap<String, ById>>,
@@ -52,7 +53,7 @@ impl DoneWaiters {
         rx
     }
 
-    /// A receiver of every id published on `channel` from now on. It ends (yields `None`)
+    /// A receiver of every message published on `channel` from now on. It ends (yields `None`)
     /// when notifications may have been lost; listen again then.
     pub(crate) fn listen(&self, channel: &str) -> mpsc::UnboundedReceiver<String> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -72,19 +73,17 @@ impl DoneWaiters {
         all
     }
 
-    /// Wake the waiters of every id in `message` (space separated) published on `channel`.
+    /// Pass `message` published on `channel` to its listeners, and wake the waiters of every id
+    /// in it (space separated).
     pub(crate) fn fire(&self, channel: &[u8], message: &[u8]) {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return;
         };
         if let Some(senders) = lock(&self.listeners).get_mut(channel) {
             senders.retain(|s| !s.is_closed());
-            for id in message.split(|b| *b == b' ') {
-                if let Ok(id) = std::str::from_utf8(id) {
-                    for tx in senders.iter() {
-                        let _ = tx.send(id.to_owned());
-                    }
-                }
+            let text = String::from_utf8_lossy(message);
+            for tx in senders.iter() {
+                let _ = tx.send(text.clone().into_owned());
             }
         }
         let mut map = lock(&self.by_channel);
@@ -142,13 +141,14 @@ mod tests {
     }
 
     #[test]
-    fn listeners_hear_every_id_of_their_channel_until_lost() {
+    fn listeners_hear_every_message_of_their_channel_until_lost() {
         let w = DoneWaiters::default();
         let mut l = w.listen("cancel");
         w.fire(b"cancel", b"a b");
         w.fire(b"other", b"c");
-        assert_eq!(l.try_recv().unwrap(), "a");
-        assert_eq!(l.try_recv().unwrap(), "b");
+        w.fire(b"cancel", b"d");
+        assert_eq!(l.try_recv().unwrap(), "a b");
+        assert_eq!(l.try_recv().unwrap(), "d");
         assert!(l.try_recv().is_err());
         assert!(w.channels().contains(&"cancel".to_owned()));
         w.lost();

@@ -131,6 +131,17 @@ impl QueueKeys {
         self.key("cancel")
     }
 
+    /// Pub/sub channel of the queue's events: state changes while the queue is watched, and
+    /// progress reports (see `tell` in `src/lua/lib/common.lua`; not a key).
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+
+    /// STRING that lives while someone reads the queue's events (see `watch.lua`).
+    pub fn watch(&self) -> String {
+        self.key("watch")
+    }
+
     /// STRING naming the worker that reaps this partition now; expires (see `reap.lua`).
     pub fn reaping(&self) -> String {
         self.key("reaping")

@@ -39,8 +39,8 @@ use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
 use super::{
     Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire, FireOutcome,
-    FlowMember, HeartbeatOutcome, JobInfo, JobSet, Lease, NewJob, QueueCounts, ReapClaim,
-    ReapOutcome, ScheduleChange, ScheduleState, Want, WorkerInfo,
+    FlowMember, HeartbeatOutcome, JobInfo, JobSet, Lease, NewJob, ProgressReport, QueueCounts,
+    ReapClaim, ReapOutcome, ScheduleChange, ScheduleState, Want, WorkerInfo,
 };
 use crate::errors::{Error, Result};
 
@@ -166,9 +166,11 @@ impl MemoryBroker {
 
     /// Run `f` on the engine with the clock frozen at now, then deliver wake-ups: every list
     /// wake list pushed to is emptied (its token is consumed, as a `BLPOP` would) and its
-    /// waiters woken.
+    /// waiters woken. What the call published is handed to listeners before the engine is let
+    /// go, so messages arrive in the order of the calls that published them, as on Redis
+    /// (where `PUBLISH` runs inside the script).
     fn with_engine<T>(&self, f: impl FnOnce(&Engine, u64) -> T) -> T {
-        let (out, pushed, published) = {
+        let (out, pushed) = {
             let engine = lock(&self.engine);
             let now = self.clock_us();
             engine.db().set_clock(now);
@@ -180,13 +182,15 @@ impl MemoryBroker {
             for key in &pushed {
                 db.remove(key);
             }
-            (out, pushed, db.take_published())
+            let published = db.take_published();
+            drop(db);
+            for (channel, message) in published {
+                self.done.fire(&channel, &message);
+            }
+            (out, pushed)
         };
         for key in pushed {
             self.notify(&key).notify_waiters();
-        }
-        for (channel, message) in published {
-            self.done.fire(&channel, &message);
         }
         out
     }
@@ -494,6 +498,21 @@ impl Broker for MemoryBroker {
 
     async fn relay(&self, queue: &str) -> Result<u64> {
         calls::relay(self, queue).await
+    }
+
+    async fn watch_events(
+        &self,
+        queue: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        Ok(self.done.listen(&QueueKeys::new(queue)?.events()))
+    }
+
+    async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()> {
+        calls::keep_watch(self, queue, ttl_ms).await
+    }
+
+    async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
+        calls::progress(self, queue, reports).await
     }
 
     async fn batch_add(

@@ -167,6 +167,31 @@ pub struct Ack {
     pub result_ttl_ms: u64,
 }
 
+/// A progress report of a running job (`current_job().progress()`), accepted only while its
+/// lease holds (see `progress.lua`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressReport {
+    pub lease: Lease,
+    /// Done so far, in [0, 1].
+    pub fraction: f64,
+    pub message: Option<String>,
+}
+
+/// One recorded progress report, as the job record keeps it (the last [`PROGRESS_KEEP`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressEntry {
+    /// Broker time of the report.
+    pub at_ms: u64,
+    pub fraction: f64,
+    pub message: Option<String>,
+}
+
+/// How many progress reports a job record keeps (oldest dropped first).
+pub const PROGRESS_KEEP: usize = 32;
+
+/// Longest progress message, in bytes: a report is a note, not a payload.
+pub const PROGRESS_MESSAGE_MAX: usize = 1024;
+
 /// A failed run to record.
 #[derive(Debug, Clone)]
 pub struct Fail {
@@ -232,6 +257,25 @@ pub const MAX_SCHEDULE_NAME: usize = 100;
 
 /// Check a schedule name: 1 to [`MAX_SCHEDULE_NAME`] ASCII letters, digits, `-`, `_`, `.` or
 /// `:` (it becomes part of Redis keys and of its jobs' ids).
+/// A progress report's values, checked before anything is sent: a fraction in [0, 1] and a
+/// message of at most [`PROGRESS_MESSAGE_MAX`] bytes.
+pub fn check_progress(fraction: f64, message: Option<&str>) -> Result<()> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(Error::Invalid(format!(
+            "progress must be a fraction from 0.0 to 1.0, got {fraction}"
+        )));
+    }
+    if let Some(m) = message {
+        if m.len() > PROGRESS_MESSAGE_MAX {
+            return Err(Error::Invalid(format!(
+                "a progress message is at most {PROGRESS_MESSAGE_MAX} bytes, got {}",
+                m.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_schedule_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
     if !name.is_empty() && name.len() <= MAX_SCHEDULE_NAME && name.chars().all(ok_char) {
@@ -484,6 +528,8 @@ pub struct JobInfo {
     /// Encoded `ErrorRecord` of the last failure.
     pub error: Option<Vec<u8>>,
     pub worker: Option<String>,
+    /// Progress reports, oldest first (at most [`PROGRESS_KEEP`]).
+    pub progress: Vec<ProgressEntry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,6 +607,19 @@ pub trait Broker: Send + Sync {
         &self,
         queue: &str,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>>;
+    /// Hear every message published on `queue`'s events channel from now on, whole (see
+    /// `docs/events.md` for their form). State changes are published only while the queue is
+    /// marked watched ([`Broker::keep_watch`]). The receiver ends when messages may have been
+    /// lost: read the state again, and call again.
+    async fn watch_events(
+        &self,
+        queue: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>>;
+    /// Mark `queue` watched for `ttl_ms` (see `watch.lua`); renew it before it runs out.
+    async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()>;
+    /// Record progress reports of running jobs: `true` per report accepted, `false` per one
+    /// whose lease is stale or whose job is gone.
+    async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>>;
     /// Record successes. `true` per accepted ack, `false` per stale one.
     async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>>;
     /// Record failures.

@@ -553,6 +553,21 @@ impl Broker for RedisBroker {
         calls::relay(self, queue).await
     }
 
+    async fn watch_events(
+        &self,
+        queue: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.done.listen(&QueueKeys::new(queue)?.events()).await
+    }
+
+    async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()> {
+        calls::keep_watch(self, queue, ttl_ms).await
+    }
+
+    async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
+        calls::progress(self, queue, reports).await
+    }
+
     async fn batch_add(
         &self,
         queue: &str,

@@ -11,7 +11,7 @@ use redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, ToRedisArgs, Value};
 
 use std::collections::HashMap;
 
-use super::{Enqueued, FetchOutcome, JobInfo, JobState, Leased};
+use super::{Enqueued, FetchOutcome, JobInfo, JobState, Leased, ProgressEntry};
 use crate::errors::{Error, Result};
 
 /// One script: its name (used in errors), file, source and how many `KEYS` it takes.
@@ -49,6 +49,8 @@ pub enum ScriptId {
     Deliver,
     Relay,
     BatchAdd,
+    Progress,
+    Watch,
 }
 
 macro_rules! script {
@@ -67,7 +69,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 16] = [
+pub static REGISTRY: [ScriptDef; 18] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 5),
@@ -84,6 +86,8 @@ pub static REGISTRY: [ScriptDef; 16] = [
     script!("deliver", 3),
     script!("relay", 2),
     script!("batch_add", 1),
+    script!("progress", 1),
+    script!("watch", 1),
 ];
 
 /// SHA1 of each script, computed once.
@@ -363,7 +367,32 @@ pub(crate) fn parse_job(
         payload: h.remove("p").unwrap_or_default(),
         result: h.remove("r"),
         error: h.remove("x"),
+        progress: h
+            .remove("pg")
+            .map(|pg| parse_progress(&pg))
+            .unwrap_or_default(),
     }))
+}
+
+/// The progress log of a record (`pg`, written by `progress.lua`): a msgpack array of
+/// `'<ms> <fraction> <message>'` strings, oldest first. What does not parse is left out: the
+/// log is informative, and a job must stay readable whatever it holds.
+pub(crate) fn parse_progress(pg: &[u8]) -> Vec<ProgressEntry> {
+    let entries: Vec<String> = rmp_serde::from_slice(pg).unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|e| {
+            let mut parts = e.splitn(3, ' ');
+            let at_ms = parse_int(parts.next()?).and_then(|v| u64::try_from(v).ok())?;
+            let fraction = parts.next()?.parse::<f64>().ok()?;
+            let message = parts.next().filter(|m| !m.is_empty()).map(str::to_owned);
+            Some(ProgressEntry {
+                at_ms,
+                fraction,
+                message,
+            })
+        })
+        .collect()
 }
 
 /// Integer hash field. Newer Redis/Valkey versions may write a Lua number such as

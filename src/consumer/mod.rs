@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Ack, Broker, Fail, FailOutcome, Lease, Leased, ReapClaim, Want};
+use crate::broker::{
+    Ack, Broker, Fail, FailOutcome, Lease, Leased, ProgressReport, ReapClaim, Want,
+};
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::engine::{Engine, Tick};
 use crate::errors::Error;
@@ -140,6 +142,8 @@ enum Msg {
     /// A failure whose caller wants the fail script's verdict (see [`Consumer::fail`]).
     Fail(Fail, oneshot::Sender<FailOutcome>),
     Flush(oneshot::Sender<()>),
+    /// A progress report of a running job; sent ahead of the outcomes of its flush.
+    Progress(ProgressReport),
 }
 
 struct InFlight {
@@ -542,6 +546,15 @@ impl Consumer {
             let _ = self.shared.tx.send(Msg::Fail(fail, tx));
         }
         rx
+    }
+
+    /// Queue a progress report of a job this consumer runs. Flushed with the next batch, ahead
+    /// of that batch's outcomes (so a job's last report lands before its ending); reports of
+    /// one job made faster than they are flushed are merged, the latest kept. Never blocks.
+    pub fn progress(&self, report: ProgressReport) {
+        if !self.shared.stop_all.is_cancelled() {
+            let _ = self.shared.tx.send(Msg::Progress(report));
+        }
     }
 
     /// The safety net for a job that Python let go of without an outcome: stop extending its

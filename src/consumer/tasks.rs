@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{Event, Msg, Outcome, Shared, Stats, MAX_FLUSH};
 use crate::backoff::Redial;
-use crate::broker::{FailOutcome, Lease, ReapClaim};
+use crate::broker::{FailOutcome, Lease, ProgressReport, ReapClaim};
 
 /// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
 /// out in the next call, so batches grow with load without a timer adding latency.
@@ -31,6 +31,7 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
     let (mut acks, mut fails, mut releases, mut waiters) = (vec![], vec![], vec![], vec![]);
     // One slot per entry of `fails`: where that failure's verdict goes, if anyone asked.
     let mut verdicts = vec![];
+    let mut reports = vec![];
     for msg in batch {
         match msg {
             Msg::Outcome(Outcome::Ack(a)) => acks.push(a),
@@ -44,7 +45,16 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
             }
             Msg::Outcome(Outcome::Release(l)) => releases.push(l),
             Msg::Flush(tx) => waiters.push(tx),
+            Msg::Progress(p) => reports.push(p),
         }
+    }
+    if !reports.is_empty() {
+        // Best effort, not retried: a report is not worth holding up the outcomes behind it,
+        // and an outage is reported by the outcome calls' own retries.
+        let _ = sh
+            .broker
+            .progress(&sh.cfg.queue, latest_each(reports))
+            .await;
     }
     if !acks.is_empty() {
         let ids: Vec<String> = acks.iter().map(|a| a.lease.id.clone()).collect();
@@ -73,6 +83,18 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
     for tx in waiters {
         let _ = tx.send(());
     }
+}
+
+/// The last report of each run, in the order of those last reports.
+fn latest_each(reports: Vec<ProgressReport>) -> Vec<ProgressReport> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<ProgressReport> = reports
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert((r.lease.id.clone(), r.lease.token)))
+        .collect();
+    kept.reverse();
+    kept
 }
 
 impl Shared {

@@ -22,6 +22,7 @@ local t, now = redis_now()
 local out, ok = {}, 0
 local done = {} -- removed from the active set with one ZREM for the whole batch
 local jp = prefix .. 'job:'
+local told_here = watching(prefix) -- once per call; the loop tests a local
 
 for i = 2, #ARGV, 4 do
   local id, token, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
@@ -36,6 +37,7 @@ for i = 2, #ARGV, 4 do
     redis.call('HSET', jk, 's', 'succeeded', 'r', ARGV[i + 2], 'f', now)
     ok = ok + 1
     done[ok] = id
+    if told_here then tell(prefix, 'succeeded', id) end
     if ttl > 0 then
       redis.call('PEXPIRE', jk, ttl)
       if j[3] then redis.call('PEXPIRE', prefix .. 'key:' .. j[3], ttl) end
@@ -52,4 +54,5 @@ if ok > 0 then
   redis.call('HINCRBY', stats, 'succeeded', ok)
   ended(prefix, done)
 end
+tell_all(prefix, now)
 return out

@@ -33,8 +33,10 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' or state == 'w
   redis.call('DEL', prefix .. 'in:' .. id)
   redis.call('PEXPIRE', jk, ttl)
   ended(prefix, {id})
+  tell(prefix, 'cancelled', id)
   local fo = redis.call('HGET', jk, 'fo')
   if fo then follow_up(prefix, ready, wake, outbox, id, fo, false, err, now) end
+  tell_all(prefix, now)
   return 1
 end
 if state == 'running' then

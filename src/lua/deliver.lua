@@ -27,4 +27,5 @@ for i = 2, #ARGV, 5 do
     queued = queued + follow_up(prefix, ready, wake, outbox, more[1], more[2], false, more[3], now)
   end
 end
+tell_all(prefix, now)
 return queued

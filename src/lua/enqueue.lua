@@ -50,9 +50,11 @@ for i = 4, #ARGV, 9 do
     if due > now then
       later[#later + 1] = due
       later[#later + 1] = id
+      tell(prefix, 'scheduled', id)
     else
       now_ready[#now_ready + 1] = rs
       now_ready[#now_ready + 1] = id
+      tell(prefix, 'queued', id)
     end
     out[#out + 1] = id
     out[#out + 1] = 1
@@ -67,4 +69,5 @@ if #later > 0 then redis.call('ZADD', scheduled, unpack(later)) end
 if created > 0 and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)
 end
+tell_all(prefix, now)
 return out

@@ -57,18 +57,21 @@ for i = 2, #ARGV, 6 do
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 3
       over[#over + 1] = id
+      tell(prefix, 'cancelled', id)
     elseif retry then
       local due = now + tonumber(delay)
       redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', due)
       redis.call('ZADD', scheduled, due, id)
       out[#out + 1] = 1
       retrying = retrying + 1
+      tell(prefix, 'failed', id)
     else
       redis.call('HSET', jk, 's', 'dead', 'x', err, 'f', now)
       redis.call('ZADD', dead, now, id)
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 2
       over[#over + 1] = id
+      tell(prefix, 'dead', id)
     end
     if j[5] and not retry and follow_up(prefix, ready, wake, outbox, id, j[5], false, err, now) > 0
     then
@@ -82,4 +85,5 @@ if failed > 0 then redis.call('HINCRBY', stats, 'failed', failed) end
 ended(prefix, over)
 -- A retry may be due before a sleeping waiter's timeout: wake it to recompute.
 if retrying > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+tell_all(prefix, now)
 return out

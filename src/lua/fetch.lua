@@ -45,6 +45,7 @@ local t, now = redis_now()
 local function dead_letter(jk, id, field, value)
   redis.call('HSET', jk, 's', 'dead', 'x', corrupt(field, value), 'f', now)
   redis.call('ZADD', dead, now, id)
+  tell(prefix, 'dead', id)
 end
 
 -- Promote in bounded chunks so one call never blocks Redis for long; the rest goes next call.
@@ -55,6 +56,7 @@ for _, id in ipairs(due) do
   if whole(rs) then
     redis.call('ZADD', ready, rs, id)
     redis.call('HSET', jk, 's', 'queued')
+    tell(prefix, 'queued', id)
   elseif redis.call('EXISTS', jk) == 1 then
     dead_letter(jk, id, 'rs', rs)
   end
@@ -71,6 +73,8 @@ local back, nb = {}, 0 -- popped but not leased: score, id pairs to put back
 local passed, PASS_OVER = 0, 16
 local jp = prefix .. 'job:'
 local names = {'p', 'a', 'm', 'e', 't', 'sl'} -- 'ex' (executor) needs no check
+-- Asked once, before the hot loop, which then tests a local: no call per job when unwatched.
+local told_here = watching(prefix)
 if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
 -- Hot loop: two commands per job; tables are filled by index (no `#` per append).
 local stop = #popped + 1
@@ -108,6 +112,7 @@ for i = 1, #popped, 2 do
       if left then slots[j[7]] = left - 1 end
       local attempt, token = num[2] + 1, num[5] + 1
       redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
+      if told_here then tell(prefix, 'running', id) end
       leased[m + 1], leased[m + 2] = deadline, id
       m = m + 2
       out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
@@ -139,4 +144,5 @@ end
 if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)
 end
+tell_all(prefix, now)
 return out

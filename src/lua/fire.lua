@@ -59,10 +59,13 @@ if redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
   local rs, due = new_job(prefix, now, maxprio, seq, ARGV, 5)
   if due > now then
     redis.call('ZADD', scheduled, due, id)
+    tell(prefix, 'scheduled', id)
   else
     redis.call('ZADD', ready, rs, id)
+    tell(prefix, 'queued', id)
   end
   if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+  tell_all(prefix, now)
 end
 redis.call('HSET', cron, 'job', id)
 return taken(1, 'fired')

@@ -36,12 +36,15 @@ for i = 3, #ARGV, 12 do
     if parents > 0 then
       redis.call('HSET', jk, 's', 'waiting', 'wn', parents, 'wm', ARGV[i + 10])
       redis.call('HDEL', jk, 'd')
+      tell(prefix, 'waiting', id)
     elseif due > now then
       redis.call('ZADD', scheduled, due, id)
       woken = true
+      tell(prefix, 'scheduled', id)
     else
       redis.call('ZADD', ready, rs, id)
       woken = true
+      tell(prefix, 'queued', id)
     end
     out[#out + 1] = id
     out[#out + 1] = 1
@@ -49,4 +52,5 @@ for i = 3, #ARGV, 12 do
 end
 
 if woken and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+tell_all(prefix, now)
 return out

@@ -45,6 +45,7 @@ local function bury(jk, id, err, fields)
   if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
   died = died + 1
   buried[died] = id
+  tell(prefix, 'dead', id)
   local fo = redis.call('HGET', jk, 'fo')
   if fo then follow_up(prefix, ready, wake, KEYS[7], id, fo, false, err, now) end
 end
@@ -73,6 +74,7 @@ for _, id in ipairs(expired) do
       redis.call('HSET', jk, 's', 'queued', 't', token, 'sl', stalls)
       redis.call('ZADD', ready, j[1], id)
       requeued = requeued + 1
+      tell(prefix, 'queued', id)
     end
   end
 end
@@ -85,6 +87,7 @@ for _, id in ipairs(due) do
   if whole(rs) then
     redis.call('ZADD', ready, rs, id)
     redis.call('HSET', jk, 's', 'queued')
+    tell(prefix, 'queued', id)
   elseif redis.call('EXISTS', jk) == 1 then
     bury(jk, id, corrupt('rs', rs), {})
   end
@@ -99,4 +102,5 @@ end
 
 ended(prefix, buried)
 if requeued + #due > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+tell_all(prefix, now)
 return {requeued, died, 1}

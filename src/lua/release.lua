@@ -17,13 +17,14 @@
 local active, ready, wake, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
 local out, released = {}, 0
+local _, now = redis_now()
 
 -- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
 local function dead_letter(jk, id, field, value)
-  local _, now = redis_now()
   redis.call('HSET', jk, 's', 'dead', 'x', corrupt(field, value), 'f', now)
   redis.call('ZREM', active, id)
   redis.call('ZADD', dead, now, id)
+  tell(prefix, 'dead', id)
 end
 
 for i = 2, #ARGV, 2 do
@@ -48,8 +49,10 @@ for i = 2, #ARGV, 2 do
     redis.call('ZADD', ready, j[4], id)
     out[#out + 1] = 1
     released = released + 1
+    tell(prefix, 'queued', id)
   end
 end
 
 if released > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+tell_all(prefix, now)
 return out

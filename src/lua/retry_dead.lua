@@ -35,6 +35,7 @@ for _, id in ipairs(ids) do
     redis.call('ZADD', ready, j[3], id)
     redis.call('ZREM', dead, id)
     moved = moved + 1
+    tell(prefix, 'queued', id)
   elseif not j[1] then
     -- The record already expired: drop the entry, so the dead set cannot leak.
     redis.call('ZREM', dead, id)
@@ -42,4 +43,8 @@ for _, id in ipairs(ids) do
 end
 
 if moved > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+if moved > 0 then
+  local _, now = redis_now()
+  tell_all(prefix, now)
+end
 return {moved, #ids, kept}

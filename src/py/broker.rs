@@ -21,6 +21,7 @@ use crate::engine::Engine;
 use crate::errors::{Error, Result};
 use crate::producer::{self, check_job_id, Reply};
 use crate::py::consumer::PyConsumer;
+use crate::py::events::PyEventStream;
 use crate::py::info::PyJobInfo;
 
 /// A broker connection and the enqueue batcher in front of it.
@@ -746,6 +747,16 @@ impl PyBroker {
                     )
                 })
                 .collect::<Vec<_>>())
+        })
+    }
+
+    /// Open a live stream of `queue`'s events (an `EventStream`): subscribed, and the queue
+    /// marked watched, by the time the awaitable resolves.
+    fn events<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let broker = h.get().await?;
+            PyEventStream::open(broker, queue).await
         })
     }
 

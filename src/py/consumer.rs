@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::backoff::Backoff;
 use crate::bridge::awaitable_ok;
-use crate::broker::{Ack, Fail, FailOutcome, Lease, Want};
+use crate::broker::{check_progress, Ack, Fail, FailOutcome, Lease, ProgressReport, Want};
 use crate::codec::{decode_value, encode_value, ErrorRecord};
 use crate::consumer::{Consumer, Event, Fetched, Outcome};
 
@@ -49,6 +49,25 @@ pub struct PyJob {
 
 #[pymethods]
 impl PyJob {
+    /// Report progress: `fraction` done, from 0.0 to 1.0, and an optional note. Sent in the
+    /// background with the consumer's next flush (never blocks; callable from any thread);
+    /// dropped once this job's outcome was queued, or when its lease turns out stale.
+    #[pyo3(signature = (fraction, message=None))]
+    fn progress(&self, fraction: f64, message: Option<String>) -> PyResult<()> {
+        check_progress(fraction, message.as_deref())?;
+        if self.settled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(consumer) = self.consumer.upgrade() {
+            consumer.progress(ProgressReport {
+                lease: self.lease(),
+                fraction,
+                message,
+            });
+        }
+        Ok(())
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Job(id={:?}, task={:?}, queue={:?}, attempt={})",

@@ -75,6 +75,15 @@ impl PyJobInfo {
             .ok()
             .map(|e| e.task.to_string())
     }
+    /// Progress reports, oldest first, as `(at, fraction, message | None)` (at most the last 32).
+    #[getter]
+    fn progress(&self) -> Vec<(f64, f64, Option<String>)> {
+        self.info
+            .progress
+            .iter()
+            .map(|p| (p.at_ms as f64 / 1000.0, p.fraction, p.message.clone()))
+            .collect()
+    }
     /// The decoded return value (None unless succeeded).
     #[getter]
     fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

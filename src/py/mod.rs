@@ -2,4 +2,5 @@
 
 pub mod broker;
 pub mod consumer;
+pub mod events;
 pub mod info;

@@ -96,3 +96,12 @@ app.task(name=TICK_FOREVER, executor="process")(tick)
 def job_facts() -> dict[str, Any]:
     """The child's current_job() as plain data (a worker stores results as msgpack)."""
     return dataclasses.asdict(asyncq.current_job())
+
+
+def report_steps(steps: int, pause: float = 0.05) -> int:
+    """Report progress after each of ``steps`` steps, from whatever runs it; return ``steps``."""
+    job = asyncq.current_job()
+    for i in range(1, steps + 1):
+        time.sleep(pause)
+        job.progress(i / steps, f"step {i} of {steps}")
+    return steps

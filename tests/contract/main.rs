@@ -19,6 +19,7 @@ mod corrupt;
 mod ended;
 mod engine;
 mod enqueue;
+mod events;
 mod flows;
 mod lease;
 mod outcomes;

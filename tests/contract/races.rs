@@ -163,6 +163,15 @@ impl Broker for HeldFetch {
     async fn batch_add(&self, q: &str, callbacks: &[String], n: u32) -> Result<Option<u32>> {
         self.inner.batch_add(q, callbacks, n).await
     }
+    async fn watch_events(&self, q: &str) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.inner.watch_events(q).await
+    }
+    async fn keep_watch(&self, q: &str, ttl_ms: u64) -> Result<()> {
+        self.inner.keep_watch(q, ttl_ms).await
+    }
+    async fn progress(&self, q: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
+        self.inner.progress(q, reports).await
+    }
 }
 
 /// Start `consumer.fetch`, wait until the broker has leased the batch, then drop the fetch

@@ -56,7 +56,7 @@ impl DoneFeed {
         Ok(rx)
     }
 
-    /// Every id published on `channel` from the moment this returns (see
+    /// Every message published on `channel` from the moment this returns (see
     /// [`DoneWaiters::listen`]); the receiver ends when the connection dropped.
     pub(crate) async fn listen(&self, channel: &str) -> Result<mpsc::UnboundedReceiver<String>> {
         let rx = self.waiters.listen(channel);

@@ -21,6 +21,26 @@ local function ended(prefix, ids)
   if #ids > 0 then redis.call('PUBLISH', prefix .. 'done', table.concat(ids, ' ')) end
 end
 
+-- ---- Events (docs/events.md) ---------------------------------------------------------------
+-- While anyone watches a queue (its key prefix .. 'watch' lives: event readers set it with a
+-- TTL and renew it), every state change a script makes is told on the queue's 'events'
+-- channel: `tell` collects them and `tell_all` publishes them, one PUBLISH per call:
+-- 's <ms>' then one line '<state> <id>' per change. Unwatched, a call pays one EXISTS.
+local told, watched = {}, nil
+local function watching(prefix)
+  if watched == nil then watched = redis.call('EXISTS', prefix .. 'watch') == 1 end
+  return watched
+end
+local function tell(prefix, state, id)
+  if watching(prefix) then told[#told + 1] = state .. ' ' .. id end
+end
+local function tell_all(prefix, now)
+  if #told > 0 then
+    redis.call('PUBLISH', prefix .. 'events', 's ' .. now .. '\n' .. table.concat(told, '\n'))
+    told = {}
+  end
+end
+
 -- The error record of a job whose record `field` cannot be read (`value` false if absent).
 local function corrupt(field, value)
   local what = 'is missing'
@@ -131,6 +151,7 @@ local function deliver(prefix, ready, wake, child, idx, kind, v, parent, now)
     redis.call('PEXPIRE', ck, NEVER_RAN_TTL)
     redis.call('DEL', ik)
     ended(prefix, {child})
+    tell(prefix, 'dead', child)
     if c[5] then return {child, c[5], err} end
     return nil
   end
@@ -156,6 +177,7 @@ local function deliver(prefix, ready, wake, child, idx, kind, v, parent, now)
     input = (g and string.sub(g, 1, 1) == 'v') and string.sub(g, 2) or '\192' -- msgpack nil
   end
   redis.call('HSET', ck, 's', 'queued', 'in', input)
+  tell(prefix, 'queued', child)
   redis.call('ZADD', ready, c[4], child)
   if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
   redis.call('DEL', ik)

@@ -1,0 +1,37 @@
+"""The runnable examples the docs show run, and print what the docs say they print."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.procutil import ROOT
+
+
+def run_example(module: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCQ_URL"}  # memory:// in-process
+    out = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,  # seconds of real work; the margin is for a loaded machine
+        check=True,
+    )
+    return out.stdout
+
+
+def test_the_progress_example_follows_a_job_and_its_queue() -> None:
+    out = run_example("examples.progress")
+    lines = [line.strip() for line in out.splitlines()]
+    assert "100%  300 of 300 rows" in lines
+    assert lines[lines.index("100%  300 of 300 rows") + 1] == "succeeded"
+    assert "latest report: JobProgress(fraction=1.0, message='300 of 300 rows'" in out
+    assert lines[-1].startswith("queue saw: queued running")
+    assert lines[-1].endswith("queued running progress succeeded")
+
+
+def test_the_flows_example_prints_its_total() -> None:
+    assert run_example("examples.flows").strip().endswith("#prices: 20.75")
