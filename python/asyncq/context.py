@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ._core import Job
 
 __all__ = ["JobContext", "check_progress", "current_job"]
+
+
+# Where a context's progress reports go: fraction, message.
+Report = Callable[[float, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,9 @@ class JobContext:
     max_attempts: int
     token: int
     enqueued_at: float
-    # Where progress reports go: the leased Job's own method in the worker, the pipe to the
-    # worker in a process-pool child. Not a field (dataclasses.asdict leaves it out) and not
-    # pickled (see `__reduce__`); set with `with_report`.
-    _report: ClassVar[Callable[[float, str | None], None] | None] = None
+    # Where progress reports go (`_report`, set by `with_report`): the leased Job's own method
+    # in the worker, the pipe to the worker in a process-pool child. Not a field, so
+    # dataclasses.asdict leaves it out, and not pickled (see `__reduce__`).
 
     @property
     def cancelled(self) -> bool:
@@ -62,10 +64,11 @@ class JobContext:
             TypeError: ``message`` is not a string.
         """
         check_progress(fraction, message)
-        if self._report is not None:
-            self._report(float(fraction), message)
+        report: Report | None = getattr(self, "_report", None)
+        if report is not None:
+            report(float(fraction), message)
 
-    def with_report(self, report: Callable[[float, str | None], None]) -> JobContext:
+    def with_report(self, report: Report) -> JobContext:
         """Send this context's progress reports to ``report``; returns the context."""
         object.__setattr__(self, "_report", report)
         return self
