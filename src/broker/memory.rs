@@ -257,21 +257,7 @@ impl ScriptRunner for MemoryBroker {
     }
 }
 
-#[async_trait]
-impl Broker for MemoryBroker {
-    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        calls::enqueue(self, queue, jobs).await
-    }
-
-    async fn fetch(
-        &self,
-        queue: &str,
-        want: Want,
-        lease_ms: u64,
-        worker: &str,
-    ) -> Result<FetchOutcome> {
-        calls::fetch(self, queue, want, lease_ms, worker).await
-    }
+calls::scripted_broker!(MemoryBroker {
 
     fn node_of(&self, queue: &str) -> Result<String> {
         QueueKeys::new(queue)?;
@@ -316,42 +302,8 @@ impl Broker for MemoryBroker {
         }
     }
 
-    async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
-        calls::ack(self, queue, acks).await
-    }
-
-    async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
-        calls::fail(self, queue, fails).await
-    }
-
-    async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
-        calls::release(self, queue, leases).await
-    }
-
-    async fn heartbeat(
-        &self,
-        queue: &str,
-        leases: Vec<Lease>,
-        lease_ms: u64,
-    ) -> Result<HeartbeatOutcome> {
-        calls::heartbeat(self, queue, leases, lease_ms).await
-    }
-
-    async fn reap_claimed(
-        &self,
-        queue: &str,
-        dead_ttl_ms: u64,
-        claim: &ReapClaim,
-    ) -> Result<ReapOutcome> {
-        calls::reap(self, queue, dead_ttl_ms, claim).await
-    }
-
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
         Ok(self.jobs(queue, &[id.to_owned()]).await?.pop().flatten())
-    }
-
-    async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
-        calls::cancel(self, queue, id).await
     }
 
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
@@ -396,14 +348,6 @@ impl Broker for MemoryBroker {
                 parse_job(queue, id, hash)
             })
             .collect()
-    }
-
-    async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {
-        calls::retry_dead(self, queue, ids).await
-    }
-
-    async fn purge(&self, queue: &str) -> Result<u64> {
-        calls::purge(self, queue).await
     }
 
     /// Stores the registration with `last_seen_ms` set to broker time (a worker's clock is never
@@ -471,35 +415,6 @@ impl Broker for MemoryBroker {
         Ok(self.clock_us() / 1000)
     }
 
-    async fn fire(&self, queue: &str, fire: Fire) -> Result<FireOutcome> {
-        calls::fire(self, queue, fire).await
-    }
-
-    async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> Result<(u64, bool)> {
-        calls::sync_schedule(self, queue, name, def).await
-    }
-
-    async fn change_schedule(
-        &self,
-        queue: &str,
-        name: &str,
-        change: ScheduleChange,
-    ) -> Result<bool> {
-        calls::change_schedule(self, queue, name, change).await
-    }
-
-    async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
-        calls::schedules(self, queue).await
-    }
-
-    async fn enqueue_flow(&self, queue: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>> {
-        calls::enqueue_flow(self, queue, members).await
-    }
-
-    async fn relay(&self, queue: &str) -> Result<u64> {
-        calls::relay(self, queue).await
-    }
-
     async fn watch_events(
         &self,
         queue: &str,
@@ -507,20 +422,4 @@ impl Broker for MemoryBroker {
         Ok(self.done.listen(&QueueKeys::new(queue)?.events()))
     }
 
-    async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()> {
-        calls::keep_watch(self, queue, ttl_ms).await
-    }
-
-    async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
-        calls::progress(self, queue, reports).await
-    }
-
-    async fn batch_add(
-        &self,
-        queue: &str,
-        callbacks: &[String],
-        count: u32,
-    ) -> Result<Option<u32>> {
-        calls::batch_add(self, queue, callbacks, count).await
-    }
-}
+});

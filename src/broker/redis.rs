@@ -242,21 +242,7 @@ impl ScriptRunner for RedisBroker {
     }
 }
 
-#[async_trait]
-impl Broker for RedisBroker {
-    async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-        calls::enqueue(self, queue, jobs).await
-    }
-
-    async fn fetch(
-        &self,
-        queue: &str,
-        want: Want,
-        lease_ms: u64,
-        worker: &str,
-    ) -> Result<FetchOutcome> {
-        calls::fetch(self, queue, want, lease_ms, worker).await
-    }
+calls::scripted_broker!(RedisBroker {
 
     fn node_of(&self, queue: &str) -> Result<String> {
         Ok(self.topo.node_of(&QueueKeys::new(queue)?.wake()))
@@ -321,36 +307,6 @@ impl Broker for RedisBroker {
         Ok(woken.map(|i| queues[i].clone()).into_iter().collect())
     }
 
-    async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
-        calls::ack(self, queue, acks).await
-    }
-
-    async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
-        calls::fail(self, queue, fails).await
-    }
-
-    async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
-        calls::release(self, queue, leases).await
-    }
-
-    async fn heartbeat(
-        &self,
-        queue: &str,
-        leases: Vec<Lease>,
-        lease_ms: u64,
-    ) -> Result<HeartbeatOutcome> {
-        calls::heartbeat(self, queue, leases, lease_ms).await
-    }
-
-    async fn reap_claimed(
-        &self,
-        queue: &str,
-        dead_ttl_ms: u64,
-        claim: &ReapClaim,
-    ) -> Result<ReapOutcome> {
-        calls::reap(self, queue, dead_ttl_ms, claim).await
-    }
-
     async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>> {
         let k = QueueKeys::new(queue)?;
         let hash: HashMap<String, Vec<u8>> = ::redis::cmd("HGETALL")
@@ -358,10 +314,6 @@ impl Broker for RedisBroker {
             .query_async(&mut self.con_for(k.prefix()))
             .await?;
         parse_job(queue, id, hash)
-    }
-
-    async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
-        calls::cancel(self, queue, id).await
     }
 
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
@@ -399,14 +351,6 @@ impl Broker for RedisBroker {
 
     async fn jobs(&self, queue: &str, ids: &[String]) -> Result<Vec<Option<JobInfo>>> {
         self.records(queue, ids).await
-    }
-
-    async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {
-        calls::retry_dead(self, queue, ids).await
-    }
-
-    async fn purge(&self, queue: &str) -> Result<u64> {
-        calls::purge(self, queue).await
     }
 
     async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()> {
@@ -524,35 +468,6 @@ impl Broker for RedisBroker {
         Ok(secs * 1000 + micros / 1000)
     }
 
-    async fn fire(&self, queue: &str, fire: Fire) -> Result<FireOutcome> {
-        calls::fire(self, queue, fire).await
-    }
-
-    async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> Result<(u64, bool)> {
-        calls::sync_schedule(self, queue, name, def).await
-    }
-
-    async fn change_schedule(
-        &self,
-        queue: &str,
-        name: &str,
-        change: ScheduleChange,
-    ) -> Result<bool> {
-        calls::change_schedule(self, queue, name, change).await
-    }
-
-    async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
-        calls::schedules(self, queue).await
-    }
-
-    async fn enqueue_flow(&self, queue: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>> {
-        calls::enqueue_flow(self, queue, members).await
-    }
-
-    async fn relay(&self, queue: &str) -> Result<u64> {
-        calls::relay(self, queue).await
-    }
-
     async fn watch_events(
         &self,
         queue: &str,
@@ -560,20 +475,4 @@ impl Broker for RedisBroker {
         self.done.listen(&QueueKeys::new(queue)?.events()).await
     }
 
-    async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()> {
-        calls::keep_watch(self, queue, ttl_ms).await
-    }
-
-    async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
-        calls::progress(self, queue, reports).await
-    }
-
-    async fn batch_add(
-        &self,
-        queue: &str,
-        callbacks: &[String],
-        count: u32,
-    ) -> Result<Option<u32>> {
-        calls::batch_add(self, queue, callbacks, count).await
-    }
-}
+});
