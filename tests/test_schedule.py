@@ -19,7 +19,7 @@ import pytest
 
 import asyncq
 from asyncq._cron import Cron, zone
-from asyncq.schedule import CATCHUP_LIMIT, Schedule, Scheduler, schedule_infos
+from asyncq.schedule import CATCHUP_LIMIT, Schedule, Scheduler, fire_job_id, fire_of, schedule_infos
 
 from .conftest import RedisServer, make_app, running
 from .procutil import ROOT, await_until, run_cli, script, wait_until
@@ -272,7 +272,7 @@ async def test_a_worker_fires_its_apps_schedule_each_second(broker_url: str, que
     async with running(app):
         await await_until(lambda: _at_least(ran, 3), 10, "three fires")
     ids = [job_id for job_id, _ in ran]
-    times = [int(i.rsplit(":", 1)[1]) for i in ids]
+    times = [fire_ms(i) for i in ids]
     assert times == list(range(times[0], times[0] + 1000 * len(times), 1000)), ids
     for (_, started), fire in zip(ran, times, strict=True):
         # Started after its fire time (Redis' clock and ours are one host's: no skew here).
@@ -303,7 +303,7 @@ async def test_several_schedulers_in_one_process_enqueue_each_fire_once(
     stop.set()
     await asyncio.gather(*runs)
     ids = await app.broker.job_ids(queue, "queued", 0, 100)
-    times = sorted(int(i.rsplit(":", 1)[1]) for i in ids)
+    times = sorted(fire_ms(i) for i in ids)
     assert len(times) >= 3
     assert times == list(range(times[0], times[-1] + 1, 1000))
     (info,) = await schedule_infos(app.broker, [queue])
@@ -464,8 +464,15 @@ def cron_env(redis_server: RedisServer) -> tuple[dict[str, str], str]:
 
 async def fire_times(url: str, queue: str, name: str) -> list[int]:
     ids = await asyncq.App(url).broker.job_ids(queue, "queued", 0, 100_000)
-    prefix = f"sched:{name}:"
-    return sorted(int(i[len(prefix) :]) for i in ids if i.startswith(prefix))
+    fires = [fire_of(i) for i in ids]
+    return sorted(f[1] for f in fires if f is not None and f[0] == name)
+
+
+def fire_ms(job_id: str) -> int:
+    """The fire time of a job a schedule enqueued."""
+    fire = fire_of(job_id)
+    assert fire is not None, job_id
+    return fire[1]
 
 
 def gaps(times: list[int]) -> list[int]:
@@ -610,3 +617,11 @@ def test_worker_no_scheduler_fires_nothing(
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_fire_job_id_names_its_schedule_and_time() -> None:
+    assert fire_job_id("nightly.db", 1_700_000_000_000) == "sched:nightly.db:1700000000000"
+    assert fire_of("sched:a:b:12") == ("a:b", 12)  # names may hold ':'
+    assert fire_of(fire_job_id("x", 5)) == ("x", 5)
+    for other in ("job-1", "sched:", "sched:x:", "sched::5", "sched:x:1e3"):
+        assert fire_of(other) is None

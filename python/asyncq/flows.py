@@ -90,15 +90,19 @@ class Flow:
     async def enqueue(self) -> JobHandle[Any] | GroupHandle | BatchHandle:
         """Write every member of the flow; returns the handle of its end (see subclasses)."""
         nodes, out = _compile(self)
-        app = _app_of(nodes)
-        await _write(app, nodes)
-        return _handle(app, out, nodes, self)
+        return await self._write(_app_of(nodes), nodes, out)
 
     def enqueue_sync(self) -> JobHandle[Any] | GroupHandle | BatchHandle:
         """:meth:`enqueue` for synchronous callers (any thread)."""
-        nodes, _ = _compile(self)
+        nodes, out = _compile(self)
         app = _app_of(nodes)
-        return app._run_blocking(self.enqueue)
+        return app._run_blocking(lambda: self._write(app, nodes, out))
+
+    async def _write(
+        self, app: App, nodes: list[_Node], out: _Out
+    ) -> JobHandle[Any] | GroupHandle | BatchHandle:
+        await _write(app, nodes)
+        return _handle(app, out, nodes, self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from .app import App
     from .task import Task
 
-__all__ = ["CATCHUP_LIMIT", "Schedule", "ScheduleInfo", "Scheduler", "schedule_infos"]
+__all__ = [
+    "CATCHUP_LIMIT",
+    "Schedule",
+    "ScheduleInfo",
+    "Scheduler",
+    "fire_job_id",
+    "fire_of",
+    "schedule_infos",
+]
 
 log = logging.getLogger("asyncq.scheduler")
 
@@ -198,6 +206,23 @@ class Schedule:
         return int.from_bytes(digest, "big") % (span + 1)
 
 
+def fire_job_id(name: str, fire_ms: int) -> str:
+    """The id of the job a schedule's fire at ``fire_ms`` enqueues: ``sched:<name>:<ms>``.
+
+    The id is what makes a fire time enqueue once: ``fire.lua`` writes a record with it at most
+    once, whichever scheduler asks first.
+    """
+    return f"sched:{name}:{fire_ms}"
+
+
+def fire_of(job_id: str) -> tuple[str, int] | None:
+    """The schedule name and fire time (unix ms) of a job a schedule enqueued, else None."""
+    if not job_id.startswith("sched:"):
+        return None
+    name, _, ms = job_id[len("sched:") :].rpartition(":")
+    return (name, int(ms)) if name and ms.isdigit() else None
+
+
 def _next_after(cron: Cron | None, every_ms: int | None, tz: dt.tzinfo, ms: int) -> int | None:
     if every_ms is not None:
         return (ms // every_ms + 1) * every_ms
@@ -291,7 +316,7 @@ class Scheduler:
         """Take one fire time; returns the schedule's last fire time as now known."""
         jitter = s.jitter_ms(fire_ms)
         opts = EnqueueOptions(
-            job_id=f"sched:{s.name}:{fire_ms}",
+            job_id=fire_job_id(s.name, fire_ms),
             eta=(fire_ms + jitter) / 1000 if jitter else None,
         )
         core = BoundTask(s.task, opts)._core_options()
