@@ -114,6 +114,7 @@ pub(crate) mod tests {
             max_attempts: 1,
             key: None,
             key_ttl_ms: 0,
+            key_mode: Default::default(),
             executor: Executor::Async,
         }
     }

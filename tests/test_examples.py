@@ -35,3 +35,13 @@ def test_the_progress_example_follows_a_job_and_its_queue() -> None:
 
 def test_the_flows_example_prints_its_total() -> None:
     assert run_example("examples.flows").strip().endswith("#prices: 20.75")
+
+
+def test_the_flow_control_example_snoozes_dedups_throttles_and_debounces() -> None:
+    lines = run_example("examples.flow_control").splitlines()
+    assert lines == [
+        "order 7 sent after 2 snoozes",
+        "unique: True True",
+        "throttle: 1 job for 5 enqueues",
+        "debounce: index rebuilt (change 3)",
+    ]

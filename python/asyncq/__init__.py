@@ -16,6 +16,7 @@ from ._core import __version__
 from .app import App
 from .backoff import Exponential
 from .context import JobContext, current_job
+from .control import Unique
 from .errors import (
     AsyncqError,
     BatchFinished,
@@ -25,6 +26,7 @@ from .errors import (
     JobNotFound,
     PayloadError,
     ResultTimeout,
+    Snooze,
 )
 from .events import Event, JobProgress
 from .flows import (
@@ -81,7 +83,9 @@ __all__ = [
     "ScheduleInfo",
     "Scheduler",
     "Signature",
+    "Snooze",
     "Task",
+    "Unique",
     "Worker",
     "WorkerStats",
     "__version__",

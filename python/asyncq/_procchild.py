@@ -4,7 +4,8 @@ A child serves one call at a time. Requests arrive on one pipe and replies leave
 a 4-byte big-endian length followed by a pickle. A request is ``(module, qualname, main_path,
 args, kwargs, ctx)``; the replies to it are ``("started",)`` once the function is resolved and
 about to run, any number of ``("progress", fraction, message)`` while it runs (the job's
-``current_job().progress()``, passed on by the parent), then ``("ok", result)`` or
+``current_job().progress()``, passed on by the parent), then ``("ok", result)``,
+``("snooze", seconds)`` (the function raised :class:`asyncq.Snooze`) or
 ``("error", type_name, message, traceback)``.
 
 A daemon thread owns the request pipe. When it reads end-of-file, the parent has gone (closed
@@ -29,6 +30,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from .context import _current
+from .errors import Snooze
 from .task import Task
 
 _HEADER = struct.Struct("!I")
@@ -108,6 +110,9 @@ def _serve(request: bytes, reply_fd: int) -> None:
     _send(reply_fd, ("started",))
     try:
         result = fn(*args, **kwargs)
+    except Snooze as snooze:  # a request to the worker, not a failure
+        _send(reply_fd, ("snooze", snooze.seconds))
+        return
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the child lives on
         _send(reply_fd, _error(exc))
         return

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import JobContext
+from .errors import Snooze
 from .task import Task
 
 __all__ = ["ProcessPool", "ProcessTaskError", "default_size"]
@@ -168,6 +169,7 @@ class ProcessPool:
         Raises:
             ValueError: ``fn`` is not defined at module level.
             TimeoutError: The call ran longer than ``timeout``; the child was killed.
+            Snooze: The function raised it (passed on as itself, not as a failure).
             ProcessTaskError: The function raised (any ``BaseException``), its result could
                 not be pickled, or the child died (``type_name == "ChildProcessDied"``).
             RuntimeError: The pool is closed.
@@ -307,6 +309,8 @@ async def _result(
 def _outcome(reply: tuple[Any, ...]) -> Any:
     if reply[0] == "ok":
         return reply[1]
+    if reply[0] == "snooze":
+        raise Snooze(reply[1])
     _, type_name, message, remote_traceback = reply
     raise ProcessTaskError(type_name, message, remote_traceback)
 

@@ -21,6 +21,7 @@ from ._failure import describe
 from ._threads import Slots, ThreadPool, default_size
 from .backoff import Exponential
 from .context import JobContext, _current
+from .errors import Snooze
 from .middleware import run_hooks
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ class Runner:
             result = await self._call(task, job, gate)
         except asyncio.CancelledError as exc:
             await self._on_cancelled(lane, task, job, ctx, exc, started)
+        except Snooze as snooze:
+            await self._on_snooze(lane, job, ctx, snooze, started)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: a failure of the job
             await self._on_error(lane, task, job, ctx, exc, started)
         else:
@@ -290,6 +293,22 @@ class Runner:
         else:
             # Nobody in the worker cancelled it: the task raised CancelledError itself.
             await self._on_error(lane, task, job, ctx, exc, started)
+
+    async def _on_snooze(
+        self, lane: Lane, job: Job, ctx: JobContext | None, snooze: Snooze, started: float
+    ) -> None:
+        if ctx is not None:
+            await run_hooks(self.app.middleware, "after_execute", ctx)
+        lane.consumer.snooze(job, snooze.seconds)
+        lane.settled.add(job.id)
+        self.stats.snoozed += 1
+        log.info(
+            "job %s (%s) snoozed for %gs",
+            job.id,
+            job.task,
+            snooze.seconds,
+            extra=job_fields(job, "job.snoozed", duration_ms=_ms(started), delay_s=snooze.seconds),
+        )
 
     def _log_released(self, task: Task[Any, Any], job: Job, started: float) -> None:
         fields = job_fields(job, "job.released", duration_ms=_ms(started))

@@ -67,3 +67,35 @@ class ResultTimeout(AsyncqError, TimeoutError):
 
 class BatchFinished(AsyncqError):
     """Jobs were added to a batch whose jobs had all finished (its callbacks were released)."""
+
+
+class Snooze(Exception):
+    """Raise inside a task to run the job again after ``seconds``, without using an attempt.
+
+    For an upstream that says "not now" (an HTTP 429 with ``Retry-After``, a resource that is
+    not ready yet): the job waits in ``scheduled`` until the time has passed (the broker's
+    clock), then runs like any queued job; its attempt count is as if this run never happened,
+    so snoozing never dead-letters a job. Works in async, thread and process tasks.
+
+    Args:
+        seconds: How long to wait, from 0 to a year.
+
+    Raises:
+        ValueError: ``seconds`` is negative, longer than a year, or not a number.
+    """
+
+    __module__ = "asyncq"
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError(f"Snooze takes seconds as a number, got {seconds!r}")
+        if not 0 <= seconds <= _YEAR_S:
+            raise ValueError(f"a snooze lasts 0 to {_YEAR_S:.0f} seconds, got {seconds!r}")
+        super().__init__(seconds)
+        self.seconds = float(seconds)
+
+    def __reduce__(self) -> tuple[type[Snooze], tuple[float]]:
+        return (Snooze, (self.seconds,))
+
+
+_YEAR_S = 365 * 86400.0

@@ -49,6 +49,12 @@ class JobHandle(Generic[R]):
     def __repr__(self) -> str:
         return f"JobHandle(id={self.id!r}, queue={self.queue!r})"
 
+    @property
+    def deduplicated(self) -> bool:
+        """True when this enqueue wrote no job: its key (``key``, ``unique``, ``throttle``,
+        ``debounce``) or ``job_id`` named an existing one, which this handle refers to."""
+        return not self.created
+
     async def info(self) -> JobInfo | None:
         """Fetch the job's record.
 

@@ -6,10 +6,11 @@ import datetime as dt
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .backoff import Exponential
+from .control import Unique, seconds_of
 from .job import JobHandle
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ class EnqueueOptions:
         queue: Override the task's queue.
         job_id: The job's id instead of a generated one; a job with this id is written at
             most once (see docs/producers.md).
+        key_mode: How ``key`` is held: ``plain``, ``start``/``success`` (unique), ``throttle``
+            or ``debounce`` (see docs/flow-control.md).
+        key_ttl: Seconds the key lives, when not the app's ``key_ttl``.
+        max_wait: A debounce's latest start, in seconds after the first enqueue.
     """
 
     delay: float | None = None
@@ -69,10 +74,44 @@ class EnqueueOptions:
     key: str | None = None
     queue: str | None = None
     job_id: str | None = None
+    key_mode: str = "plain"
+    key_ttl: float | None = None
+    max_wait: float | None = None
 
 
 # Caller-supplied job ids: the rule the Rust core enforces too (producer::check_job_id).
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _keyed(
+    opts: EnqueueOptions,
+    unique: Unique | None,
+    debounce: float | dt.timedelta | None,
+    max_wait: float | dt.timedelta | None,
+    throttle: float | dt.timedelta | None,
+) -> EnqueueOptions:
+    """Options with one keyed behaviour (unique, debounce or throttle), checked."""
+    named = (("unique", unique), ("debounce", debounce), ("throttle", throttle))
+    given = [name for name, value in named if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"choose one of unique, debounce and throttle, not {' and '.join(given)}")
+    if max_wait is not None and debounce is None:
+        raise ValueError("max_wait goes with debounce")
+    if unique is not None:
+        if opts.key is not None:
+            raise ValueError("unique carries its own key: pass Unique(key, ttl), not key=")
+        mode = "start" if unique.until == "start" else "success"
+        return replace(opts, key=unique.key, key_mode=mode, key_ttl=unique.ttl_seconds)
+    name = "debounce" if debounce is not None else "throttle"
+    if opts.key is None:
+        raise ValueError(f"{name} needs key=: the key whose jobs it {name}s")
+    if throttle is not None:
+        return replace(opts, key_mode="throttle", key_ttl=seconds_of(throttle, "throttle"))
+    assert debounce is not None
+    if opts.delay is not None or opts.eta is not None:
+        raise ValueError("debounce sets the job's start itself: drop delay= and eta=")
+    wait = None if max_wait is None else seconds_of(max_wait, "max_wait")
+    return replace(opts, delay=seconds_of(debounce, "debounce"), key_mode="debounce", max_wait=wait)
 
 
 def _check_job_id(job_id: str | None) -> str | None:
@@ -117,6 +156,8 @@ class CoreOptions:
         eta: Unix seconds before which they may not run.
         key: Idempotency key.
         key_ttl: Seconds the idempotency key stays reserved.
+        key_mode: How the key is held (``EnqueueOptions.key_mode``).
+        max_wait: A debounce's latest start after the first enqueue, in seconds.
         max_payload: Largest encoded job in bytes.
         job_id: The caller's id for the (single) job; None makes fresh ones.
         executor: Where the task's runs happen (``TaskConfig.executor``): workers lease a
@@ -130,6 +171,8 @@ class CoreOptions:
     eta: float | None = None
     key: str | None = None
     key_ttl: float = 86400.0
+    key_mode: str = "plain"
+    max_wait: float | None = None
     max_payload: int = 1 << 20
     job_id: str | None = None
     executor: str = "async"
@@ -264,25 +307,41 @@ class Task(Generic[P, R]):
         key: str | None = None,
         queue: str | None = None,
         job_id: str | None = None,
+        unique: Unique | None = None,
+        debounce: float | dt.timedelta | None = None,
+        max_wait: float | dt.timedelta | None = None,
+        throttle: float | dt.timedelta | None = None,
     ) -> BoundTask[P, R]:
         """Return this task with per-enqueue options.
+
+        A repeat refused by ``key``, ``unique`` or ``throttle`` (or merged by ``debounce``)
+        returns the first job's handle, with ``handle.deduplicated`` true.
 
         Args:
             delay: Seconds (or a timedelta) to wait before the job may run.
             eta: Aware datetime or unix seconds before which the job may not run.
             priority: 0 (lowest) to 9 (highest).
-            key: Idempotency key.
+            key: Idempotency key; with ``debounce`` or ``throttle``, the key they act on.
             queue: Send to this queue instead of the task's.
             job_id: Use this id for the job (one job per call). Enqueueing an id that
                 already has a record writes nothing and returns that job, so resending after
                 a ``BrokerError`` with ``job_id=err.job_ids[0]`` cannot run the job twice.
+            unique: At most one job with its key while it waits (``until="start"``) or until
+                it ends (``until="success"``); see :class:`asyncq.Unique`.
+            debounce: Seconds: the job starts this long after the last enqueue with ``key``;
+                an enqueue while one is pending replaces its arguments and moves its start.
+            max_wait: With ``debounce``: start at most this long after the first enqueue,
+                however many come after it.
+            throttle: Seconds: the first enqueue with ``key`` in each such period is kept, the
+                rest are dropped (their handles name the kept job).
 
         Returns:
             An object with the same ``enqueue`` methods.
 
         Raises:
-            ValueError: On a negative delay, a naive eta, a priority outside 0..9 or a
-                job_id that is not 1 to 128 of ``A-Z a-z 0-9 - _ . :``.
+            ValueError: On a negative delay, a naive eta, a priority outside 0..9, a job_id
+                that is not 1 to 128 of ``A-Z a-z 0-9 - _ . :``, or keyed options that do not
+                go together (see docs/flow-control.md).
         """
         if isinstance(delay, dt.timedelta):
             delay = delay.total_seconds()
@@ -291,6 +350,8 @@ class Task(Generic[P, R]):
         if priority is not None and not 0 <= priority <= 9:
             raise ValueError(f"priority must be between 0 and 9, got {priority}")
         opts = EnqueueOptions(delay, _eta_seconds(eta), priority, key, queue, _check_job_id(job_id))
+        if (unique, debounce, max_wait, throttle) != (None, None, None, None):
+            opts = _keyed(opts, unique, debounce, max_wait, throttle)
         return BoundTask(self, opts)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
@@ -386,7 +447,9 @@ class BoundTask(Generic[P, R]):
             delay=o.delay,
             eta=o.eta,
             key=o.key,
-            key_ttl=app.key_ttl,
+            key_ttl=app.key_ttl if o.key_ttl is None else o.key_ttl,
+            key_mode=o.key_mode,
+            max_wait=o.max_wait,
             max_payload=app.max_payload,
             job_id=o.job_id,
             executor=cfg.executor,

@@ -79,6 +79,7 @@ class WorkerStats:
     retried: int = 0
     released: int = 0
     cancelled: int = 0
+    snoozed: int = 0
     started_at: float = field(default_factory=time.time)
 
 

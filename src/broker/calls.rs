@@ -15,8 +15,8 @@ use super::scripts::{Call, ItemError, ScriptId};
 use super::{
     check_progress, check_schedule_name, Ack, CancelOutcome, Enqueued, Fail, FailOutcome,
     FetchOutcome, Fire, FireOutcome, FlowMember, HeartbeatOutcome, Lease, NewJob, ProgressReport,
-    ReapClaim, ReapOutcome, ScheduleChange, ScheduleState, Want, CANCELLED_TTL_MS, MAX_PRIORITY,
-    MAX_STALLS, PROGRESS_KEEP,
+    ReapClaim, ReapOutcome, ScheduleChange, ScheduleState, Snooze, Want, CANCELLED_TTL_MS,
+    MAX_PRIORITY, MAX_STALLS, PROGRESS_KEEP,
 };
 use crate::errors::{Error, Result};
 
@@ -41,105 +41,108 @@ pub(crate) trait ScriptRunner: Send + Sync {
 /// `impl Broker for $broker { ... }` with every script transition delegated to this module.
 /// A broker writes only what is its own (waits, reads outside scripts, registries) inside the
 /// braces; the transitions below come with it, so a new one is added here once, not once per
-/// broker. `$broker` must implement [`ScriptRunner`]; the caller has `calls` and the broker
-/// types (`super::*`) in scope, as both brokers do.
+/// broker. `$broker` must implement [`ScriptRunner`].
 macro_rules! scripted_broker {
     ($broker:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl $crate::broker::Broker for $broker {
             $($own)*
 
-            async fn enqueue(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
-                calls::enqueue(self, queue, jobs).await
+            async fn enqueue(&self, queue: &str, jobs: Vec<$crate::broker::NewJob>) -> $crate::errors::Result<Vec<$crate::broker::Enqueued>> {
+                $crate::broker::calls::enqueue(self, queue, jobs).await
             }
 
             async fn fetch(
                 &self,
                 queue: &str,
-                want: Want,
+                want: $crate::broker::Want,
                 lease_ms: u64,
                 worker: &str,
-            ) -> Result<FetchOutcome> {
-                calls::fetch(self, queue, want, lease_ms, worker).await
+            ) -> $crate::errors::Result<$crate::broker::FetchOutcome> {
+                $crate::broker::calls::fetch(self, queue, want, lease_ms, worker).await
             }
 
-            async fn ack(&self, queue: &str, acks: Vec<Ack>) -> Result<Vec<bool>> {
-                calls::ack(self, queue, acks).await
+            async fn ack(&self, queue: &str, acks: Vec<$crate::broker::Ack>) -> $crate::errors::Result<Vec<bool>> {
+                $crate::broker::calls::ack(self, queue, acks).await
             }
 
-            async fn fail(&self, queue: &str, fails: Vec<Fail>) -> Result<Vec<FailOutcome>> {
-                calls::fail(self, queue, fails).await
+            async fn fail(&self, queue: &str, fails: Vec<$crate::broker::Fail>) -> $crate::errors::Result<Vec<$crate::broker::FailOutcome>> {
+                $crate::broker::calls::fail(self, queue, fails).await
             }
 
-            async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
-                calls::release(self, queue, leases).await
+            async fn release(&self, queue: &str, leases: Vec<$crate::broker::Lease>) -> $crate::errors::Result<Vec<bool>> {
+                $crate::broker::calls::release(self, queue, leases).await
+            }
+
+            async fn snooze(&self, queue: &str, snoozes: Vec<$crate::broker::Snooze>) -> $crate::errors::Result<Vec<bool>> {
+                $crate::broker::calls::snooze(self, queue, snoozes).await
             }
 
             async fn heartbeat(
                 &self,
                 queue: &str,
-                leases: Vec<Lease>,
+                leases: Vec<$crate::broker::Lease>,
                 lease_ms: u64,
-            ) -> Result<HeartbeatOutcome> {
-                calls::heartbeat(self, queue, leases, lease_ms).await
+            ) -> $crate::errors::Result<$crate::broker::HeartbeatOutcome> {
+                $crate::broker::calls::heartbeat(self, queue, leases, lease_ms).await
             }
 
             async fn reap_claimed(
                 &self,
                 queue: &str,
                 dead_ttl_ms: u64,
-                claim: &ReapClaim,
-            ) -> Result<ReapOutcome> {
-                calls::reap(self, queue, dead_ttl_ms, claim).await
+                claim: &$crate::broker::ReapClaim,
+            ) -> $crate::errors::Result<$crate::broker::ReapOutcome> {
+                $crate::broker::calls::reap(self, queue, dead_ttl_ms, claim).await
             }
 
-            async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome> {
-                calls::cancel(self, queue, id).await
+            async fn cancel(&self, queue: &str, id: &str) -> $crate::errors::Result<$crate::broker::CancelOutcome> {
+                $crate::broker::calls::cancel(self, queue, id).await
             }
 
-            async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64> {
-                calls::retry_dead(self, queue, ids).await
+            async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> $crate::errors::Result<u64> {
+                $crate::broker::calls::retry_dead(self, queue, ids).await
             }
 
-            async fn purge(&self, queue: &str) -> Result<u64> {
-                calls::purge(self, queue).await
+            async fn purge(&self, queue: &str) -> $crate::errors::Result<u64> {
+                $crate::broker::calls::purge(self, queue).await
             }
 
-            async fn fire(&self, queue: &str, fire: Fire) -> Result<FireOutcome> {
-                calls::fire(self, queue, fire).await
+            async fn fire(&self, queue: &str, fire: $crate::broker::Fire) -> $crate::errors::Result<$crate::broker::FireOutcome> {
+                $crate::broker::calls::fire(self, queue, fire).await
             }
 
-            async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> Result<(u64, bool)> {
-                calls::sync_schedule(self, queue, name, def).await
+            async fn sync_schedule(&self, queue: &str, name: &str, def: &str) -> $crate::errors::Result<(u64, bool)> {
+                $crate::broker::calls::sync_schedule(self, queue, name, def).await
             }
 
             async fn change_schedule(
                 &self,
                 queue: &str,
                 name: &str,
-                change: ScheduleChange,
-            ) -> Result<bool> {
-                calls::change_schedule(self, queue, name, change).await
+                change: $crate::broker::ScheduleChange,
+            ) -> $crate::errors::Result<bool> {
+                $crate::broker::calls::change_schedule(self, queue, name, change).await
             }
 
-            async fn schedules(&self, queue: &str) -> Result<Vec<ScheduleState>> {
-                calls::schedules(self, queue).await
+            async fn schedules(&self, queue: &str) -> $crate::errors::Result<Vec<$crate::broker::ScheduleState>> {
+                $crate::broker::calls::schedules(self, queue).await
             }
 
-            async fn enqueue_flow(&self, queue: &str, members: Vec<FlowMember>) -> Result<Vec<Enqueued>> {
-                calls::enqueue_flow(self, queue, members).await
+            async fn enqueue_flow(&self, queue: &str, members: Vec<$crate::broker::FlowMember>) -> $crate::errors::Result<Vec<$crate::broker::Enqueued>> {
+                $crate::broker::calls::enqueue_flow(self, queue, members).await
             }
 
-            async fn relay(&self, queue: &str) -> Result<u64> {
-                calls::relay(self, queue).await
+            async fn relay(&self, queue: &str) -> $crate::errors::Result<u64> {
+                $crate::broker::calls::relay(self, queue).await
             }
 
-            async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()> {
-                calls::keep_watch(self, queue, ttl_ms).await
+            async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> $crate::errors::Result<()> {
+                $crate::broker::calls::keep_watch(self, queue, ttl_ms).await
             }
 
-            async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
-                calls::progress(self, queue, reports).await
+            async fn progress(&self, queue: &str, reports: Vec<$crate::broker::ProgressReport>) -> $crate::errors::Result<Vec<bool>> {
+                $crate::broker::calls::progress(self, queue, reports).await
             }
 
             async fn batch_add(
@@ -147,8 +150,8 @@ macro_rules! scripted_broker {
                 queue: &str,
                 callbacks: &[String],
                 count: u32,
-            ) -> Result<Option<u32>> {
-                calls::batch_add(self, queue, callbacks, count).await
+            ) -> $crate::errors::Result<Option<u32>> {
+                $crate::broker::calls::batch_add(self, queue, callbacks, count).await
             }
         }
     };
@@ -190,6 +193,8 @@ fn enqueue_call(k: &QueueKeys, jobs: &[NewJob]) -> Call {
     call.arg(k.prefix()).arg(jobs.len()).arg(MAX_PRIORITY);
     for job in jobs {
         job_args(&mut call, job);
+        let (mode, max_wait) = job.key_mode.as_args();
+        call.arg(mode).arg(max_wait);
     }
     call
 }
@@ -229,14 +234,32 @@ pub(crate) async fn enqueue<R: ScriptRunner + ?Sized>(
     }
     jobs.iter().try_for_each(check_priority)?;
     r.remember_queue(queue).await?;
-    // Chunks go out together (on Redis' multiplexed connection: one round trip in practice),
-    // while each script call stays within Lua's unpack limit.
-    let calls: Vec<(Call, usize)> = jobs
+    let calls = jobs
         .chunks(ENQUEUE_CHUNK)
-        .map(|chunk| (enqueue_call(&k, chunk), chunk.len()))
-        .collect();
+        .map(|chunk| Ok((enqueue_call(&k, chunk), chunk.len())))
+        .collect::<Result<Vec<_>>>()?;
+    // Jobs of one call are independent: the chunks go out together (on Redis' multiplexed
+    // connection, one round trip in practice).
+    write_chunks(r, calls, false).await
+}
+
+/// Run the script calls that write items (`enqueue`, `flow`; each call with how many items it
+/// carries, so each stays within Lua's unpack limit) and gather their per-item replies in order.
+/// `in_order` runs each call after the previous one answered; otherwise they go out together,
+/// and a call re-sent after `NOSCRIPT` may run after the one behind it.
+async fn write_chunks<R: ScriptRunner + ?Sized>(
+    r: &R,
+    calls: Vec<(Call, usize)>,
+    in_order: bool,
+) -> Result<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(calls.iter().map(|(_, n)| n).sum());
+    if in_order {
+        for (call, n) in &calls {
+            out.extend(parse_enqueue(r.run(call).await?, *n)?);
+        }
+        return Ok(out);
+    }
     let runs = calls.iter().map(|(call, _)| r.run(call));
-    let mut out = Vec::with_capacity(jobs.len());
     for (reply, (_, n)) in futures::future::join_all(runs)
         .await
         .into_iter()
@@ -381,15 +404,37 @@ pub(crate) async fn release<R: ScriptRunner + ?Sized>(
     queue: &str,
     leases: Vec<Lease>,
 ) -> Result<Vec<bool>> {
+    let back = leases.into_iter().map(|lease| (lease, None)).collect();
+    hand_back(r, queue, back).await
+}
+
+pub(crate) async fn snooze<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    snoozes: Vec<Snooze>,
+) -> Result<Vec<bool>> {
+    let back = snoozes
+        .into_iter()
+        .map(|s| (s.lease, Some(s.delay_ms)))
+        .collect();
+    hand_back(r, queue, back).await
+}
+
+/// `release.lua`: leases handed back now (no delay) or after a delay (a snooze).
+async fn hand_back<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    leases: Vec<(Lease, Option<u64>)>,
+) -> Result<Vec<bool>> {
     let k = QueueKeys::new(queue)?;
     if leases.is_empty() {
         return Ok(Vec::new());
     }
-    let keys = vec![k.active(), k.ready(), k.wake(), k.dead()];
+    let keys = vec![k.active(), k.ready(), k.wake(), k.dead(), k.scheduled()];
     let mut call = Call::new(ScriptId::Release, keys);
     call.arg(k.prefix());
-    for l in &leases {
-        call.arg(&l.id).arg(l.token);
+    for (l, delay) in &leases {
+        call.arg(&l.id).arg(l.token).arg(opt(*delay));
     }
     let items = run_items(r, &call, leases.len()).await?;
     // 2: the record was corrupt and went to the dead set; the lease is over all the same.
@@ -748,12 +793,13 @@ pub(crate) async fn enqueue_flow<R: ScriptRunner + ?Sized>(
         return Ok(Vec::new());
     }
     r.remember_queue(queue).await?;
-    let mut out = Vec::with_capacity(members.len());
-    for chunk in members.chunks(ENQUEUE_CHUNK) {
-        let call = flow_call(&k, chunk)?;
-        out.extend(parse_enqueue(r.run(&call).await?, chunk.len())?);
-    }
-    Ok(out)
+    let calls = members
+        .chunks(ENQUEUE_CHUNK)
+        .map(|chunk| Ok((flow_call(&k, chunk)?, chunk.len())))
+        .collect::<Result<Vec<_>>>()?;
+    // In order: a caller may rely on members written before the ones that follow them (a
+    // member waiting on another must exist before that one can end and deliver to it).
+    write_chunks(r, calls, true).await
 }
 
 pub(crate) async fn batch_add<R: ScriptRunner + ?Sized>(

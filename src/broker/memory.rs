@@ -37,11 +37,7 @@ use super::calls::{self, ScriptRunner};
 use super::done::DoneWaiters;
 use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, protocol, Call};
-use super::{
-    Ack, Broker, CancelOutcome, Enqueued, Fail, FailOutcome, FetchOutcome, Fire, FireOutcome,
-    FlowMember, HeartbeatOutcome, JobInfo, JobSet, Lease, NewJob, ProgressReport, QueueCounts,
-    ReapClaim, ReapOutcome, ScheduleChange, ScheduleState, Want, WorkerInfo,
-};
+use super::{Broker, JobInfo, JobSet, QueueCounts, WorkerInfo};
 use crate::errors::{Error, Result};
 
 /// The `memory://` broker. Instances are shared per name through [`MemoryBroker::named`].

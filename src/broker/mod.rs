@@ -46,9 +46,58 @@ pub struct NewJob {
     /// Idempotency key: while it lives, enqueueing with it again returns the first job's id.
     pub key: Option<String>,
     pub key_ttl_ms: u64,
+    /// How the key is held and what a repeat does (see `docs/flow-control.md`).
+    pub key_mode: KeyMode,
     /// Where the job's runs happen; a worker leases a thread or process job only while it has
     /// a slot free to start it (see [`Want`]).
     pub executor: Executor,
+}
+
+/// How a job's key is held, and what enqueueing again with it does: a repeat is refused (its
+/// handle names the first job) while the key lives, except for `Debounce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyMode {
+    /// `options(key=)`: the key lives `key_ttl_ms`; after a success, as long as the result.
+    #[default]
+    Plain,
+    /// `Unique(until="start")`: freed when the job is leased.
+    UntilStart,
+    /// `Unique(until="success")`: freed when the job ends, however it ends.
+    UntilEnd,
+    /// `options(throttle=)`: the key lives `key_ttl_ms` (the period) whatever the job does.
+    Throttle,
+    /// `options(debounce=)`: a repeat while the job is pending replaces its payload and moves
+    /// its start to now + `delay_ms`, but not past its enqueue + `max_wait_ms`; freed when the
+    /// job is leased.
+    Debounce { max_wait_ms: Option<u64> },
+}
+
+impl KeyMode {
+    /// The script's two values: mode name, max wait ('' none).
+    pub(crate) fn as_args(self) -> (&'static str, String) {
+        match self {
+            KeyMode::Plain => ("", String::new()),
+            KeyMode::UntilStart => ("start", String::new()),
+            KeyMode::UntilEnd => ("success", String::new()),
+            KeyMode::Throttle => ("throttle", String::new()),
+            KeyMode::Debounce { max_wait_ms } => (
+                "debounce",
+                max_wait_ms.map(|m| m.to_string()).unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Parse the Python side's name (`CoreOptions.key_mode`).
+    pub fn parse(name: &str, max_wait_ms: Option<u64>) -> Option<KeyMode> {
+        Some(match name {
+            "" | "plain" => KeyMode::Plain,
+            "start" => KeyMode::UntilStart,
+            "success" => KeyMode::UntilEnd,
+            "throttle" => KeyMode::Throttle,
+            "debounce" => KeyMode::Debounce { max_wait_ms },
+            _ => return None,
+        })
+    }
 }
 
 /// Where a job's runs happen, recorded at enqueue from the task's definition.
@@ -165,6 +214,14 @@ pub struct Ack {
     /// Encoded result value.
     pub result: Vec<u8>,
     pub result_ttl_ms: u64,
+}
+
+/// A run that asked to be put off (`raise asyncq.Snooze(seconds)`): its job waits `delay_ms`
+/// in scheduled, without the attempt counting (see `release.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snooze {
+    pub lease: Lease,
+    pub delay_ms: u64,
 }
 
 /// A progress report of a running job (`current_job().progress()`), accepted only while its
@@ -627,6 +684,9 @@ pub trait Broker: Send + Sync {
     /// Hand leased jobs back to ready now, without counting the attempt. `true` per lease the
     /// broker took back (also when a corrupt record was dead-lettered instead).
     async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>>;
+    /// Put running jobs off: each waits its delay in scheduled, its attempt not counted. `true`
+    /// per lease the broker took back (also when a corrupt record was dead-lettered instead).
+    async fn snooze(&self, queue: &str, snoozes: Vec<Snooze>) -> Result<Vec<bool>>;
     /// Extend leases to now + lease_ms.
     async fn heartbeat(
         &self,

@@ -74,7 +74,7 @@ pub static REGISTRY: [ScriptDef; 18] = [
     script!("fetch", 5),
     script!("ack", 5),
     script!("fail", 7),
-    script!("release", 4),
+    script!("release", 5),
     script!("heartbeat", 1),
     script!("reap", 7),
     script!("cancel", 4),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{
-    Ack, Broker, Fail, FailOutcome, Lease, Leased, ProgressReport, ReapClaim, Want,
+    Ack, Broker, Fail, FailOutcome, Lease, Leased, ProgressReport, ReapClaim, Snooze, Want,
 };
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::engine::{Engine, Tick};
@@ -135,6 +135,8 @@ pub enum Outcome {
     Ack(Ack),
     Fail(Fail),
     Release(Lease),
+    /// The task asked to run again later, without the attempt counting.
+    Snooze(Snooze),
 }
 
 enum Msg {
@@ -170,6 +172,7 @@ pub struct Stats {
     pub acked: AtomicU64,
     pub failed: AtomicU64,
     pub released: AtomicU64,
+    pub snoozed: AtomicU64,
     pub refused: AtomicU64,
     pub poison: AtomicU64,
 }
@@ -183,6 +186,7 @@ impl Stats {
             ("acked", get(&self.acked)),
             ("failed", get(&self.failed)),
             ("released", get(&self.released)),
+            ("snoozed", get(&self.snoozed)),
             ("refused", get(&self.refused)),
             ("poison", get(&self.poison)),
         ]
@@ -766,6 +770,7 @@ impl Shared {
             Outcome::Ack(a) => &a.lease,
             Outcome::Fail(f) => &f.lease,
             Outcome::Release(l) => l,
+            Outcome::Snooze(s) => &s.lease,
         };
         self.mark_settled(lease, !matches!(outcome, Outcome::Release(_)));
         // After close() a late outcome is dropped (the flusher may still be finishing its last

@@ -29,6 +29,7 @@ pub(super) async fn flusher(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
 
 async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
     let (mut acks, mut fails, mut releases, mut waiters) = (vec![], vec![], vec![], vec![]);
+    let mut snoozes = vec![];
     // One slot per entry of `fails`: where that failure's verdict goes, if anyone asked.
     let mut verdicts = vec![];
     let mut reports = vec![];
@@ -44,6 +45,7 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
                 verdicts.push(Some(tx));
             }
             Msg::Outcome(Outcome::Release(l)) => releases.push(l),
+            Msg::Outcome(Outcome::Snooze(s)) => snoozes.push(s),
             Msg::Flush(tx) => waiters.push(tx),
             Msg::Progress(p) => reports.push(p),
         }
@@ -79,6 +81,12 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.release(q, releases.clone())).await;
         sh.settle(ids, res.iter().copied(), |s| &s.released);
+    }
+    if !snoozes.is_empty() {
+        let ids: Vec<String> = snoozes.iter().map(|s| s.lease.id.clone()).collect();
+        let q = &sh.cfg.queue;
+        let res = retry(sh, || sh.broker.snooze(q, snoozes.clone())).await;
+        sh.settle(ids, res.iter().copied(), |s| &s.snoozed);
     }
     for tx in waiters {
         let _ = tx.send(());

@@ -1,5 +1,8 @@
--- release.lua: hand a batch of leased jobs back to ready at their original position without
--- counting the attempt (attempts - 1); the token is bumped so the old lease is dead.
+-- release.lua: hand a batch of leased jobs back without counting the attempt (attempts - 1); the
+-- token is bumped so the old lease is dead. A lease without a delay goes back to ready at its
+-- original position (a graceful shutdown); one with a delay waits in scheduled until now + delay,
+-- state 'scheduled' (a task that snoozed: `raise asyncq.Snooze(seconds)`), and keeps its ready
+-- score for when it is promoted.
 -- A record whose attempts or ready score cannot be read (missing, or not a whole number) cannot
 -- be put back: it is dead-lettered with reason 'corrupt_record' instead (reply 2); the fields are
 -- checked before anything is written. Such a dead letter is trimmed by reap after dead_ttl_ms.
@@ -8,13 +11,14 @@
 -- KEYS[2] ready      ZSET id -> ready score
 -- KEYS[3] wake       LIST holding at most one wake token
 -- KEYS[4] dead       ZSET id -> time of death ms
+-- KEYS[5] scheduled  ZSET id -> due ms
 -- ARGV[1] prefix     'asyncq:{q#0}:'
--- ARGV[2..] per lease, 2 values: id, token
+-- ARGV[2..] per lease, 3 values: id, token, delay_ms ('' for none: back to ready now)
 --
 -- Output: array, per lease: 1 released, 2 dead-lettered (corrupt record), or an error code
 -- Errors: -1 stale token (or job not running), -2 job missing
 
-local active, ready, wake, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local active, ready, wake, dead, scheduled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
 local out, released = {}, 0
 local _, now = redis_now()
@@ -27,8 +31,8 @@ local function dead_letter(jk, id, field, value)
   tell(prefix, 'dead', id)
 end
 
-for i = 2, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
+for i = 2, #ARGV, 3 do
+  local id, token, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jk = prefix .. 'job:' .. id
   local j = redis.call('HMGET', jk, 's', 't', 'a', 'rs')
   local a, rs = whole(j[3]), whole(j[4])
@@ -44,15 +48,24 @@ for i = 2, #ARGV, 2 do
     out[#out + 1] = 2
   else
     -- The token matched ours, a decimal number, so it is safe to bump.
-    redis.call('HSET', jk, 's', 'queued', 'a', math.max(0, a - 1), 't', tonumber(j[2]) + 1)
+    local back = {'a', math.max(0, a - 1), 't', tonumber(j[2]) + 1}
     redis.call('ZREM', active, id)
-    redis.call('ZADD', ready, j[4], id)
+    if delay ~= '' then
+      local due = now + tonumber(delay)
+      redis.call('HSET', jk, 's', 'scheduled', 'd', due, unpack(back))
+      redis.call('ZADD', scheduled, due, id)
+      tell(prefix, 'scheduled', id)
+    else
+      redis.call('HSET', jk, 's', 'queued', unpack(back))
+      redis.call('ZADD', ready, j[4], id)
+      tell(prefix, 'queued', id)
+    end
     out[#out + 1] = 1
     released = released + 1
-    tell(prefix, 'queued', id)
   end
 end
 
+-- Woken for a snooze too: a waiter may be sleeping past its due time.
 if released > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 tell_all(prefix, now)
 return out

@@ -13,7 +13,7 @@ use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{
     self, Broker, CancelOutcome, Executor, Fire, FireMode, FireOutcome, FlowMember, FollowUp,
-    InputMode, JobSet, NewJob, OnFailure, ScheduleChange, WorkerInfo, MAX_PRIORITY,
+    InputMode, JobSet, KeyMode, NewJob, OnFailure, ScheduleChange, WorkerInfo, MAX_PRIORITY,
 };
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
@@ -108,6 +108,11 @@ pub struct EnqueueOptions {
     eta: Option<f64>,
     key: Option<String>,
     key_ttl: f64,
+    /// How the key is held (`KeyMode::parse`): "plain", "start", "success", "throttle" or
+    /// "debounce".
+    key_mode: String,
+    /// Seconds; a debounce's latest start after the first enqueue.
+    max_wait: Option<f64>,
     max_payload: usize,
     job_id: Option<String>,
     /// `TaskConfig.executor`: "async", "thread" or "process".
@@ -146,12 +151,16 @@ fn build_jobs(
         eta,
         ref key,
         key_ttl,
+        ref key_mode,
+        max_wait,
         max_payload,
         ref job_id,
         ref executor,
     } = *opts;
     let executor = Executor::parse(executor)
         .ok_or_else(|| Error::Invalid(format!("unknown executor {executor:?}")))?;
+    let key_mode = KeyMode::parse(key_mode, max_wait.map(ms))
+        .ok_or_else(|| Error::Invalid(format!("unknown key mode {key_mode:?}")))?;
     // The limit holds for what travels, signature included.
     let overhead = signing_key.map_or(0, |_| SIGNATURE_OVERHEAD);
     let max_payload = max_payload.saturating_sub(overhead);
@@ -181,6 +190,7 @@ fn build_jobs(
             max_attempts: max_attempts.max(1),
             key: key.clone(),
             key_ttl_ms: ms(key_ttl),
+            key_mode,
             executor,
         });
     }
@@ -362,6 +372,7 @@ impl PyBroker {
                 max_attempts: max_attempts.max(1),
                 key: None,
                 key_ttl_ms: 0,
+                key_mode: Default::default(),
                 executor: Executor::Async,
             })
             .collect();

@@ -105,3 +105,12 @@ def report_steps(steps: int, pause: float = 0.05) -> int:
         time.sleep(pause)
         job.progress(i / steps, f"step {i} of {steps}")
     return steps
+
+
+def snooze_once(marker: str) -> str:
+    """Snooze the first time (``marker`` does not exist yet, then is created), then succeed."""
+    if not os.path.exists(marker):
+        with open(marker, "w", encoding="utf-8"):
+            pass
+        raise asyncq.Snooze(0.2)
+    return "woke"

@@ -137,6 +137,7 @@ pub fn job(id: &str, priority: i64) -> NewJob {
         max_attempts: 3,
         key: None,
         key_ttl_ms: 60_000,
+        key_mode: Default::default(),
         executor: Executor::Async,
     }
 }
@@ -270,6 +271,7 @@ pub fn new_jobs(n: usize) -> Vec<NewJob> {
             max_attempts: 1,
             key: None,
             key_ttl_ms: 60_000,
+            key_mode: Default::default(),
             executor: Executor::Async,
         })
         .collect()

@@ -20,6 +20,7 @@ mod ended;
 mod engine;
 mod enqueue;
 mod events;
+mod flow_control;
 mod flows;
 mod lease;
 mod outcomes;

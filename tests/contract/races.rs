@@ -91,6 +91,9 @@ impl Broker for HeldFetch {
     async fn release(&self, queue: &str, leases: Vec<Lease>) -> Result<Vec<bool>> {
         self.inner.release(queue, leases).await
     }
+    async fn snooze(&self, queue: &str, snoozes: Vec<Snooze>) -> Result<Vec<bool>> {
+        self.inner.snooze(queue, snoozes).await
+    }
     async fn heartbeat(&self, q: &str, leases: Vec<Lease>, ms: u64) -> Result<HeartbeatOutcome> {
         self.inner.heartbeat(q, leases, ms).await
     }

@@ -24,6 +24,7 @@ fn new_job(id: &str) -> NewJob {
         max_attempts: 3,
         key: None,
         key_ttl_ms: 60_000,
+        key_mode: Default::default(),
         executor: Executor::Async,
     }
 }
