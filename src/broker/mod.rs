@@ -53,22 +53,23 @@ pub struct NewJob {
     pub executor: Executor,
 }
 
-/// How a job's key is held, and what enqueueing again with it does: a repeat is refused (its
-/// handle names the first job) while the key lives, except for `Debounce`.
+/// How a job's key holds, and what enqueueing again with it does: a repeat is refused (its
+/// handle names the first job) while the key holds, except for `Debounce`. `enqueue.lua`
+/// decides from the state of the job the key names; no other script reads the mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyMode {
     /// `options(key=)`: the key lives `key_ttl_ms`; after a success, as long as the result.
     #[default]
     Plain,
-    /// `Unique(until="start")`: freed when the job is leased.
+    /// `Unique(until="start")`: holds while the job waits to start.
     UntilStart,
-    /// `Unique(until="success")`: freed when the job ends, however it ends.
+    /// `Unique(until="success")`: holds until the job ends, however it ends.
     UntilEnd,
     /// `options(throttle=)`: the key lives `key_ttl_ms` (the period) whatever the job does.
     Throttle,
     /// `options(debounce=)`: a repeat while the job is pending replaces its payload and moves
-    /// its start to now + `delay_ms`, but not past its enqueue + `max_wait_ms`; freed when the
-    /// job is leased.
+    /// its start to now + `delay_ms`, but not past its enqueue + `max_wait_ms`; once it
+    /// started, the next enqueue makes a new job.
     Debounce { max_wait_ms: Option<u64> },
 }
 

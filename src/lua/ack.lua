@@ -27,7 +27,7 @@ local told_here = watching(prefix) -- once per call; the loop tests a local
 for i = 2, #ARGV, 4 do
   local id, token, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 's', 't', 'k', 'fo', 'km')
+  local j = redis.call('HMGET', jk, 's', 't', 'k', 'fo')
   local code = 1
   if not j[1] then
     code = -2
@@ -38,11 +38,9 @@ for i = 2, #ARGV, 4 do
     ok = ok + 1
     done[ok] = id
     if told_here then tell(prefix, 'succeeded', id) end
-    if j[5] == 'success' then free_key(prefix, id, j[3]) end
     if ttl > 0 then
       redis.call('PEXPIRE', jk, ttl)
-      -- A plain idempotency key lasts as long as the result; a key with a mode as it says.
-      if j[3] and not j[5] then redis.call('PEXPIRE', prefix .. 'key:' .. j[3], ttl) end
+      if j[3] then redis.call('PEXPIRE', prefix .. 'key:' .. j[3], ttl) end
     end
     if j[4] and follow_up(prefix, ready, wake, outbox, id, j[4], true, ARGV[i + 2], now) > 0 then
       code = 11

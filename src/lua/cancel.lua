@@ -28,8 +28,6 @@ if state == 'queued' or state == 'scheduled' or state == 'failed' or state == 'w
   local err = cmsgpack.pack({type = 'JobCancelled', traceback = '', reason = 'cancelled',
     message = 'cancelled before it ran'})
   redis.call('HSET', jk, 's', 'cancelled', 'f', now)
-  local km = redis.call('HMGET', jk, 'km', 'k')
-  if km[1] and km[1] ~= 'throttle' then free_key(prefix, id, km[2]) end
   redis.call('ZREM', ready, id)
   redis.call('ZREM', scheduled, id)
   redis.call('DEL', prefix .. 'in:' .. id)

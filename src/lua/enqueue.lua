@@ -14,13 +14,20 @@
 -- ARGV[3] max_prio   MAX_PRIORITY (priority bands are counted down from it)
 -- ARGV[4..] per job, 11 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
 --           idempotency key|'', key_ttl_ms (0: the key never expires), executor ('thread',
---           'process', or '' for async: see fetch.lua), key mode ('' plain, 'start',
---           'success', 'throttle', 'debounce'; see `free_key` in lib/common.lua), max_wait_ms|''
+--           'process', or '' for async: see fetch.lua), key mode (see below), max_wait_ms|''
 --           (debounce: latest start, counted from the pending job's enqueue)
 --
--- A debounce key that names a job still pending (scheduled or queued) does not create a job:
--- the pending one takes the new payload and waits again, until now + delay_ms, but not past
--- its enqueue time + max_wait_ms (created 0, its id returned).
+-- Key modes (docs/flow-control.md). A key that lives names the job that took it; whether it
+-- still holds is decided here, from that job's state, so no other script frees keys:
+--   ''          plain idempotency key: holds while it lives (ack sets its TTL to the result's)
+--   'throttle'  holds while it lives (its TTL is the period; the record keeps no 'k', so
+--               ack leaves it alone)
+--   'start'     holds while the job waits to start: waiting, scheduled, queued
+--   'success'   holds until the job ends: anything but succeeded, dead, cancelled or gone
+--   'debounce'  while the job is pending (scheduled or queued) it takes the new payload and
+--               waits again, until now + delay_ms but not past its enqueue time + max_wait_ms
+-- A key that holds returns the named job's id (created 0); one that does not is taken by the
+-- new job.
 --
 -- Output: flat array, per job: id, created (1 new; 0 when the idempotency key matched an
 --         existing job, whose id is returned, or a record with this id exists already)
@@ -36,19 +43,26 @@ local out, created = {}, 0
 -- Set entries are gathered and added with one ZADD per set: one command instead of one per job.
 local now_ready, later = {}, {}
 
--- Debounce: the pending job `pid` takes the new payload `p` and waits again; false when `pid`
--- is not pending any more (then a new job is written).
-local function debounce(pid, p, delay, max_wait)
-  local pk = prefix .. 'job:' .. pid
-  local j = redis.call('HMGET', pk, 's', 'e')
-  if j[1] ~= 'scheduled' and j[1] ~= 'queued' then return false end
+local WAITS = {waiting = true, scheduled = true, queued = true}
+local ENDED = {succeeded = true, dead = true, cancelled = true}
+
+-- Whether a key of mode `mode` that names job `held` still holds it, for a new job with
+-- payload `p`, delay and max_wait (a debounce merges into the held job here).
+local function holds(mode, held, p, delay, max_wait)
+  if mode == '' or mode == 'throttle' then return true end
+  local s = redis.call('HGET', prefix .. 'job:' .. held, 's')
+  if mode == 'start' then return WAITS[s] == true end
+  if mode == 'success' then return s ~= false and not ENDED[s] end
+  if s ~= 'scheduled' and s ~= 'queued' then return false end -- debounce: not pending
+  local pk = prefix .. 'job:' .. held
+  local j = redis.call('HMGET', pk, 'e')
   local due = now + (tonumber(delay) or 0)
-  local e = tonumber(j[2])
+  local e = tonumber(j[1])
   if max_wait ~= '' and e then due = math.max(now, math.min(due, e + tonumber(max_wait))) end
   redis.call('HSET', pk, 'p', p, 's', 'scheduled', 'd', due)
-  redis.call('ZREM', ready, pid)
-  redis.call('ZADD', scheduled, due, pid)
-  tell(prefix, 'scheduled', pid)
+  redis.call('ZREM', ready, held)
+  redis.call('ZADD', scheduled, due, held)
+  tell(prefix, 'scheduled', held)
   return true
 end
 
@@ -61,8 +75,7 @@ for i = 4, #ARGV, 11 do
     -- through its writes; it holds no job id and is overwritten below.
     existing = redis.pcall('GET', prefix .. 'key:' .. key)
     if type(existing) == 'table' then existing = false end
-    if existing and mode == 'debounce' and
-        not debounce(existing, ARGV[i + 1], ARGV[i + 3], ARGV[i + 10]) then
+    if existing and not holds(mode, existing, ARGV[i + 1], ARGV[i + 3], ARGV[i + 10]) then
       existing = false
     end
   end
@@ -74,7 +87,7 @@ for i = 4, #ARGV, 11 do
   else
     seq = seq + 1
     local rs, due = new_job(prefix, now, maxprio, seq, ARGV, i)
-    if mode ~= '' then redis.call('HSET', jk, 'km', mode) end
+    if mode == 'throttle' then redis.call('HDEL', jk, 'k') end
     if due > now then
       later[#later + 1] = due
       later[#later + 1] = id

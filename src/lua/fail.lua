@@ -57,7 +57,6 @@ for i = 2, #ARGV, 6 do
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 3
       over[#over + 1] = id
-      free_key_at_end(prefix, jk, id)
       tell(prefix, 'cancelled', id)
     elseif retry then
       local due = now + tonumber(delay)
@@ -72,7 +71,6 @@ for i = 2, #ARGV, 6 do
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 2
       over[#over + 1] = id
-      free_key_at_end(prefix, jk, id)
       tell(prefix, 'dead', id)
     end
     if j[5] and not retry and follow_up(prefix, ready, wake, outbox, id, j[5], false, err, now) > 0

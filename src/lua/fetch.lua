@@ -81,7 +81,7 @@ local stop = #popped + 1
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex', 'in', 'km')
+  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex', 'in')
   local num = {true, whole(j[2]), whole(j[3]), whole(j[4]), whole(j[5]), 0}
   if j[6] then num[6] = whole(j[6]) end
   local bad = nil
@@ -113,9 +113,6 @@ for i = 1, #popped, 2 do
       local attempt, token = num[2] + 1, num[5] + 1
       redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
       if told_here then tell(prefix, 'running', id) end
-      if j[9] == 'start' or j[9] == 'debounce' then
-        free_key(prefix, id, redis.call('HGET', jk, 'k'))
-      end
       leased[m + 1], leased[m + 2] = deadline, id
       m = m + 2
       out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt

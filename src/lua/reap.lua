@@ -45,7 +45,6 @@ local function bury(jk, id, err, fields)
   if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
   died = died + 1
   buried[died] = id
-  free_key_at_end(prefix, jk, id)
   tell(prefix, 'dead', id)
   local fo = redis.call('HGET', jk, 'fo')
   if fo then follow_up(prefix, ready, wake, KEYS[7], id, fo, false, err, now) end

@@ -1,6 +1,6 @@
 //! Flow control in the scripts: a snooze (`release.lua` with a delay) puts a running job off
 //! without counting its attempt; keys with a mode (unique until start or until the end,
-//! throttle, debounce) are held and freed where `free_key` in `lib/common.lua` says.
+//! throttle, debounce) hold, or not, by the state of the job they name (`enqueue.lua`).
 
 use _core::broker::*;
 
@@ -11,7 +11,7 @@ contract!(
     a_snoozed_job_waits_its_delay_and_keeps_its_attempts,
     unique_until_start_frees_its_key_when_the_job_is_leased,
     unique_until_success_holds_its_key_through_retries_until_the_job_ends,
-    a_freed_key_that_names_another_job_is_left_alone,
+    a_unique_key_whose_job_is_gone_is_free,
     throttle_keeps_the_first_job_of_each_period,
     debounce_replaces_the_pending_job_and_moves_its_start,
 );
@@ -68,12 +68,18 @@ async fn unique_until_start_frees_its_key_when_the_job_is_leased(c: Ctx) {
     let b = &c.b;
     let m = KeyMode::UntilStart;
     assert_eq!(put(b, keyed("a", "k", m, 60_000)).await, ("a".into(), true));
-    assert_eq!(put(b, keyed("b", "k", m, 60_000)).await, ("a".into(), false));
+    assert_eq!(
+        put(b, keyed("b", "k", m, 60_000)).await,
+        ("a".into(), false)
+    );
     let a = lease_one(b, 60_000).await;
     assert_eq!(a.id, "a");
     // Running now: the key is free, one more may wait.
     assert_eq!(put(b, keyed("c", "k", m, 60_000)).await, ("c".into(), true));
-    assert_eq!(put(b, keyed("d", "k", m, 60_000)).await, ("c".into(), false));
+    assert_eq!(
+        put(b, keyed("d", "k", m, 60_000)).await,
+        ("c".into(), false)
+    );
     // Cancelled before it ran: freed too.
     assert_eq!(b.cancel(Q, "c").await.unwrap(), CancelOutcome::Cancelled);
     assert_eq!(put(b, keyed("e", "k", m, 60_000)).await, ("e".into(), true));
@@ -87,7 +93,11 @@ async fn unique_until_success_holds_its_key_through_retries_until_the_job_ends(c
     let a = lease_one(b, 60_000).await;
     assert_eq!(put(b, held("x")).await, ("a".into(), false), "running");
     b.fail(Q, vec![fail_of(&a, Some(0))]).await.unwrap();
-    assert_eq!(put(b, held("x")).await, ("a".into(), false), "waiting to retry");
+    assert_eq!(
+        put(b, held("x")).await,
+        ("a".into(), false),
+        "waiting to retry"
+    );
     let a = lease_one(b, 60_000).await;
     b.ack(Q, vec![ack_of(&a, b"")]).await.unwrap();
     assert_eq!(put(b, held("b")).await, ("b".into(), true), "a succeeded");
@@ -99,15 +109,22 @@ async fn unique_until_success_holds_its_key_through_retries_until_the_job_ends(c
     assert!(c.pttl(&format!("asyncq:{{{Q}#0}}:key:k")).await <= 60_000);
 }
 
-async fn a_freed_key_that_names_another_job_is_left_alone(c: Ctx) {
+async fn a_unique_key_whose_job_is_gone_is_free(c: Ctx) {
     let b = &c.b;
     assert!(put(b, keyed("a", "k", KeyMode::UntilEnd, 60_000)).await.1);
-    let a = lease_one(b, 60_000).await;
-    // The key is taken over (it expired and was set again, say) before `a` ends.
-    let _: () = c.raw(&["SET", &format!("asyncq:{{{Q}#0}}:key:k"), "other"]).await;
-    b.ack(Q, vec![ack_of(&a, b"")]).await.unwrap();
-    let still: Option<String> = c.raw(&["GET", &format!("asyncq:{{{Q}#0}}:key:k")]).await;
-    assert_eq!(still.as_deref(), Some("other"));
+    // The record went (expired, or deleted by hand) while the key still lives.
+    let _: i64 = c.raw(&["DEL", &job_key("a")]).await;
+    assert_eq!(
+        put(b, keyed("b", "k", KeyMode::UntilEnd, 60_000)).await,
+        ("b".into(), true)
+    );
+    // A plain key is different: it holds for its TTL whatever became of the job.
+    assert!(put(b, keyed("p", "plain", KeyMode::Plain, 60_000)).await.1);
+    let _: i64 = c.raw(&["DEL", &job_key("p")]).await;
+    assert_eq!(
+        put(b, keyed("q", "plain", KeyMode::Plain, 60_000)).await,
+        ("p".into(), false)
+    );
 }
 
 async fn throttle_keeps_the_first_job_of_each_period(c: Ctx) {
@@ -132,10 +149,19 @@ async fn debounce_replaces_the_pending_job_and_moves_its_start(c: Ctx) {
     assert!(put(b, debounced("a", b"first", Some(500))).await.1);
     let first = b.job(Q, "a").await.unwrap().unwrap();
     c.pass(200).await;
-    assert_eq!(put(b, debounced("b", b"second", Some(500))).await, ("a".into(), false));
+    assert_eq!(
+        put(b, debounced("b", b"second", Some(500))).await,
+        ("a".into(), false)
+    );
     let moved = b.job(Q, "a").await.unwrap().unwrap();
-    assert_eq!((moved.state, moved.payload.as_slice()), (JobState::Scheduled, &b"second"[..]));
-    assert!(moved.due_ms.unwrap() >= first.due_ms.unwrap() + 150, "start moved back");
+    assert_eq!(
+        (moved.state, moved.payload.as_slice()),
+        (JobState::Scheduled, &b"second"[..])
+    );
+    assert!(
+        moved.due_ms.unwrap() >= first.due_ms.unwrap() + 150,
+        "start moved back"
+    );
     c.pass(200).await;
     put(b, debounced("c", b"third", Some(500))).await;
     let capped = b.job(Q, "a").await.unwrap().unwrap();
@@ -145,5 +171,8 @@ async fn debounce_replaces_the_pending_job_and_moves_its_start(c: Ctx) {
     let a = lease_one(b, 60_000).await;
     assert_eq!((a.id.as_str(), a.payload.as_slice()), ("a", &b"third"[..]));
     // Started: the next enqueue makes a new pending job.
-    assert_eq!(put(b, debounced("d", b"fourth", None)).await, ("d".into(), true));
+    assert_eq!(
+        put(b, debounced("d", b"fourth", None)).await,
+        ("d".into(), true)
+    );
 }

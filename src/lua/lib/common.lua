@@ -41,24 +41,6 @@ local function tell_all(prefix, now)
   end
 end
 
--- ---- Keys with a mode (docs/flow-control.md) -------------------------------------------------
--- A job enqueued with a key may carry 'km', how its key is held: 'start' (unique until it
--- starts) and 'debounce' free the key when the job is leased; 'success' (unique until it ends)
--- frees it when the job ends, however it ends; 'throttle' never (the key's TTL is the period).
--- No 'km' is a plain idempotency key (kept after a success for the result's TTL, see ack.lua).
--- A key is freed only while it still names this job.
-local function free_key(prefix, id, key)
-  if not key then return end
-  local kk = prefix .. 'key:' .. key
-  if redis.call('GET', kk) == id then redis.call('DEL', kk) end
-end
-
--- Free the key of job `id` (record key `jk`) that ended, if its mode holds it until then.
-local function free_key_at_end(prefix, jk, id)
-  local j = redis.call('HMGET', jk, 'km', 'k')
-  if j[1] == 'success' then free_key(prefix, id, j[2]) end
-end
-
 -- The error record of a job whose record `field` cannot be read (`value` false if absent).
 local function corrupt(field, value)
   local what = 'is missing'
