@@ -12,7 +12,7 @@ import pytest
 import asyncq
 from asyncq.context import check_progress
 from tests.apps import proc_tasks
-from tests.conftest import make_app, running
+from tests.conftest import RedisServer, make_app, running
 
 # Reports are sent in the background; results wait this long at most on a loaded machine.
 WAIT = 20.0
@@ -207,3 +207,32 @@ async def test_a_bad_report_fails_the_task_that_made_it(ev_app: asyncq.App) -> N
         h = await bad.enqueue()
         with pytest.raises(asyncq.JobFailed, match=r"fraction from 0\.0 to 1\.0"):
             await h.result(timeout=WAIT)
+
+
+async def test_a_job_stream_outlives_its_dropped_connection(queue: str) -> None:
+    server = RedisServer()  # its own server: killing connections must not touch other tests
+    try:
+        app = make_app(server.url, queue)
+        gate = asyncio.Event()
+
+        @app.task(name="ev:waits")
+        async def waits() -> str:
+            await gate.wait()
+            asyncq.current_job().progress(1.0, "done")
+            return "ok"
+
+        async with running(app):
+            h = await waits.enqueue()
+            events = h.events(history=False)
+            while (await anext(events)).state != "running":
+                pass
+            # A proxy or a server restart drops the pub/sub connection (the one the stream
+            # listens on); the stream must subscribe again and still see the ending.
+            assert server.cli("CLIENT", "LIST", "TYPE", "pubsub").strip()
+            server.cli("CLIENT", "KILL", "TYPE", "pubsub")
+            gate.set()
+            rest = [e async for e in events]
+        assert rest[-1].state == "succeeded"
+        assert any(e.progress is not None and e.progress.message == "done" for e in rest)
+    finally:
+        server.stop()

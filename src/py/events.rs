@@ -23,6 +23,8 @@ pub const WATCH_TTL: Duration = Duration::from_secs(30);
 const WATCH_RENEW: Duration = Duration::from_secs(10);
 /// Most messages one `next()` hands over.
 const MAX_BATCH: usize = 1000;
+/// Pause before trying a broker that failed again (bounded by the caller's wait).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// One event as Python gets it: kind (`state` or `progress`), job id, state, fraction, message,
 /// broker time in unix seconds.
@@ -96,16 +98,25 @@ impl PyEventStream {
 }
 
 impl Reader {
+    /// Never fails: a broker that does not answer is reported as lost messages (the reader
+    /// then reads the state, which tells it whether the broker is down), and this reader
+    /// tries again at its next call.
     async fn next(&mut self, wait: Duration) -> Result<(bool, Vec<EventTuple>)> {
         if self.renewed.elapsed() >= WATCH_RENEW {
-            self.broker
-                .keep_watch(&self.queue, WATCH_TTL.as_millis() as u64)
-                .await?;
+            let ttl = WATCH_TTL.as_millis() as u64;
+            if self.broker.keep_watch(&self.queue, ttl).await.is_err() {
+                // The mark may run out before the next try: changes may go unpublished.
+                tokio::time::sleep(wait.min(RETRY_PAUSE)).await;
+                return Ok((true, Vec::new()));
+            }
             self.renewed = Instant::now();
         }
         let Some(rx) = self.rx.as_mut() else {
             // Lost before: listen again and say so, so the reader reads the state again.
-            self.rx = Some(self.broker.watch_events(&self.queue).await?);
+            match self.broker.watch_events(&self.queue).await {
+                Ok(rx) => self.rx = Some(rx),
+                Err(_) => tokio::time::sleep(wait.min(RETRY_PAUSE)).await,
+            }
             return Ok((true, Vec::new()));
         };
         let mut events = Vec::new();
