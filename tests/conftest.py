@@ -20,7 +20,8 @@ import pytest
 import asyncq
 from tests.procutil import WorkerProc
 
-REDIS = shutil.which("redis-server")
+# ASYNCQ_TEST_SERVER runs another server binary instead (make test-valkey: valkey-server).
+REDIS = shutil.which(os.environ.get("ASYNCQ_TEST_SERVER", "redis-server"))
 
 
 def free_port() -> int:

