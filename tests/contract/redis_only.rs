@@ -100,3 +100,86 @@ async fn a_lost_notification_connection_wakes_waiters_and_comes_back() {
     let heard = tokio::time::timeout(Duration::from_secs(5), b_done).await;
     assert!(matches!(heard, Ok(Ok(()))), "{heard:?}");
 }
+
+/// The ACL rules of docs/security.md (kept in docs/acl/, read here), for `user` with password
+/// `<user>-secret`.
+async fn acl_user(s: &Server, user: &str, rules: &str) -> String {
+    let mut cmd = ::redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg(user)
+        .arg("on")
+        .arg(format!(">{user}-secret"));
+    for rule in rules.split_whitespace() {
+        cmd.arg(rule);
+    }
+    let () = cmd.query_async(&mut s.raw().await).await.unwrap();
+    format!("redis://{user}:{user}-secret@127.0.0.1:{}", s.port)
+}
+
+fn refused<T: std::fmt::Debug>(r: _core::errors::Result<T>) -> bool {
+    let refused = matches!(&r, Err(e) if e.to_string().contains("NoPerm"));
+    if !refused {
+        eprintln!("not refused: {r:?}");
+    }
+    refused
+}
+
+#[tokio::test]
+async fn the_documented_acls_let_a_producer_enqueue_and_read_but_not_run_jobs() {
+    use _core::broker::{Broker, ProgressReport, Want, WorkerInfo};
+    let Some(s) = Server::start(&[]) else { return };
+    let producer = acl_user(&s, "producer", include_str!("../../docs/acl/producer.acl")).await;
+    let worker = acl_user(&s, "worker", include_str!("../../docs/acl/worker.acl")).await;
+    let p = RedisBroker::open(&producer).await.unwrap();
+    let w = RedisBroker::open(&worker).await.unwrap();
+
+    // A producer enqueues, reads jobs, waits for results, follows events and cancels.
+    p.enqueue(Q, vec![job("a", 1), job("b", 1), job("c", 1)])
+        .await
+        .unwrap();
+    let ended = p.watch_end(Q, "a").await.unwrap();
+    let mut events = p.watch_events(Q).await.unwrap();
+    p.keep_watch(Q, 60_000).await.unwrap();
+    assert_eq!(
+        p.cancel(Q, "c").await.unwrap(),
+        _core::broker::CancelOutcome::Cancelled
+    );
+
+    // It cannot lease, record outcomes, reap or report progress: those scripts name keys
+    // (the active and dead sets, the stats) its ACL does not grant.
+    assert!(refused(p.fetch(Q, Want::jobs(1), 60_000, "p").await));
+    assert!(refused(p.reap(Q, 60_000).await));
+
+    // A worker does all of it.
+    let me = WorkerInfo {
+        id: "w".into(),
+        info: "{}".into(),
+        last_seen_ms: 0,
+    };
+    w.register_worker(&me, 10_000).await.unwrap();
+    assert_eq!(w.workers().await.unwrap().len(), 1);
+    w.server_check().await.unwrap();
+    let got = w.fetch(Q, Want::jobs(2), 60_000, "w").await.unwrap();
+    assert_eq!(got.jobs.len(), 2);
+    let a = got.jobs.iter().find(|j| j.id == "a").unwrap();
+    assert!(refused(p.ack(Q, vec![ack_of(a, b"r")]).await));
+    let report = ProgressReport {
+        lease: lease(a),
+        fraction: 0.5,
+        message: None,
+    };
+    assert!(refused(p.progress(Q, vec![report.clone()]).await));
+    assert_eq!(w.progress(Q, vec![report]).await.unwrap(), [true]);
+    assert_eq!(w.ack(Q, vec![ack_of(a, b"r")]).await.unwrap(), [true]);
+    w.reap(Q, 60_000).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .is_ok(),
+        "the producer heard the ending"
+    );
+    let info = p.job(Q, "a").await.unwrap().unwrap();
+    assert_eq!(info.result.as_deref(), Some(&b"r"[..]));
+    let heard = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert!(matches!(heard, Ok(Some(_))), "the producer hears events");
+}
