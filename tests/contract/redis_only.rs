@@ -126,7 +126,7 @@ fn refused<T: std::fmt::Debug>(r: _core::errors::Result<T>) -> bool {
 
 #[tokio::test]
 async fn the_documented_acls_let_a_producer_enqueue_and_read_but_not_run_jobs() {
-    use _core::broker::{Broker, ProgressReport, Want, WorkerInfo};
+    use _core::broker::{ProgressReport, Want, WorkerInfo};
     let Some(s) = Server::start(&[]) else { return };
     let producer = acl_user(&s, "producer", include_str!("../../docs/acl/producer.acl")).await;
     let worker = acl_user(&s, "worker", include_str!("../../docs/acl/worker.acl")).await;
@@ -182,4 +182,132 @@ async fn the_documented_acls_let_a_producer_enqueue_and_read_but_not_run_jobs() 
     assert_eq!(info.result.as_deref(), Some(&b"r"[..]));
     let heard = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
     assert!(matches!(heard, Ok(Some(_))), "the producer hears events");
+}
+
+/// A throwaway certificate authority and, signed by it, a certificate for the server
+/// (127.0.0.1) and one for a client, made with the `openssl` command in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=asyncq test CA",
+        ],
+    ]
+    .concat());
+    for name in ["server", "client"] {
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subject = format!("/CN=asyncq test {name}");
+        run(&[
+            &["req"][..],
+            &ec,
+            &["-keyout", &key, "-out", &csr, "-subj", &subject],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_private_authority_and_a_client_certificate() {
+    use _core::broker::Want;
+    let dir = std::env::temp_dir().join(format!("asyncq-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir);
+    let file = |f: &str| dir.join(f).display().to_string();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tls = [
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &file("server.pem"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.pem"),
+        "--tls-auth-clients",
+        "yes",
+    ];
+    let Some(s) = Server::start(&tls) else { return };
+    let at = format!("rediss://127.0.0.1:{tls_port}/0");
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let url = format!("{at}?tls_ca={ca}&tls_cert={cert}&tls_key={key}");
+    let b = RedisBroker::open(&url).await.unwrap();
+    b.enqueue(Q, vec![job("a", 1)]).await.unwrap();
+    let ended = b.watch_end(Q, "a").await.unwrap(); // the pub/sub connection, over TLS too
+    b.wait(Q, 50).await.unwrap(); // and the blocking one
+    let got = b.fetch(Q, Want::jobs(1), 60_000, "w").await.unwrap();
+    assert_eq!(
+        b.ack(Q, vec![ack_of(&got.jobs[0], b"")]).await.unwrap(),
+        [true]
+    );
+    assert!(tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .is_ok());
+
+    // The server asks for a client certificate; and the system does not trust our authority.
+    assert!(RedisBroker::open(&format!("{at}?tls_ca={ca}"))
+        .await
+        .is_err());
+    let without_ca = format!("{at}?tls_cert={cert}&tls_key={key}");
+    assert!(RedisBroker::open(&without_ca).await.is_err());
+    // Misuse is a clear error before any connection.
+    for bad in [
+        format!("redis://127.0.0.1:{}/0?tls_ca={ca}", s.port),
+        format!("{at}?tls_cert={cert}"),
+        format!("{at}?tls_ca={}", file("missing.pem")),
+    ] {
+        let err = RedisBroker::open(&bad).await.err().unwrap();
+        assert!(matches!(err, Error::BadUrl(_)), "{bad}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -52,7 +52,7 @@ impl SingleNode {
     /// dialed plainly before anything else: the connection manager retries with backoff, which
     /// would turn a wrong password or a down server into a long hang instead of a prompt error.
     pub(crate) async fn connect(url: &str) -> Result<(SingleNode, MultiplexedConnection)> {
-        let client = Client::open(url).map_err(|e| Error::BadUrl(format!("{url:?}: {e}")))?;
+        let client = client_for(url)?;
         let first = dial(&client).await?;
         let con = client
             .get_connection_manager_with_config(manager_config())
@@ -61,6 +61,64 @@ impl SingleNode {
         spawn_watchdog(client.clone(), Arc::downgrade(&con));
         Ok((SingleNode { client, con }, first))
     }
+}
+
+/// The TLS files a URL may name in its query, as paths: `tls_ca` (the authority that signed
+/// the server's certificate, when it is not one the system trusts), and `tls_cert` with
+/// `tls_key` (a client certificate, when the server asks for one).
+const TLS_PARAMS: [&str; 3] = ["tls_ca", "tls_cert", "tls_key"];
+
+/// A client for `url`, with the TLS files its query names read and handed to rustls.
+/// `rediss://host:6380/0?tls_ca=/etc/asyncq/ca.pem&tls_cert=/etc/asyncq/client.pem&tls_key=...`
+pub(crate) fn client_for(url: &str) -> Result<Client> {
+    // rustls needs a process-wide crypto provider; redis-rs enables none. Installing fails
+    // only when one is installed already (by the application), which is as good.
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let bad = |why: String| Error::BadUrl(format!("{url:?}: {why}"));
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut files: [Option<Vec<u8>>; 3] = [None, None, None];
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match TLS_PARAMS.iter().position(|p| *p == name) {
+            Some(i) => {
+                let read = std::fs::read(value);
+                files[i] =
+                    Some(read.map_err(|e| bad(format!("cannot read {name} {value:?}: {e}")))?);
+            }
+            None => rest.push(pair),
+        }
+    }
+    let plain = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let [ca, cert, key] = files;
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Client::open(plain).map_err(|e| bad(e.to_string()));
+    }
+    if !(base.starts_with("rediss://") || base.starts_with("valkeys://")) {
+        return Err(bad(
+            "tls_ca, tls_cert and tls_key need a rediss:// or valkeys:// URL".into(),
+        ));
+    }
+    let client_tls = match (cert, key) {
+        (Some(client_cert), Some(client_key)) => Some(::redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        (None, None) => None,
+        _ => return Err(bad("tls_cert and tls_key go together".into())),
+    };
+    let certs = ::redis::TlsCertificates {
+        client_tls,
+        root_cert: ca,
+    };
+    Client::build_with_tls(plain, certs).map_err(|e| bad(e.to_string()))
 }
 
 async fn dial(client: &Client) -> Result<MultiplexedConnection> {
