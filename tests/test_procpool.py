@@ -62,6 +62,26 @@ async def test_result_round_trip(pool: ProcessPool) -> None:
     assert await pool.run(t.multiply.fn, (2, 3), {}, ctx=CTX, timeout=None) == 6
 
 
+async def test_progress_reaches_the_parent_only_while_its_call_runs() -> None:
+    one = ProcessPool(1)  # one child: the next calls run where the leftover thread still reports
+    heard: list[tuple[float, str | None]] = []
+    try:
+
+        def hear(fraction: float, message: str | None) -> None:
+            heard.append((fraction, message))
+
+        got = await one.run(t.report_steps, (3, 0.0), {}, ctx=CTX, timeout=10, on_progress=hear)
+        assert got == 3
+        assert heard == [(1 / 3, "step 1 of 3"), (2 / 3, "step 2 of 3"), (1.0, "step 3 of 3")]
+        assert await one.run(t.leave_a_reporter, (0.5,), {}, ctx=CTX, timeout=10) == "returned"
+        # Its thread reports for 0.5 s more; none of it may be taken for these calls' replies.
+        for i in range(20):
+            assert await one.run(t.add, (i, 1), {}, ctx=CTX, timeout=10) == i + 1
+            await asyncio.sleep(0.03)
+    finally:
+        await one.close()
+
+
 async def test_current_job_in_the_child_is_the_ctx_passed(pool: ProcessPool) -> None:
     assert await pool.run(t.job, (), {}, ctx=CTX, timeout=None) == CTX
 

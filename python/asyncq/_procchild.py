@@ -103,22 +103,33 @@ def _serve(request: bytes, reply_fd: int) -> None:
         _send(reply_fd, _error(exc))
         return
 
+    # Reports count only while this call runs: one from a thread the call left behind would
+    # reach the parent among the next call's replies.
+    running = [True]
+
     def report(fraction: float, message: str | None) -> None:
-        _send(reply_fd, ("progress", fraction, message))
+        with _send_lock:
+            if running[0]:
+                _send_unlocked(reply_fd, ("progress", fraction, message))
+
+    def finish(reply: tuple[Any, ...]) -> None:
+        with _send_lock:
+            running[0] = False
+            _send_unlocked(reply_fd, reply)
 
     token = _current.set(ctx.with_report(report))
     _send(reply_fd, ("started",))
     try:
         result = fn(*args, **kwargs)
     except Snooze as snooze:  # a request to the worker, not a failure
-        _send(reply_fd, ("snooze", snooze.seconds))
+        finish(("snooze", snooze.seconds))
         return
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the child lives on
-        _send(reply_fd, _error(exc))
+        finish(_error(exc))
         return
     finally:
         _current.reset(token)
-    _send(reply_fd, ("ok", result))
+    finish(("ok", result))
 
 
 def _resolve(module: str, qualname: str, main_path: str | None) -> Callable[..., Any]:

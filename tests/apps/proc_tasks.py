@@ -114,3 +114,19 @@ def snooze_once(marker: str) -> str:
             pass
         raise asyncq.Snooze(0.2)
     return "woke"
+
+
+def leave_a_reporter(seconds: float) -> str:
+    """Start a thread that keeps reporting progress for ``seconds`` after this call returns."""
+    import threading  # noqa: PLC0415 - only this function needs it
+
+    job = asyncq.current_job()
+
+    def keep_reporting() -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            job.progress(0.5, "from a leftover thread")
+            time.sleep(0.01)
+
+    threading.Thread(target=keep_reporting, daemon=True).start()
+    return "returned"
