@@ -27,6 +27,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PayloadError", py.get_type::<errors::PayloadError>())?;
     m.add_class::<py::broker::PyBroker>()?;
     m.add_function(wrap_pyfunction!(py::broker::check_schedule_name, m)?)?;
+    m.add_function(wrap_pyfunction!(py::broker::check_progress, m)?)?;
+    m.add_function(wrap_pyfunction!(py::broker::check_snooze, m)?)?;
     m.add_class::<py::consumer::PyConsumer>()?;
     m.add_class::<py::consumer::PyConsumerEvent>()?;
     m.add_class::<py::consumer::PyJob>()?;

@@ -15,13 +15,17 @@ __all__ = [
     "JobInfo",
     "PayloadError",
     "__version__",
+    "check_progress",
     "check_schedule_name",
+    "check_snooze",
 ]
 
 __version__: str
 SHORT_JOB_S: float
 
 def check_schedule_name(name: str) -> None: ...
+def check_progress(fraction: float, message: str | None = None) -> None: ...
+def check_snooze(seconds: float) -> None: ...
 
 class AsyncqError(Exception): ...
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._core import Job
+from ._core import check_progress as _check_progress
 
 __all__ = ["JobContext", "check_progress", "current_job"]
 
@@ -88,23 +89,15 @@ class JobContext:
         return ctx.with_report(job.progress)
 
 
-PROGRESS_MESSAGE_MAX = 1024
-
-
 def check_progress(fraction: float, message: str | None) -> None:
-    """Refuse a progress report that cannot be recorded, naming what is wrong."""
+    """Refuse a progress report that cannot be recorded, naming what is wrong: the types here,
+    the range and size by the core's rule (``_core.check_progress``), which every report
+    passes again on its way to the broker."""
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
         raise TypeError(f"progress must be a number from 0.0 to 1.0, got {fraction!r}")
-    if not 0.0 <= fraction <= 1.0:  # NaN fails too
-        raise ValueError(f"progress must be a fraction from 0.0 to 1.0, got {fraction!r}")
-    if message is not None:
-        if not isinstance(message, str):
-            raise TypeError(f"a progress message must be a str, got {type(message).__name__}")
-        size = len(message.encode("utf-8", "surrogatepass"))
-        if size > PROGRESS_MESSAGE_MAX:
-            raise ValueError(
-                f"a progress message is at most {PROGRESS_MESSAGE_MAX} bytes, got {size}"
-            )
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"a progress message must be a str, got {type(message).__name__}")
+    _check_progress(float(fraction), message)
 
 
 # The worker stores the leased Job itself (no allocation per job); contexts are built on demand.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import AsyncqError, BrokerError, PayloadError
+from ._core import AsyncqError, BrokerError, PayloadError, check_snooze
 
 __all__ = [
     "AsyncqError",
@@ -89,13 +89,9 @@ class Snooze(Exception):
     def __init__(self, seconds: float) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ValueError(f"Snooze takes seconds as a number, got {seconds!r}")
-        if not 0 <= seconds <= _YEAR_S:
-            raise ValueError(f"a snooze lasts 0 to {_YEAR_S:.0f} seconds, got {seconds!r}")
+        check_snooze(float(seconds))  # the core's rule, the one the worker applies
         super().__init__(seconds)
         self.seconds = float(seconds)
 
     def __reduce__(self) -> tuple[type[Snooze], tuple[float]]:
         return (Snooze, (self.seconds,))
-
-
-_YEAR_S = 365 * 86400.0

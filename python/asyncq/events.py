@@ -199,7 +199,7 @@ async def job_events(
                 if again.state in FINAL_STATES:
                     return
     finally:
-        await _close(stream)
+        await stream.close()
 
 
 class QueueEvents:
@@ -242,7 +242,7 @@ class QueueEvents:
         """Stop listening."""
         self._closed = True
         if self._stream is not None:
-            await _close(self._stream)
+            await self._stream.close()
             self._stream = None
 
     async def _open(self) -> EventStream:
@@ -251,7 +251,3 @@ class QueueEvents:
         if self._stream is None:
             self._stream = await self._broker.events(self.queue)
         return self._stream
-
-
-async def _close(stream: EventStream) -> None:
-    await stream.close()

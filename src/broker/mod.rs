@@ -334,6 +334,20 @@ pub fn check_progress(fraction: f64, message: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Longest snooze, in seconds: a year (a longer one is surely a unit mistake).
+pub const SNOOZE_MAX_S: f64 = 365.0 * 86400.0;
+
+/// A snooze of `seconds` as the delay the release script takes, in ms; refused outside
+/// 0..=[`SNOOZE_MAX_S`] (NaN too).
+pub fn snooze_delay_ms(seconds: f64) -> Result<u64> {
+    if !(0.0..=SNOOZE_MAX_S).contains(&seconds) {
+        return Err(Error::Invalid(format!(
+            "a snooze lasts 0 to {SNOOZE_MAX_S} seconds, got {seconds}"
+        )));
+    }
+    Ok((seconds * 1000.0).round() as u64)
+}
+
 pub fn check_schedule_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
     if !name.is_empty() && name.len() <= MAX_SCHEDULE_NAME && name.chars().all(ok_char) {

@@ -50,14 +50,14 @@ local ENDED = {succeeded = true, dead = true, cancelled = true}
 -- payload `p`, delay and max_wait (a debounce merges into the held job here).
 local function holds(mode, held, p, delay, max_wait)
   if mode == '' or mode == 'throttle' then return true end
-  local s = redis.call('HGET', prefix .. 'job:' .. held, 's')
+  local pk = prefix .. 'job:' .. held
+  local j = redis.call('HMGET', pk, 's', 'e')
+  local s = j[1]
   if mode == 'start' then return WAITS[s] == true end
   if mode == 'success' then return s ~= false and not ENDED[s] end
   if s ~= 'scheduled' and s ~= 'queued' then return false end -- debounce: not pending
-  local pk = prefix .. 'job:' .. held
-  local j = redis.call('HMGET', pk, 'e')
   local due = now + (tonumber(delay) or 0)
-  local e = tonumber(j[1])
+  local e = tonumber(j[2])
   if max_wait ~= '' and e then due = math.max(now, math.min(due, e + tonumber(max_wait))) end
   redis.call('HSET', pk, 'p', p, 's', 'scheduled', 'd', due)
   redis.call('ZREM', ready, held)
@@ -86,8 +86,7 @@ for i = 4, #ARGV, 11 do
     out[#out + 1] = 0
   else
     seq = seq + 1
-    local rs, due = new_job(prefix, now, maxprio, seq, ARGV, i)
-    if mode == 'throttle' then redis.call('HDEL', jk, 'k') end
+    local rs, due = new_job(prefix, now, maxprio, seq, ARGV, i, mode == 'throttle')
     if due > now then
       later[#later + 1] = due
       later[#later + 1] = id

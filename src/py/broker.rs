@@ -248,6 +248,21 @@ pub fn check_schedule_name(name: &str) -> PyResult<()> {
     Ok(crate::broker::check_schedule_name(name)?)
 }
 
+/// Check a progress report (raises ValueError naming what is wrong): the one rule, which
+/// Python applies where no Job is at hand (a process-pool child) before sending a report.
+#[pyfunction]
+#[pyo3(signature = (fraction, message=None))]
+pub fn check_progress(fraction: f64, message: Option<&str>) -> PyResult<()> {
+    Ok(crate::broker::check_progress(fraction, message)?)
+}
+
+/// Check a snooze's length (raises ValueError): `asyncq.Snooze` applies it when raised.
+#[pyfunction]
+pub fn check_snooze(seconds: f64) -> PyResult<()> {
+    crate::broker::snooze_delay_ms(seconds)?;
+    Ok(())
+}
+
 /// Broker handle exposed to Python as `asyncq._core.Broker`.
 #[derive(Clone)]
 #[pyclass(frozen, name = "Broker", module = "asyncq._core")]

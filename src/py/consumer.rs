@@ -12,7 +12,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::backoff::Backoff;
 use crate::bridge::awaitable_ok;
-use crate::broker::{check_progress, Ack, Fail, FailOutcome, Lease, ProgressReport, Snooze, Want};
+use crate::broker::{
+    check_progress, snooze_delay_ms, Ack, Fail, FailOutcome, Lease, ProgressReport, Snooze, Want,
+};
 use crate::codec::{decode_value, encode_value, ErrorRecord};
 use crate::consumer::{Consumer, Event, Fetched, Outcome};
 
@@ -102,17 +104,6 @@ impl Drop for PyJob {
             consumer.abandon(self.lease());
         }
     }
-}
-
-/// A snooze's delay in ms: at least 0, at most a year (a longer one is surely a unit mistake).
-fn snooze_ms(seconds: f64) -> PyResult<u64> {
-    const YEAR_S: f64 = 365.0 * 86400.0;
-    if !(0.0..=YEAR_S).contains(&seconds) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "a snooze lasts 0 to {YEAR_S} seconds, got {seconds}"
-        )));
-    }
-    Ok((seconds * 1000.0).round() as u64)
 }
 
 /// A fetched batch; turned into a list of `Job` under the GIL on the event loop's thread.
@@ -400,7 +391,7 @@ impl PyConsumer {
     /// Queue a snooze: the job runs again after `seconds` (broker clock), its attempt not
     /// counted (`raise asyncq.Snooze(seconds)`).
     fn snooze(&self, job: &PyJob, seconds: f64) -> PyResult<()> {
-        let delay_ms = snooze_ms(seconds)?;
+        let delay_ms = snooze_delay_ms(seconds)?;
         if !job.settle() {
             return Ok(());
         }

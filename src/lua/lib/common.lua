@@ -58,7 +58,9 @@ end
 -- key_ttl_ms, executor|''), taking `seq` as its FIFO number; reserve its idempotency key.
 -- Returns its ready score and due time (ms): the caller adds the id to the ready set (due <=
 -- now) or to the scheduled set (later), so a batch can do that with one ZADD per set.
-local function new_job(prefix, now, maxprio, seq, argv, i)
+-- `unowned` true: the key is reserved but the record does not keep it as 'k' (a throttle key:
+-- ack then leaves its period alone, see enqueue.lua).
+local function new_job(prefix, now, maxprio, seq, argv, i, unowned)
   local id, key = argv[i], argv[i + 6]
   local prio = tonumber(argv[i + 2])
   local rs = (maxprio - prio) * 1099511627776 + seq
@@ -76,8 +78,10 @@ local function new_job(prefix, now, maxprio, seq, argv, i)
     else
       redis.call('SET', prefix .. 'key:' .. key, id)
     end
-    fields[#fields + 1] = 'k'
-    fields[#fields + 1] = key
+    if not unowned then
+      fields[#fields + 1] = 'k'
+      fields[#fields + 1] = key
+    end
   end
   if argv[i + 8] ~= '' then
     fields[#fields + 1] = 'ex'
