@@ -116,6 +116,7 @@ pub(crate) mod tests {
             key_ttl_ms: 0,
             key_mode: Default::default(),
             executor: Executor::Async,
+            group: None,
         }
     }
 

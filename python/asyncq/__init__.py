@@ -25,6 +25,7 @@ from .errors import (
     JobFailed,
     JobNotFound,
     PayloadError,
+    RateLimited,
     ResultTimeout,
     Snooze,
 )
@@ -46,6 +47,7 @@ from .flows import (
     group,
 )
 from .job import JobHandle, JobInfo
+from .limits import ConcurrencyLimit, RateLimit
 from .log import configure_logging
 from .middleware import Middleware
 from .schedule import Schedule, ScheduleInfo, Scheduler
@@ -62,6 +64,7 @@ __all__ = [
     "Call",
     "Chain",
     "Chord",
+    "ConcurrencyLimit",
     "Event",
     "Exponential",
     "Failed",
@@ -78,6 +81,8 @@ __all__ = [
     "Middleware",
     "PayloadError",
     "Progress",
+    "RateLimit",
+    "RateLimited",
     "ResultTimeout",
     "Schedule",
     "ScheduleInfo",

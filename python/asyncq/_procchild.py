@@ -30,7 +30,7 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from .context import _current
-from .errors import Snooze
+from .errors import RateLimited, Snooze
 from .task import Task
 
 _HEADER = struct.Struct("!I")
@@ -122,7 +122,7 @@ def _serve(request: bytes, reply_fd: int) -> None:
     try:
         result = fn(*args, **kwargs)
     except Snooze as snooze:  # a request to the worker, not a failure
-        finish(("snooze", snooze.seconds))
+        finish(("snooze", snooze.seconds, isinstance(snooze, RateLimited)))
         return
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the child lives on
         finish(_error(exc))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import JobContext
-from .errors import Snooze
+from .errors import RateLimited, Snooze
 from .task import Task
 
 __all__ = ["ProcessPool", "ProcessTaskError", "default_size"]
@@ -310,7 +310,7 @@ def _outcome(reply: tuple[Any, ...]) -> Any:
     if reply[0] == "ok":
         return reply[1]
     if reply[0] == "snooze":
-        raise Snooze(reply[1])
+        raise (RateLimited if reply[2] else Snooze)(reply[1])
     _, type_name, message, remote_traceback = reply
     raise ProcessTaskError(type_name, message, remote_traceback)
 

@@ -21,7 +21,7 @@ from ._failure import describe
 from ._threads import Slots, ThreadPool, default_size
 from .backoff import Exponential
 from .context import JobContext, _current
-from .errors import Snooze
+from .errors import RateLimited, Snooze
 from .middleware import run_hooks
 
 if TYPE_CHECKING:
@@ -299,13 +299,15 @@ class Runner:
     ) -> None:
         if ctx is not None:
             await run_hooks(self.app.middleware, "after_execute", ctx)
-        lane.consumer.snooze(job, snooze.seconds)
+        keyed = isinstance(snooze, RateLimited)
+        lane.consumer.snooze(job, snooze.seconds, keyed)
         lane.settled.add(job.id)
         self.stats.snoozed += 1
         log.info(
-            "job %s (%s) snoozed for %gs",
+            "job %s (%s) %s for %gs",
             job.id,
             job.task,
+            "pushed its key back" if keyed else "snoozed",
             snooze.seconds,
             extra=job_fields(job, "job.snoozed", duration_ms=_ms(started), delay_s=snooze.seconds),
         )

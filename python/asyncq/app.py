@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from ._core import Broker
@@ -13,6 +13,8 @@ from ._hookloop import HookLoop
 from .backoff import Exponential
 from .events import QueueEvents
 from .job import JobHandle
+from .limits import ConcurrencyLimit, Grouping, RateLimit
+from .limits import settings as limit_settings
 from .middleware import Middleware, call_hook
 from .schedule import Catchup, Overlap, Schedule
 from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
@@ -95,6 +97,7 @@ class App:
         self.key_ttl = key_ttl
         self.max_payload = max_payload
         self.middleware = list(middleware)
+        self._queue_limits: dict[str, str] = {}
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}
 
@@ -126,6 +129,13 @@ class App:
         priority: int = 0,
         result_ttl: float | None = None,
         executor: Literal["thread", "process"] | None = None,
+        rate_limit: str | None = None,
+        burst: int = 0,
+        concurrency_limit: int | None = None,
+        limits: Sequence[RateLimit | ConcurrencyLimit] = (),
+        fair_key: str | Callable[..., object] | None = None,
+        fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
+        ordered_key: str | Callable[..., object] | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -141,6 +151,13 @@ class App:
         priority: int = 0,
         result_ttl: float | None = None,
         executor: Literal["thread", "process"] | None = None,
+        rate_limit: str | None = None,
+        burst: int = 0,
+        concurrency_limit: int | None = None,
+        limits: Sequence[RateLimit | ConcurrencyLimit] = (),
+        fair_key: str | Callable[..., object] | None = None,
+        fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
+        ordered_key: str | Callable[..., object] | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
@@ -157,6 +174,20 @@ class App:
                 worker's thread pool; ``"process"`` in a child process of a bounded pool, which
                 can be terminated at its timeout (the function must be defined at module level).
                 Coroutine functions always run on the worker's event loop: leave it None.
+            rate_limit: At most this many starts per period across all workers, such as
+                ``"20/s"``, ``"100/m"`` or ``"1000/h"`` (see docs/flow-control.md).
+            burst: Starts allowed beyond ``rate_limit`` after a quiet spell (default 0: no
+                window of one period sees more than the rate).
+            concurrency_limit: At most this many of its jobs running at once, across all
+                workers.
+            limits: Limits per key: :class:`asyncq.RateLimit` and
+                :class:`asyncq.ConcurrencyLimit` with ``key=`` (a parameter's name or a
+                callable over the arguments).
+            fair_key: Serve jobs round-robin across the values of this key (a parameter's
+                name or a callable), so one key's backlog does not delay another's jobs.
+            fair_weights: Jobs per turn for some values of ``fair_key`` (a mapping, or a
+                callable over the value; default 1).
+            ordered_key: Jobs with the same value of this key run one at a time, in order.
 
         Returns:
             The :class:`Task`, or a decorator producing it.
@@ -172,9 +203,28 @@ class App:
         if not 0 <= priority <= 9:
             raise ValueError("priority must be between 0 and 9")
 
+        grouped = (rate_limit, concurrency_limit, fair_key, fair_weights, ordered_key)
+        if burst and rate_limit is None:
+            raise ValueError("burst goes with rate_limit")
+
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{f.__module__}:{f.__qualname__}"
+            grouping = None
+            if limits or any(v is not None for v in grouped):
+                grouping = Grouping(
+                    task_name,
+                    f,
+                    rate_limit=rate_limit,
+                    burst=burst,
+                    concurrency_limit=concurrency_limit,
+                    limits=limits,
+                    fair_key=fair_key,
+                    fair_weights=fair_weights,
+                    ordered_key=ordered_key,
+                )
             config = TaskConfig(
-                name=name or f"{f.__module__}:{f.__qualname__}",
+                grouping=grouping,
+                name=task_name,
                 queue=queue or self.default_queue,
                 retries=retries,
                 backoff=backoff or Exponential(),
@@ -188,6 +238,53 @@ class App:
         if fn is not None:
             return register(fn)
         return _TaskDecorator(register)
+
+    def queue_options(
+        self,
+        queue: str,
+        *,
+        rate_limit: str | None = None,
+        burst: int = 0,
+        concurrency_limit: int | None = None,
+    ) -> None:
+        """Limits on a whole queue, over every task's jobs in it (see docs/flow-control.md).
+
+        Its jobs are grouped per task (tasks take turns), and each starts only while the
+        queue's limiter has room, as well as its task's own limiters.
+
+        Args:
+            queue: The queue.
+            rate_limit: At most this many starts per period in the queue (``"100/s"``).
+            burst: Starts allowed beyond the rate after a quiet spell.
+            concurrency_limit: At most this many of the queue's jobs running at once.
+
+        Raises:
+            ValueError: Bad limit values, or neither limit given.
+        """
+        if rate_limit is None and concurrency_limit is None:
+            raise ValueError("queue_options takes rate_limit= or concurrency_limit=")
+        if concurrency_limit is not None:
+            ConcurrencyLimit(concurrency_limit)
+        if rate_limit is not None:
+            RateLimit(rate_limit, burst=burst)
+        elif burst:
+            raise ValueError("burst goes with rate_limit")
+        self._queue_limits[queue] = limit_settings(rate_limit, burst, concurrency_limit)
+
+    def _queue_family(self, queue: str) -> str | None:
+        """The limiter family of ``queue`` when it has limits."""
+        return f"@{queue}" if queue in self._queue_limits else None
+
+    def limit_families(self, queue: str) -> dict[str, str]:
+        """Every limiter family a worker of ``queue`` declares: the queue's own, and those
+        of every registered task (a job may be sent to any queue)."""
+        families = {}
+        if queue in self._queue_limits:
+            families[f"@{queue}"] = self._queue_limits[queue]
+        for task in self.tasks.values():
+            if task.config.grouping is not None:
+                families.update(task.config.grouping.families)
+        return families
 
     def _register(self, task: Task[Any, Any]) -> Task[Any, Any]:
         existing = self.tasks.get(task.name)

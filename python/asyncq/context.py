@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ._core import Job
 from ._core import check_progress as _check_progress
@@ -68,6 +69,22 @@ class JobContext:
         report: Report | None = getattr(self, "_report", None)
         if report is not None:
             report(float(fraction), message)
+
+    def rate_limited(self, retry_after: float) -> NoReturn:
+        """Push this job's key back: no job of it starts for ``retry_after`` seconds.
+
+        For an upstream that refuses one tenant (a 429 with ``Retry-After``): raises
+        :class:`asyncq.RateLimited`, which the worker turns into a hand-back of this job (first
+        in line, its attempt not counted) and a hold on its key's limiters, so the key's other
+        jobs wait too while other keys run on. See docs/flow-control.md.
+
+        Raises:
+            RateLimited: Always (let it propagate out of the task).
+            ValueError: ``retry_after`` is negative, over a year, or not a number.
+        """
+        from .errors import RateLimited  # noqa: PLC0415 (errors imports the core too)
+
+        raise RateLimited(retry_after)
 
     def with_report(self, report: Report) -> JobContext:
         """Send this context's progress reports to ``report``; returns the context."""

@@ -94,4 +94,15 @@ class Snooze(Exception):
         self.seconds = float(seconds)
 
     def __reduce__(self) -> tuple[type[Snooze], tuple[float]]:
-        return (Snooze, (self.seconds,))
+        return (type(self), (self.seconds,))
+
+
+class RateLimited(Snooze):
+    """Raised by ``current_job().rate_limited(retry_after)``: the job's whole key waits.
+
+    The job goes back to its key's group, first in line and its attempt not counted, and no
+    job of the key starts for ``seconds``: its per-key limiters (or, when the task has none,
+    its task-wide limiters) hold. A task without limiters just snoozes the job.
+    """
+
+    __module__ = "asyncq"

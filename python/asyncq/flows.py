@@ -408,7 +408,7 @@ async def _write(app: App, nodes: list[_Node]) -> None:
     for n in nodes:
         task = n.sig.task
         opts = dataclasses.replace(n.sig.opts, job_id=n.id, queue=None)
-        core = BoundTask(task, opts)._core_options()
+        core = BoundTask(task, opts)._core_options([(n.sig.args, n.sig.kwargs)])
         follow = [(c.queue, c.id, i, policy) for c, i, policy in n.children]
         spec = (task.name, task._arg_names, n.sig.args, n.sig.kwargs, core, len(n.parents))
         member = (*spec, n.mode, follow)

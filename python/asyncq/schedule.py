@@ -319,7 +319,7 @@ class Scheduler:
             job_id=fire_job_id(s.name, fire_ms),
             eta=(fire_ms + jitter) / 1000 if jitter else None,
         )
-        core = BoundTask(s.task, opts)._core_options()
+        core = BoundTask(s.task, opts)._core_options([(tuple(s.args), s.kwargs)])
         try:
             outcome, ms = await self.app.broker.fire(
                 s.queue,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .backoff import Exponential
 from .control import Unique, seconds_of
 from .job import JobHandle
+from .limits import Grouping, queue_spec
 
 if TYPE_CHECKING:
     from .app import App
@@ -38,6 +39,8 @@ class TaskConfig:
         executor: Where a run happens: ``"async"`` (a coroutine function, on the worker's
             event loop), ``"thread"`` (a plain function, in the worker's thread pool) or
             ``"process"`` (a plain function, in a child process).
+        grouping: Its limits, fair key and ordered key (see :mod:`asyncq.limits`); None
+            when it has none.
     """
 
     name: str
@@ -48,6 +51,7 @@ class TaskConfig:
     priority: int
     result_ttl: float | None
     executor: str
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class CoreOptions:
         job_id: The caller's id for the (single) job; None makes fresh ones.
         executor: Where the task's runs happen (``TaskConfig.executor``): workers lease a
             sync job only while a thread or child process is free to start it.
+        groups: One group spec per job, for a task under limits or with a fair or ordered
+            key (``Grouping.spec``); None when its jobs have no group.
     """
 
     max_attempts: int = 1
@@ -176,6 +182,7 @@ class CoreOptions:
     max_payload: int = 1 << 20
     job_id: str | None = None
     executor: str = "async"
+    groups: list[str] | None = None
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:
@@ -438,9 +445,13 @@ class BoundTask(Generic[P, R]):
 
         return Signature(self.task, tuple(args), kwargs or None, self.opts)
 
-    def _core_options(self) -> CoreOptions:
+    def _core_options(
+        self, items: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]] = ()
+    ) -> CoreOptions:
+        """The core's options for the jobs of ``items`` (their group specs included)."""
         cfg, app, o = self.task.config, self.task.app, self.opts
         return CoreOptions(
+            groups=self._groups(items),
             max_attempts=cfg.retries + 1,
             timeout=cfg.timeout,
             priority=cfg.priority if o.priority is None else o.priority,
@@ -454,6 +465,17 @@ class BoundTask(Generic[P, R]):
             job_id=o.job_id,
             executor=cfg.executor,
         )
+
+    def _groups(
+        self, items: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]]
+    ) -> list[str] | None:
+        grouping = self.task.config.grouping
+        queue_family = self.task.app._queue_family(self._queue())
+        if grouping is not None:
+            return [grouping.spec(queue_family, a, k or _EMPTY) for a, k in items]
+        if queue_family is not None:
+            return [queue_spec(self.task.name, queue_family)] * len(items)
+        return None
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job with these options (see :meth:`Task.enqueue`)."""
@@ -469,8 +491,9 @@ class BoundTask(Generic[P, R]):
         if task._check_args is not None:
             task._check_args(*args, **kwargs)
         queue = self._queue()
+        items: list[tuple[tuple[Any, ...], dict[str, Any] | None]] = [(args, kwargs or None)]
         ids = app.broker.enqueue_blocking(
-            queue, task.name, task._arg_names, [(args, kwargs or None)], self._core_options()
+            queue, task.name, task._arg_names, items, self._core_options(items)
         )
         return JobHandle(app.broker, queue, ids[0][0], ids[0][1])
 
@@ -484,7 +507,7 @@ class BoundTask(Generic[P, R]):
             await app.run_before_enqueue(task, items, self.opts)
         queue = self._queue()
         ids = await app.broker.enqueue(
-            queue, task.name, task._arg_names, items, self._core_options()
+            queue, task.name, task._arg_names, items, self._core_options(items)
         )
         broker = app.broker
         handles: list[JobHandle[R]] = [JobHandle(broker, queue, i, c) for i, c in ids]

@@ -154,6 +154,14 @@ class Worker:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    async def _declare_limits(self) -> None:
+        """Write the limits of the app's tasks and queues into each queue this worker
+        serves, so its scripts enforce them (a run-time override still wins)."""
+        for queue in self.queues:
+            families = self.app.limit_families(queue)
+            if families:
+                await self.app.broker.set_limits(queue, "declare", sorted(families.items()))
+
     async def run(self) -> None:
         """Run until :meth:`stop` is called or a signal arrives, then shut down cleanly.
 
@@ -163,6 +171,7 @@ class Worker:
                 ``noeviction``), which would lose queue data.
         """
         await self._check_server()
+        await self._declare_limits()
         await self._open_lanes()
         background: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._register_loop())]
         for lane in self._lanes:

@@ -141,6 +141,19 @@ macro_rules! scripted_broker {
                 $crate::broker::calls::keep_watch(self, queue, ttl_ms).await
             }
 
+            async fn set_limits(
+                &self,
+                queue: &str,
+                op: $crate::broker::LimitOp,
+                families: Vec<(String, String)>,
+            ) -> $crate::errors::Result<u64> {
+                $crate::broker::calls::set_limits(self, queue, op, families).await
+            }
+
+            async fn limits(&self, queue: &str) -> $crate::errors::Result<Vec<$crate::broker::LimitInfo>> {
+                $crate::broker::calls::limits(self, queue).await
+            }
+
             async fn progress(&self, queue: &str, reports: Vec<$crate::broker::ProgressReport>) -> $crate::errors::Result<Vec<bool>> {
                 $crate::broker::calls::progress(self, queue, reports).await
             }
@@ -199,7 +212,7 @@ fn enqueue_call(k: &QueueKeys, jobs: &[NewJob]) -> Call {
     call
 }
 
-/// The 9 values of one new job, in the layout of `enqueue.lua` (which `fire.lua` shares).
+/// The 10 values of one new job, in the layout of `enqueue.lua` (which `fire.lua` shares).
 fn job_args(call: &mut Call, job: &NewJob) {
     call.arg(&job.id)
         .arg(job.payload.as_slice())
@@ -209,7 +222,8 @@ fn job_args(call: &mut Call, job: &NewJob) {
         .arg(job.max_attempts);
     call.arg(job.key.as_deref().unwrap_or(""))
         .arg(job.key_ttl_ms)
-        .arg(job.executor.as_field());
+        .arg(job.executor.as_field())
+        .arg(job.group.as_deref().unwrap_or(""));
 }
 
 /// A priority outside 0..=MAX_PRIORITY would give a ready score outside the priority bands.
@@ -342,6 +356,52 @@ pub(crate) async fn progress<R: ScriptRunner + ?Sized>(
     Ok(items.into_iter().map(|r| r == Ok(1)).collect())
 }
 
+pub(crate) async fn set_limits<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    op: super::LimitOp,
+    families: Vec<(String, String)>,
+) -> Result<u64> {
+    let k = QueueKeys::new(queue)?;
+    if families.is_empty() {
+        return Ok(0);
+    }
+    let mut call = Call::new(ScriptId::Limits, vec![k.limits()]);
+    call.arg(k.prefix()).arg(op.as_arg());
+    for (family, settings) in &families {
+        call.arg(family).arg(settings);
+    }
+    let changed = value_i64(&r.run(&call).await?, "limits")?;
+    Ok(u64::try_from(changed).unwrap_or(0))
+}
+
+pub(crate) async fn limits<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+) -> Result<Vec<super::LimitInfo>> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(ScriptId::Limits, vec![k.limits()]);
+    call.arg(k.prefix()).arg("show");
+    type Row = (String, String, String, u64, u64, u64);
+    let flat: Vec<Value> = ::redis::from_redis_value(r.run(&call).await?)
+        .map_err(|e| protocol("limits", e.to_string()))?;
+    flat.chunks(6)
+        .map(|row| {
+            let (family, declared, overridden, running, waiting, keys_waiting): Row =
+                ::redis::from_redis_value(Value::Array(row.to_vec()))
+                    .map_err(|e| protocol("limits", e.to_string()))?;
+            Ok(super::LimitInfo {
+                family,
+                declared,
+                overridden,
+                running,
+                waiting,
+                keys_waiting,
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn keep_watch<R: ScriptRunner + ?Sized>(
     r: &R,
     queue: &str,
@@ -404,7 +464,7 @@ pub(crate) async fn release<R: ScriptRunner + ?Sized>(
     queue: &str,
     leases: Vec<Lease>,
 ) -> Result<Vec<bool>> {
-    let back = leases.into_iter().map(|lease| (lease, None)).collect();
+    let back = leases.into_iter().map(|lease| (lease, None, false)).collect();
     hand_back(r, queue, back).await
 }
 
@@ -415,7 +475,7 @@ pub(crate) async fn snooze<R: ScriptRunner + ?Sized>(
 ) -> Result<Vec<bool>> {
     let back = snoozes
         .into_iter()
-        .map(|s| (s.lease, Some(s.delay_ms)))
+        .map(|s| (s.lease, Some(s.delay_ms), s.push_key))
         .collect();
     hand_back(r, queue, back).await
 }
@@ -424,7 +484,7 @@ pub(crate) async fn snooze<R: ScriptRunner + ?Sized>(
 async fn hand_back<R: ScriptRunner + ?Sized>(
     r: &R,
     queue: &str,
-    leases: Vec<(Lease, Option<u64>)>,
+    leases: Vec<(Lease, Option<u64>, bool)>,
 ) -> Result<Vec<bool>> {
     let k = QueueKeys::new(queue)?;
     if leases.is_empty() {
@@ -433,8 +493,11 @@ async fn hand_back<R: ScriptRunner + ?Sized>(
     let keys = vec![k.active(), k.ready(), k.wake(), k.dead(), k.scheduled()];
     let mut call = Call::new(ScriptId::Release, keys);
     call.arg(k.prefix());
-    for (l, delay) in &leases {
-        call.arg(&l.id).arg(l.token).arg(opt(*delay));
+    for (l, delay, push_key) in &leases {
+        call.arg(&l.id)
+            .arg(l.token)
+            .arg(opt(*delay))
+            .arg(if *push_key { "1" } else { "" });
     }
     let items = run_items(r, &call, leases.len()).await?;
     // 2: the record was corrupt and went to the dead set; the lease is over all the same.
@@ -857,18 +920,34 @@ pub(super) fn counts_cmds(queue: &str) -> Result<Vec<redis::Cmd>> {
         zcard(k.dead()),
         stat("succeeded"),
         stat("failed"),
+        redis::cmd("HMGET")
+            .arg(k.gstat())
+            .arg("jobs")
+            .arg("ready")
+            .clone(),
     ])
 }
 
 /// Read the replies of [`counts_cmds`].
 pub(super) fn parse_counts(replies: Vec<Value>) -> Result<super::QueueCounts> {
-    type Reply = (u64, u64, u64, u64, Option<u64>, Option<u64>);
-    let (scheduled, queued, running, dead, ok, failed): Reply =
+    type Reply = (
+        u64,
+        u64,
+        u64,
+        u64,
+        Option<u64>,
+        Option<u64>,
+        (Option<i64>, Option<i64>),
+    );
+    let (scheduled, ready, running, dead, ok, failed, (grouped, groups)): Reply =
         redis::from_redis_value(Value::Array(replies))
             .map_err(|e| protocol("counts", e.to_string()))?;
+    // Ready holds one member per group in it; the group sets hold the grouped jobs.
+    let grouped = u64::try_from(grouped.unwrap_or(0)).unwrap_or(0);
+    let groups = u64::try_from(groups.unwrap_or(0)).unwrap_or(0);
     Ok(super::QueueCounts {
         scheduled,
-        queued,
+        queued: ready.saturating_sub(groups) + grouped,
         running,
         dead,
         succeeded_total: ok.unwrap_or(0),

@@ -137,6 +137,22 @@ impl QueueKeys {
         self.key("events")
     }
 
+    /// ZSET limiter instance -> ms when it may start a waiting group (see lib/common.lua).
+    pub fn limdue(&self) -> String {
+        self.key("limdue")
+    }
+
+    /// HASH of limiter settings per family, declared and overridden (see `limits.lua`).
+    pub fn limits(&self) -> String {
+        self.key("limits")
+    }
+
+    /// HASH counting grouped jobs: 'jobs' waiting in group sets, 'ready' groups in ready
+    /// (see "Groups and limiters" in lib/common.lua).
+    pub fn gstat(&self) -> String {
+        self.key("gstat")
+    }
+
     /// STRING that lives while someone reads the queue's events (see `watch.lua`).
     pub fn watch(&self) -> String {
         self.key("watch")

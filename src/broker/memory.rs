@@ -225,16 +225,28 @@ impl MemoryBroker {
         let k = QueueKeys::new(queue).ok()?;
         let mut waiter = Box::pin(self.notify(k.wake().as_bytes()).notified_owned());
         waiter.as_mut().enable();
-        let mut first = ::redis::cmd("ZRANGE");
-        first.arg(k.scheduled()).arg(0).arg(0).arg("WITHSCORES");
-        let look = self.query(&[::redis::cmd("ZCARD").arg(k.ready()).clone(), first]);
-        let (ready, due): (u64, Vec<(String, f64)>) = decode(Value::Array(look.ok()?)).ok()?;
+        let first = |key: String| {
+            ::redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .clone()
+        };
+        let look = self.query(&[
+            ::redis::cmd("ZCARD").arg(k.ready()).clone(),
+            first(k.scheduled()),
+            first(k.limdue()),
+        ]);
+        type Look = (u64, Vec<(String, f64)>, Vec<(String, f64)>);
+        let (ready, due, lim_due): Look = decode(Value::Array(look.ok()?)).ok()?;
         if ready > 0 {
             return None;
         }
         let now = self.clock_us() / 1000;
-        let sleep_ms = due.first().map_or(timeout_ms, |(_, at)| {
-            (*at as u64).saturating_sub(now).min(timeout_ms)
+        // The earliest scheduled job, or limiter that may start a waiting group.
+        let sleep_ms = due.iter().chain(&lim_due).fold(timeout_ms, |ms, (_, at)| {
+            (*at as u64).saturating_sub(now).min(ms)
         });
         (sleep_ms > 0).then_some((waiter, sleep_ms))
     }

@@ -51,6 +51,9 @@ pub struct NewJob {
     /// Where the job's runs happen; a worker leases a thread or process job only while it has
     /// a slot free to start it (see [`Want`]).
     pub executor: Executor,
+    /// The job's group spec, for a task with limits, a fair key or an ordered key:
+    /// `<group id>\t<quota>\t<limiter>...` (see "Groups and limiters" in lib/common.lua).
+    pub group: Option<String>,
 }
 
 /// How a job's key holds, and what enqueueing again with it does: a repeat is refused (its
@@ -99,6 +102,54 @@ impl KeyMode {
             _ => return None,
         })
     }
+}
+
+/// What [`Broker::set_limits`] does with the families it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOp {
+    /// A worker's declaration, from its tasks' and queues' definitions.
+    Declare,
+    /// A run-time override (`asyncq limits set`), part by part over the declaration.
+    Set,
+    /// Drop the override (`asyncq limits clear`).
+    Clear,
+}
+
+impl LimitOp {
+    pub(crate) fn as_arg(self) -> &'static str {
+        match self {
+            LimitOp::Declare => "declare",
+            LimitOp::Set => "set",
+            LimitOp::Clear => "clear",
+        }
+    }
+
+    /// Parse the Python side's name.
+    pub fn parse(name: &str) -> Option<LimitOp> {
+        Some(match name {
+            "declare" => LimitOp::Declare,
+            "set" => LimitOp::Set,
+            "clear" => LimitOp::Clear,
+            _ => return None,
+        })
+    }
+}
+
+/// One limiter family of a queue, as `limits.lua` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitInfo {
+    /// `@<queue>`, `t:<task>`, `k:<task>:<key>` or `o:<task>:<key>`.
+    pub family: String,
+    /// Settings declared by workers (`c=<n> r=<n> p=<ms> b=<n>`), '' if none.
+    pub declared: String,
+    /// Settings set at run time over the declared ones, '' if none.
+    pub overridden: String,
+    /// Jobs running under the family's limiter (a family without a key; 0 otherwise).
+    pub running: u64,
+    /// Groups waiting on that limiter.
+    pub waiting: u64,
+    /// Limiters of the family (one per key value) with groups waiting.
+    pub keys_waiting: u64,
 }
 
 /// Where a job's runs happen, recorded at enqueue from the task's definition.
@@ -223,6 +274,9 @@ pub struct Ack {
 pub struct Snooze {
     pub lease: Lease,
     pub delay_ms: u64,
+    /// `current_job().rate_limited(retry_after)`: the job's key is pushed back, every job of
+    /// it waits (the limiters of its group hold); false for a plain snooze.
+    pub push_key: bool,
 }
 
 /// A progress report of a running job (`current_job().progress()`), accepted only while its
@@ -689,6 +743,16 @@ pub trait Broker: Send + Sync {
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>>;
     /// Mark `queue` watched for `ttl_ms` (see `watch.lua`); renew it before it runs out.
     async fn keep_watch(&self, queue: &str, ttl_ms: u64) -> Result<()>;
+    /// Write limiter settings of `queue` (see `limits.lua`): `families` are (family,
+    /// settings) pairs. Returns how many families changed; their waiting groups are woken.
+    async fn set_limits(
+        &self,
+        queue: &str,
+        op: LimitOp,
+        families: Vec<(String, String)>,
+    ) -> Result<u64>;
+    /// Every limiter family of `queue`, its settings and what waits on it.
+    async fn limits(&self, queue: &str) -> Result<Vec<LimitInfo>>;
     /// Record progress reports of running jobs: `true` per report accepted, `false` per one
     /// whose lease is stale or whose job is gone.
     async fn progress(&self, queue: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>>;

@@ -51,6 +51,7 @@ pub enum ScriptId {
     BatchAdd,
     Progress,
     Watch,
+    Limits,
 }
 
 macro_rules! script {
@@ -69,7 +70,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 18] = [
+pub static REGISTRY: [ScriptDef; 19] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 5),
@@ -88,6 +89,7 @@ pub static REGISTRY: [ScriptDef; 18] = [
     script!("batch_add", 1),
     script!("progress", 1),
     script!("watch", 1),
+    script!("limits", 1),
 ];
 
 /// SHA1 of each script, computed once.

@@ -27,7 +27,7 @@ local told_here = watching(prefix) -- once per call; the loop tests a local
 for i = 2, #ARGV, 4 do
   local id, token, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 's', 't', 'k', 'fo')
+  local j = redis.call('HMGET', jk, 's', 't', 'k', 'fo', 'L')
   local code = 1
   if not j[1] then
     code = -2
@@ -35,6 +35,7 @@ for i = 2, #ARGV, 4 do
     code = -1
   else
     redis.call('HSET', jk, 's', 'succeeded', 'r', ARGV[i + 2], 'f', now)
+    if j[5] then free(prefix, j[5], now) end
     ok = ok + 1
     done[ok] = id
     if told_here then tell(prefix, 'succeeded', id) end

@@ -21,14 +21,15 @@
 local ready, scheduled, wake, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local jk = prefix .. 'job:' .. id
-local state = redis.call('HGET', jk, 's')
+local st = redis.call('HMGET', jk, 's', 'g')
+local state = st[1]
 if not state then return -2 end
 if state == 'queued' or state == 'scheduled' or state == 'failed' or state == 'waiting' then
   local _, now = redis_now()
   local err = cmsgpack.pack({type = 'JobCancelled', traceback = '', reason = 'cancelled',
     message = 'cancelled before it ran'})
   redis.call('HSET', jk, 's', 'cancelled', 'f', now)
-  redis.call('ZREM', ready, id)
+  unready(prefix, id, st[2])
   redis.call('ZREM', scheduled, id)
   redis.call('DEL', prefix .. 'in:' .. id)
   redis.call('PEXPIRE', jk, ttl)

@@ -12,10 +12,12 @@
 -- ARGV[1] prefix     'asyncq:{q#0}:' (job and idempotency keys are built from it)
 -- ARGV[2] count      number of jobs in the batch
 -- ARGV[3] max_prio   MAX_PRIORITY (priority bands are counted down from it)
--- ARGV[4..] per job, 11 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
+-- ARGV[4..] per job, 12 values: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts,
 --           idempotency key|'', key_ttl_ms (0: the key never expires), executor ('thread',
---           'process', or '' for async: see fetch.lua), key mode (see below), max_wait_ms|''
---           (debounce: latest start, counted from the pending job's enqueue)
+--           'process', or '' for async: see fetch.lua), group spec|'' (a job under limits or
+--           a fair or ordered key: see "Groups and limiters" in lib/common.lua), key mode
+--           (see below), max_wait_ms|'' (debounce: latest start, counted from the pending
+--           job's enqueue)
 --
 -- Key modes (docs/flow-control.md). A key that lives names the job that took it; whether it
 -- still holds is decided here, from that job's state, so no other script frees keys:
@@ -51,7 +53,7 @@ local ENDED = {succeeded = true, dead = true, cancelled = true}
 local function holds(mode, held, p, delay, max_wait)
   if mode == '' or mode == 'throttle' then return true end
   local pk = prefix .. 'job:' .. held
-  local j = redis.call('HMGET', pk, 's', 'e')
+  local j = redis.call('HMGET', pk, 's', 'e', 'g')
   local s = j[1]
   if mode == 'start' then return WAITS[s] == true end
   if mode == 'success' then return s ~= false and not ENDED[s] end
@@ -60,14 +62,14 @@ local function holds(mode, held, p, delay, max_wait)
   local e = tonumber(j[2])
   if max_wait ~= '' and e then due = math.max(now, math.min(due, e + tonumber(max_wait))) end
   redis.call('HSET', pk, 'p', p, 's', 'scheduled', 'd', due)
-  redis.call('ZREM', ready, held)
+  unready(prefix, held, j[3])
   redis.call('ZADD', scheduled, due, held)
   tell(prefix, 'scheduled', held)
   return true
 end
 
-for i = 4, #ARGV, 11 do
-  local id, key, mode = ARGV[i], ARGV[i + 6], ARGV[i + 9]
+for i = 4, #ARGV, 12 do
+  local id, key, mode = ARGV[i], ARGV[i + 6], ARGV[i + 10]
   local jk = prefix .. 'job:' .. id
   local existing = false
   if key ~= '' then
@@ -75,7 +77,7 @@ for i = 4, #ARGV, 11 do
     -- through its writes; it holds no job id and is overwritten below.
     existing = redis.pcall('GET', prefix .. 'key:' .. key)
     if type(existing) == 'table' then existing = false end
-    if existing and not holds(mode, existing, ARGV[i + 1], ARGV[i + 3], ARGV[i + 10]) then
+    if existing and not holds(mode, existing, ARGV[i + 1], ARGV[i + 3], ARGV[i + 11]) then
       existing = false
     end
   end
@@ -86,11 +88,14 @@ for i = 4, #ARGV, 11 do
     out[#out + 1] = 0
   else
     seq = seq + 1
-    local rs, due = new_job(prefix, now, maxprio, seq, ARGV, i, mode == 'throttle')
+    local rs, due, g = new_job(prefix, now, maxprio, seq, ARGV, i, mode == 'throttle')
     if due > now then
       later[#later + 1] = due
       later[#later + 1] = id
       tell(prefix, 'scheduled', id)
+    elseif g then
+      to_ready(prefix, id, rs, g)
+      tell(prefix, 'queued', id)
     else
       now_ready[#now_ready + 1] = rs
       now_ready[#now_ready + 1] = id

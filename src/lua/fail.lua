@@ -32,7 +32,7 @@ local over = {} -- ids that ended here (dead or cancelled), published once
 for i = 2, #ARGV, 6 do
   local id, token, err, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local jk = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', jk, 's', 't', 'a', 'm', 'fo')
+  local j = redis.call('HMGET', jk, 's', 't', 'a', 'm', 'fo', 'g', 'L', 'rs')
   if not j[1] then
     out[#out + 1] = -2
   elseif j[1] ~= 'running' or j[2] ~= token then
@@ -52,12 +52,23 @@ for i = 2, #ARGV, 6 do
     end
     redis.call('ZREM', active, id)
     local ttl = tonumber(ARGV[i + 4])
+    -- An ordered key's job waiting to retry keeps its key: it goes back to its group, first
+    -- in line, and the key's limiter holds the group until the retry is due.
+    local ordered = retry and j[6] and whole(j[8]) and ordered_limiter(j[6])
+    if ordered then hold(prefix, ordered, now + tonumber(delay), now) end
+    free(prefix, j[7], now)
     if ARGV[i + 5] == '1' then
       redis.call('HSET', jk, 's', 'cancelled', 'x', err, 'f', now)
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
       out[#out + 1] = 3
       over[#over + 1] = id
       tell(prefix, 'cancelled', id)
+    elseif ordered then
+      redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', now + tonumber(delay))
+      to_ready(prefix, id, j[8], j[6])
+      out[#out + 1] = 1
+      retrying = retrying + 1
+      tell(prefix, 'failed', id)
     elseif retry then
       local due = now + tonumber(delay)
       redis.call('HSET', jk, 's', 'failed', 'x', err, 'd', due)

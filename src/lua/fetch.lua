@@ -10,6 +10,11 @@
 -- leased (up to 16 jobs are passed over per call; the rest of the batch then goes back too).
 -- A worker thus never holds a sync job it cannot start, and a busy thread pool does not hold
 -- up the async jobs of the same queue.
+-- A member '~<gid>' of ready is a group (lib/common.lua, "Groups and limiters"): its jobs are
+-- leased in order while each of its limiters has room, counted against them, and the group
+-- goes to the back of its priority band (round-robin between groups), or waits on a full
+-- limiter (parked: it leaves ready and costs nothing until woken). Limiters whose time came
+-- (limdue) wake their waiters first; next_due counts their times too.
 -- Every field is checked before anything is written for the job: a corrupt record (a field
 -- missing, or not a whole number where one is expected) is dead-lettered with reason
 -- 'corrupt_record' and the rest of the batch proceeds; such a dead letter has no TTL of its
@@ -52,9 +57,10 @@ end
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   local jk = prefix .. 'job:' .. id
-  local rs = redis.call('HGET', jk, 'rs')
+  local v = redis.call('HMGET', jk, 'rs', 'g')
+  local rs = v[1]
   if whole(rs) then
-    redis.call('ZADD', ready, rs, id)
+    to_ready(prefix, id, rs, v[2])
     redis.call('HSET', jk, 's', 'queued')
     tell(prefix, 'queued', id)
   elseif redis.call('EXISTS', jk) == 1 then
@@ -62,6 +68,14 @@ for _, id in ipairs(due) do
   end
 end
 if #due > 0 then redis.call('ZREM', scheduled, unpack(due)) end
+
+-- Limiters whose time came (a rate's next start, a hold's end): wake their first waiters.
+local limdue = prefix .. 'limdue'
+local due_lims = redis.call('ZRANGEBYSCORE', limdue, '-inf', now, 'LIMIT', 0, 100)
+if #due_lims > 0 then
+  redis.call('ZREM', limdue, unpack(due_lims))
+  for _, inst in ipairs(due_lims) do settle(prefix, inst, now) end
+end
 
 local out, n = {-1, 0}, 2
 local leased, m = {}, 0
@@ -75,11 +89,13 @@ local jp = prefix .. 'job:'
 local names = {'p', 'a', 'm', 'e', 't', 'sl'} -- 'ex' (executor) needs no check
 -- Asked once, before the hot loop, which then tests a local: no call per job when unwatched.
 local told_here = watching(prefix)
-if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
--- Hot loop: two commands per job; tables are filled by index (no `#` per append).
-local stop = #popped + 1
-for i = 1, #popped, 2 do
-  local id = popped[i]
+
+-- Lease job `id`; `L`: the counting limiters it runs under (a grouped job), or nil. Returns
+-- 'ok', 'last' (leased, and the batch ends with it: a job that stalled before), 'held' (no
+-- slot of its kind: it goes back, first in line), 'stop' (a job that stalled before, behind
+-- others: it goes back and the batch ends) or 'gone' (vanished, or dead-lettered).
+-- Two commands per job; tables are filled by index (no `#` per append).
+local function lease_job(id, L)
   local jk = jp .. id
   local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex', 'in')
   local num = {true, whole(j[2]), whole(j[3]), whole(j[4]), whole(j[5]), 0}
@@ -92,15 +108,112 @@ for i = 1, #popped, 2 do
   if bad then
     -- No payload and no hash at all: the record vanished, drop the id (nothing to keep).
     if j[1] or redis.call('EXISTS', jk) == 1 then dead_letter(jk, id, names[bad], j[bad]) end
+    return 'gone'
+  end
+  local suspect = num[6] > 0
+  if suspect and m > 0 then return 'stop' end
+  local left = j[7] and slots[j[7]]
+  if left and left < 1 then
+    out[2] = 1
+    return 'held'
+  end
+  if left then slots[j[7]] = left - 1 end
+  local attempt, token = num[2] + 1, num[5] + 1
+  if L then
+    redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker,
+      'L', L)
   else
-    local suspect = num[6] > 0
-    if suspect and m > 0 then
-      stop = i
+    redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
+  end
+  if told_here then tell(prefix, 'running', id) end
+  leased[m + 1], leased[m + 2] = deadline, id
+  m = m + 2
+  out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
+  out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
+  out[n + 7] = j[8] -- a flow member's input (false: none, a nil reply)
+  n = n + 7
+  if suspect then return 'last' end
+  return 'ok'
+end
+
+-- Serve group `gid`, popped from ready with `score`: lease its jobs in order while each of
+-- its limiters has room, up to its quota and the batch. Then the group goes to the back of
+-- its band (its turn is over), or parks on the limiter that is full, or (a job held for want
+-- of a slot) back to `score`, first in line. Returns the lease code that ends the batch
+-- ('last', 'stop'), or nil.
+local gstat = prefix .. 'gstat'
+local function serve_group(gid, score)
+  redis.call('HINCRBY', gstat, 'ready', -1)
+  local g = redis.call('HGET', prefix .. 'grp:' .. gid, 'sp')
+  if not g then return nil end -- a stale member: its group is gone
+  local grp = group_of(g)
+  local gq = prefix .. 'gq:' .. gid
+  local counting = {}
+  for _, inst in ipairs(grp.insts) do
+    if lim_settings(prefix, family(inst)).c then counting[#counting + 1] = inst end
+  end
+  local L = table.concat(counting, '\t')
+  local took, quota, placed, ends = 0, grp.quota or max, false, nil
+  while took < quota and m < 2 * max do
+    -- Popped first, so a group with no job left parks nowhere (it is forgotten below).
+    local head = redis.call('ZPOPMIN', gq)
+    if not head[1] then break end
+    local blocked, when = nil, nil
+    for _, inst in ipairs(grp.insts) do
+      local ok, w = room(prefix, inst, now)
+      if not ok then
+        blocked, when = inst, w
+        break
+      end
+    end
+    if blocked then
+      redis.call('ZADD', gq, head[2], head[1])
+      park(prefix, gid, blocked, when)
+      placed = true
       break
     end
-    local left = j[7] and slots[j[7]]
-    if left and left < 1 then
-      out[2] = 1
+    redis.call('HINCRBY', gstat, 'jobs', -1)
+    local r = lease_job(head[1], L)
+    if r == 'ok' or r == 'last' then
+      for _, inst in ipairs(grp.insts) do take(prefix, inst, now) end
+      took = took + 1
+      if r == 'last' then
+        ends = r
+        break
+      end
+    elseif r == 'held' or r == 'stop' then
+      redis.call('ZADD', gq, head[2], head[1])
+      redis.call('HINCRBY', gstat, 'jobs', 1)
+      redis.call('ZADD', ready, score, '~' .. gid)
+      redis.call('HINCRBY', gstat, 'ready', 1)
+      placed = true
+      if r == 'stop' then ends = r end
+      break
+    end
+  end
+  if not placed then group_ready(prefix, gid) end
+  -- Room left in a limiter passes to its next waiter.
+  for _, inst in ipairs(grp.insts) do settle(prefix, inst, now) end
+  return ends
+end
+
+if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
+local stop = #popped + 1
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  if m >= 2 * max then -- a group's jobs filled the batch
+    stop = i
+    break
+  end
+  if string.byte(id, 1) == 126 then -- '~': a group
+    local r = serve_group(string.sub(id, 2), popped[i + 1])
+    if r then
+      stop = i + 2
+      break
+    end
+  else
+    local r = lease_job(id, nil)
+    if r == 'held' then
       back[nb + 1], back[nb + 2] = popped[i + 1], id
       nb = nb + 2
       passed = passed + 1
@@ -108,21 +221,12 @@ for i = 1, #popped, 2 do
         stop = i + 2
         break
       end
-    else
-      if left then slots[j[7]] = left - 1 end
-      local attempt, token = num[2] + 1, num[5] + 1
-      redis.call('HSET', jk, 's', 'running', 'a', attempt, 't', token, 'st', now, 'w', worker)
-      if told_here then tell(prefix, 'running', id) end
-      leased[m + 1], leased[m + 2] = deadline, id
-      m = m + 2
-      out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
-      out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
-      out[n + 7] = j[8] -- a flow member's input (false: none, a nil reply)
-      n = n + 7
-      if suspect then
-        stop = i + 2
-        break
-      end
+    elseif r == 'stop' then
+      stop = i
+      break
+    elseif r == 'last' then
+      stop = i + 2
+      break
     end
   end
 end
@@ -134,6 +238,8 @@ if nb > 0 then redis.call('ZADD', ready, unpack(back)) end
 if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 
 local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+local lfirst = redis.call('ZRANGE', limdue, 0, 0, 'WITHSCORES')
+if lfirst[1] and (not first[1] or tonumber(lfirst[2]) < tonumber(first[2])) then first = lfirst end
 if first[1] then
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local wait = tonumber(first[2]) * 1000 - now_us

@@ -17,7 +17,7 @@
 -- ARGV[3] fire_ms    the fire time taken (unix ms)
 -- ARGV[4] mode       'allow': enqueue; 'skip': enqueue unless the previous job is unfinished;
 --                    'pass': take the fire time without enqueuing (a catch-up policy skipped it)
--- ARGV[5..13] the job: 9 values laid out as in enqueue.lua (its id names schedule and time)
+-- ARGV[5..14] the job: 10 values laid out as in enqueue.lua (its id names schedule and time)
 --
 -- Output: {code, ms}: 1 enqueued, 2 taken already (ms: the schedule's last fire time), 3 passed
 --         over because paused, 4 passed over because the previous job is unfinished, 5 passed
@@ -56,12 +56,12 @@ local id = ARGV[5]
 -- exists only if it was written by someone else's enqueue; then it is not overwritten.
 if redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
   local seq = redis.call('INCR', seqkey)
-  local rs, due = new_job(prefix, now, maxprio, seq, ARGV, 5)
+  local rs, due, g = new_job(prefix, now, maxprio, seq, ARGV, 5)
   if due > now then
     redis.call('ZADD', scheduled, due, id)
     tell(prefix, 'scheduled', id)
   else
-    redis.call('ZADD', ready, rs, id)
+    to_ready(prefix, id, rs, g)
     tell(prefix, 'queued', id)
   end
   if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end

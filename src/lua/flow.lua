@@ -10,7 +10,7 @@
 -- KEYS[4] wake       LIST holding at most one wake token
 -- ARGV[1] prefix     'asyncq:{q#0}:'
 -- ARGV[2] max_prio   MAX_PRIORITY
--- ARGV[3..] per member, 12 values: the 9 of enqueue.lua, then parents (how many; 0: none),
+-- ARGV[3..] per member, 13 values: the 10 of enqueue.lua, then parents (how many; 0: none),
 --           mode ('one' or 'list': how the parents' results reach it), follow-ups ('fo'
 --           lines: the edges to the members waiting on this one; '' for none)
 --
@@ -22,7 +22,7 @@ local prefix, maxprio = ARGV[1], tonumber(ARGV[2])
 local t, now = redis_now()
 local out, woken = {}, false
 
-for i = 3, #ARGV, 12 do
+for i = 3, #ARGV, 13 do
   local id = ARGV[i]
   local jk = prefix .. 'job:' .. id
   if redis.call('EXISTS', jk) == 1 then
@@ -30,11 +30,11 @@ for i = 3, #ARGV, 12 do
     out[#out + 1] = 0
   else
     local seq = redis.call('INCR', seqkey)
-    local rs, due = new_job(prefix, now, maxprio, seq, ARGV, i)
-    local parents, fo = tonumber(ARGV[i + 9]), ARGV[i + 11]
+    local rs, due, g = new_job(prefix, now, maxprio, seq, ARGV, i)
+    local parents, fo = tonumber(ARGV[i + 10]), ARGV[i + 12]
     if fo ~= '' then redis.call('HSET', jk, 'fo', fo) end
     if parents > 0 then
-      redis.call('HSET', jk, 's', 'waiting', 'wn', parents, 'wm', ARGV[i + 10])
+      redis.call('HSET', jk, 's', 'waiting', 'wn', parents, 'wm', ARGV[i + 11])
       redis.call('HDEL', jk, 'd')
       tell(prefix, 'waiting', id)
     elseif due > now then
@@ -42,7 +42,7 @@ for i = 3, #ARGV, 12 do
       woken = true
       tell(prefix, 'scheduled', id)
     else
-      redis.call('ZADD', ready, rs, id)
+      to_ready(prefix, id, rs, g)
       woken = true
       tell(prefix, 'queued', id)
     end

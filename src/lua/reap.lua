@@ -53,10 +53,12 @@ end
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. now, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
   local jk = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', jk, 'rs', 't', 'sl')
+  local j = redis.call('HMGET', jk, 'rs', 't', 'sl', 'g', 'L')
   local token, stalls = whole(j[2]), 0
+  -- The run is over, whatever comes of the job: its limiter slots are free.
+  if j[5] then free(prefix, j[5], now) end
   if j[3] then stalls = whole(j[3]) end
-  if not (j[1] or j[2] or j[3]) and redis.call('EXISTS', jk) == 0 then
+  if not (j[1] or j[2] or j[3] or j[4]) and redis.call('EXISTS', jk) == 0 then
     -- The record vanished: only its set entry goes.
   elseif not token then
     bury(jk, id, corrupt('t', j[2]), {})
@@ -72,7 +74,7 @@ for _, id in ipairs(expired) do
       bury(jk, id, corrupt('rs', j[1]), {'t', token, 'sl', stalls})
     else
       redis.call('HSET', jk, 's', 'queued', 't', token, 'sl', stalls)
-      redis.call('ZADD', ready, j[1], id)
+      to_ready(prefix, id, j[1], j[4])
       requeued = requeued + 1
       tell(prefix, 'queued', id)
     end
@@ -83,9 +85,10 @@ if #expired > 0 then redis.call('ZREM', active, unpack(expired)) end
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   local jk = prefix .. 'job:' .. id
-  local rs = redis.call('HGET', jk, 'rs')
+  local v = redis.call('HMGET', jk, 'rs', 'g')
+  local rs = v[1]
   if whole(rs) then
-    redis.call('ZADD', ready, rs, id)
+    to_ready(prefix, id, rs, v[2])
     redis.call('HSET', jk, 's', 'queued')
     tell(prefix, 'queued', id)
   elseif redis.call('EXISTS', jk) == 1 then

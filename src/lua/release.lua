@@ -13,7 +13,10 @@
 -- KEYS[4] dead       ZSET id -> time of death ms
 -- KEYS[5] scheduled  ZSET id -> due ms
 -- ARGV[1] prefix     'asyncq:{q#0}:'
--- ARGV[2..] per lease, 3 values: id, token, delay_ms ('' for none: back to ready now)
+-- ARGV[2..] per lease, 4 values: id, token, delay_ms ('' for none: back to ready now),
+--           push key ('1': `current_job().rate_limited(delay)`: instead of waiting alone, the
+--           job goes back to its group, first in line, and its key's limiters hold every
+--           job of the key for delay_ms; a job without limiters just waits as for a snooze)
 --
 -- Output: array, per lease: 1 released, 2 dead-lettered (corrupt record), or an error code
 -- Errors: -1 stale token (or job not running), -2 job missing
@@ -31,10 +34,10 @@ local function dead_letter(jk, id, field, value)
   tell(prefix, 'dead', id)
 end
 
-for i = 2, #ARGV, 3 do
-  local id, token, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 2, #ARGV, 4 do
+  local id, token, delay, push_key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
   local jk = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', jk, 's', 't', 'a', 'rs')
+  local j = redis.call('HMGET', jk, 's', 't', 'a', 'rs', 'g', 'L')
   local a, rs = whole(j[3]), whole(j[4])
   if not j[1] then
     out[#out + 1] = -2
@@ -42,22 +45,33 @@ for i = 2, #ARGV, 3 do
     out[#out + 1] = -1
   elseif not a then
     dead_letter(jk, id, 'a', j[3])
+    free(prefix, j[6], now)
     out[#out + 1] = 2
   elseif not rs then
     dead_letter(jk, id, 'rs', j[4])
+    free(prefix, j[6], now)
     out[#out + 1] = 2
   else
     -- The token matched ours, a decimal number, so it is safe to bump.
     local back = {'a', math.max(0, a - 1), 't', tonumber(j[2]) + 1}
     redis.call('ZREM', active, id)
-    if delay ~= '' then
+    free(prefix, j[6], now)
+    if delay ~= '' and push_key and j[5] then
+      -- The key is pushed back: its limiters hold every job of it (this one first in line).
+      for _, inst in ipairs(key_limiters(j[5])) do
+        hold(prefix, inst, now + tonumber(delay), now)
+      end
+      redis.call('HSET', jk, 's', 'queued', unpack(back))
+      to_ready(prefix, id, j[4], j[5])
+      tell(prefix, 'queued', id)
+    elseif delay ~= '' then
       local due = now + tonumber(delay)
       redis.call('HSET', jk, 's', 'scheduled', 'd', due, unpack(back))
       redis.call('ZADD', scheduled, due, id)
       tell(prefix, 'scheduled', id)
     else
       redis.call('HSET', jk, 's', 'queued', unpack(back))
-      redis.call('ZADD', ready, j[4], id)
+      to_ready(prefix, id, j[4], j[5])
       tell(prefix, 'queued', id)
     end
     out[#out + 1] = 1

@@ -25,14 +25,14 @@ local moved, kept = 0, 0
 
 for _, id in ipairs(ids) do
   local jk = prefix .. 'job:' .. id
-  local j = redis.call('HMGET', jk, 's', 't', 'rs')
+  local j = redis.call('HMGET', jk, 's', 't', 'rs', 'g')
   local token = whole(j[2])
   if j[1] == 'dead' and not (token and whole(j[3])) then
     kept = kept + 1
   elseif j[1] == 'dead' then
     redis.call('HSET', jk, 's', 'queued', 'a', 0, 'sl', 0, 't', token + 1, 'c', 0)
     redis.call('PERSIST', jk)
-    redis.call('ZADD', ready, j[3], id)
+    to_ready(prefix, id, j[3], j[4])
     redis.call('ZREM', dead, id)
     moved = moved + 1
     tell(prefix, 'queued', id)

@@ -13,7 +13,7 @@ use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{
     self, Broker, CancelOutcome, Executor, Fire, FireMode, FireOutcome, FlowMember, FollowUp,
-    InputMode, JobSet, KeyMode, NewJob, OnFailure, ScheduleChange, WorkerInfo, MAX_PRIORITY,
+    InputMode, JobSet, KeyMode, LimitOp, NewJob, OnFailure, ScheduleChange, WorkerInfo, MAX_PRIORITY,
 };
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
@@ -117,6 +117,9 @@ pub struct EnqueueOptions {
     job_id: Option<String>,
     /// `TaskConfig.executor`: "async", "thread" or "process".
     executor: String,
+    /// One group spec per item ('' for none), for a task under limits or with a fair or
+    /// ordered key (computed from each call's arguments by `asyncq.limits`); None: no groups.
+    groups: Option<Vec<String>>,
 }
 
 /// The job id of each item: the caller's (for exactly one item), else fresh ones, made once
@@ -156,7 +159,15 @@ fn build_jobs(
         max_payload,
         ref job_id,
         ref executor,
+        ref groups,
     } = *opts;
+    if groups.as_ref().is_some_and(|g| g.len() != items.len()) {
+        return Err(Error::Invalid(format!(
+            "{} group specs for {} jobs",
+            groups.as_ref().map_or(0, Vec::len),
+            items.len()
+        )));
+    }
     let executor = Executor::parse(executor)
         .ok_or_else(|| Error::Invalid(format!("unknown executor {executor:?}")))?;
     let key_mode = KeyMode::parse(key_mode, max_wait.map(ms))
@@ -172,7 +183,7 @@ fn build_jobs(
     let meta = Meta { timeout_s: timeout };
     let ids = job_ids(job_id.as_deref(), items.len())?;
     let mut jobs = Vec::with_capacity(items.len());
-    for (item, id) in items.iter().zip(ids) {
+    for (i, (item, id)) in items.iter().zip(ids).enumerate() {
         let (args, kwargs): (Bound<'_, PyTuple>, Option<Bound<'_, PyDict>>) = item
             .extract()
             .map_err(|e: PyErr| Error::Payload(e.to_string()))?;
@@ -192,6 +203,10 @@ fn build_jobs(
             key_ttl_ms: ms(key_ttl),
             key_mode,
             executor,
+            group: groups
+                .as_ref()
+                .map(|g| g[i].clone())
+                .filter(|g| !g.is_empty()),
         });
     }
     Ok(jobs)
@@ -389,6 +404,7 @@ impl PyBroker {
                 key_ttl_ms: 0,
                 key_mode: Default::default(),
                 executor: Executor::Async,
+                group: None,
             })
             .collect();
         let h = self.handle.clone();
@@ -756,6 +772,39 @@ impl PyBroker {
         let h = self.handle.clone();
         awaitable(py, async move {
             h.get().await?.change_schedule(&queue, &name, change).await
+        })
+    }
+
+    /// Write limiter settings of `queue`: `op` is "declare", "set" or "clear", `families`
+    /// (family, settings) pairs. Returns how many families changed.
+    fn set_limits<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        op: String,
+        families: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = LimitOp::parse(&op)
+            .ok_or_else(|| Error::Invalid(format!("unknown limits operation {op:?}")))?;
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            h.get().await?.set_limits(&queue, op, families).await
+        })
+    }
+
+    /// Every limiter family of `queue`, in name order, as tuples
+    /// `(family, declared, overridden, running, waiting, keys_waiting)`.
+    fn limits<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let rows = h.get().await?.limits(&queue).await?;
+            Ok(rows
+                .into_iter()
+                .map(|l| {
+                    let counts = (l.running, l.waiting, l.keys_waiting);
+                    (l.family, l.declared, l.overridden, counts.0, counts.1, counts.2)
+                })
+                .collect::<Vec<_>>())
         })
     }
 

@@ -389,8 +389,10 @@ impl PyConsumer {
     }
 
     /// Queue a snooze: the job runs again after `seconds` (broker clock), its attempt not
-    /// counted (`raise asyncq.Snooze(seconds)`).
-    fn snooze(&self, job: &PyJob, seconds: f64) -> PyResult<()> {
+    /// counted (`raise asyncq.Snooze(seconds)`). `push_key`: the job's key is pushed back
+    /// instead, every job of it waits (`current_job().rate_limited(seconds)`).
+    #[pyo3(signature = (job, seconds, push_key=false))]
+    fn snooze(&self, job: &PyJob, seconds: f64, push_key: bool) -> PyResult<()> {
         let delay_ms = snooze_delay_ms(seconds)?;
         if !job.settle() {
             return Ok(());
@@ -398,6 +400,7 @@ impl PyConsumer {
         self.inner.send(Outcome::Snooze(Snooze {
             lease: job.lease(),
             delay_ms,
+            push_key,
         }));
         Ok(())
     }

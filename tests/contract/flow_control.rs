@@ -26,6 +26,7 @@ async fn a_snoozed_job_waits_its_delay_and_keeps_its_attempts(c: Ctx) {
     let snooze = Snooze {
         lease: lease(&first),
         delay_ms: 400,
+        push_key: false,
     };
     assert_eq!(b.snooze(Q, vec![snooze.clone()]).await.unwrap(), vec![true]);
     let info = b.job(Q, "s").await.unwrap().unwrap();

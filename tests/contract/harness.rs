@@ -139,6 +139,7 @@ pub fn job(id: &str, priority: i64) -> NewJob {
         key_ttl_ms: 60_000,
         key_mode: Default::default(),
         executor: Executor::Async,
+        group: None,
     }
 }
 
@@ -273,6 +274,7 @@ pub fn new_jobs(n: usize) -> Vec<NewJob> {
             key_ttl_ms: 60_000,
             key_mode: Default::default(),
             executor: Executor::Async,
+            group: None,
         })
         .collect()
 }

@@ -172,6 +172,17 @@ impl Broker for HeldFetch {
     async fn keep_watch(&self, q: &str, ttl_ms: u64) -> Result<()> {
         self.inner.keep_watch(q, ttl_ms).await
     }
+    async fn set_limits(
+        &self,
+        q: &str,
+        op: LimitOp,
+        families: Vec<(String, String)>,
+    ) -> Result<u64> {
+        self.inner.set_limits(q, op, families).await
+    }
+    async fn limits(&self, q: &str) -> Result<Vec<LimitInfo>> {
+        self.inner.limits(q).await
+    }
     async fn progress(&self, q: &str, reports: Vec<ProgressReport>) -> Result<Vec<bool>> {
         self.inner.progress(q, reports).await
     }

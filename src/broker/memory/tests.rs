@@ -26,6 +26,7 @@ fn new_job(id: &str) -> NewJob {
         key_ttl_ms: 60_000,
         key_mode: Default::default(),
         executor: Executor::Async,
+        group: None,
     }
 }
 

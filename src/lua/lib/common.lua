@@ -53,11 +53,12 @@ local function corrupt(field, value)
 end
 
 
--- Write the record of a new job from the 9 job values at `argv[i..i+8]` (the layout enqueue.lua
+-- Write the record of a new job from the 10 job values at `argv[i..i+9]` (the layout enqueue.lua
 -- documents: id, payload, priority, delay_ms|'', eta_ms|'', max_attempts, idempotency key|'',
--- key_ttl_ms, executor|''), taking `seq` as its FIFO number; reserve its idempotency key.
--- Returns its ready score and due time (ms): the caller adds the id to the ready set (due <=
--- now) or to the scheduled set (later), so a batch can do that with one ZADD per set.
+-- key_ttl_ms, executor|'', group spec|''), taking `seq` as its FIFO number; reserve its
+-- idempotency key. Returns its ready score, due time (ms) and group spec (false: none): the
+-- caller makes it ready (`to_ready`; ungrouped jobs of a batch with one ZADD) when due <= now,
+-- or adds it to the scheduled set.
 -- `unowned` true: the key is reserved but the record does not keep it as 'k' (a throttle key:
 -- ack then leaves its period alone, see enqueue.lua).
 local function new_job(prefix, now, maxprio, seq, argv, i, unowned)
@@ -87,6 +88,13 @@ local function new_job(prefix, now, maxprio, seq, argv, i, unowned)
     fields[#fields + 1] = 'ex'
     fields[#fields + 1] = argv[i + 8]
   end
+  local g = argv[i + 9]
+  if g ~= '' then
+    fields[#fields + 1] = 'g'
+    fields[#fields + 1] = g
+  else
+    g = false
+  end
   fields[#fields + 1] = 's'
   if due > now then
     fields[#fields + 1] = 'scheduled'
@@ -96,7 +104,254 @@ local function new_job(prefix, now, maxprio, seq, argv, i, unowned)
     fields[#fields + 1] = 'queued'
   end
   redis.call('HSET', prefix .. 'job:' .. id, unpack(fields))
-  return rs, due
+  return rs, due, g
+end
+
+-- ---- Groups and limiters (docs/flow-control.md, "Limits and fairness") --------------------
+-- A job of a task with limits, a fair key or an ordered key belongs to a group, named at
+-- enqueue from the task and its key values. The record's field 'g' is the group's spec:
+--   '<gid>\t<quota>\t<limiter>\t<limiter>...'
+-- quota: how many jobs one turn of the group may lease ('' no bound; a fair key's weight);
+-- each limiter is an instance name, '<family>' or '<family>=<key value>'. A grouped job that
+-- is ready waits in its group's sorted set 'gq:<gid>' (ready scores), and the group takes one
+-- place in ready, as the member '~<gid>' (no job id starts with '~'), while it has jobs there:
+-- 'grp:<gid>' holds 'sp' (the spec) and 'st': 'r' in ready, 'p' parked in the waiting list
+-- 'lw:<limiter>' of a limiter without room. Nothing else marks a group: no jobs, no hash.
+-- 'gset' (a sorted set, score 0) lists the groups that have a hash, for purge; 'gstat' counts
+-- the jobs in group sets ('jobs') and the groups in ready ('ready'), for counts.
+-- A limiter 'lim:<inst>' holds 'n' (jobs running under it), 'tat' (GCRA: the theoretical
+-- start time of the next job, unix µs) and 'hold' (no start before this unix ms). Its
+-- settings are the queue's hash 'limits' under its family, with '!<family>' (set at run time)
+-- overriding field by field: 'c=<most running> r=<starts> p=<per period, ms> b=<burst>'
+-- (a value of -1 turns that part off). A limiter that has waiters and room only later (rate
+-- or hold) is due in 'limdue' (score: ms); fetch promotes due limiters.
+local BAND = 1099511627776 -- 2^40: a ready score is band * BAND + seq
+local IDLE_MS = 60000 -- a limiter's state outlives its last use by this much
+
+local specs = {} -- per call: limiter family -> settings
+local function lim_settings(prefix, fam)
+  local s = specs[fam]
+  if s then return s end
+  local v = redis.call('HMGET', prefix .. 'limits', fam, '!' .. fam)
+  s = {}
+  for _, text in ipairs({v[1] or '', v[2] or ''}) do
+    for k, n in string.gmatch(text, '(%a+)=(%-?%d+)') do s[k] = tonumber(n) end
+  end
+  if s.c and s.c < 0 then s.c = nil end
+  if s.r and s.r > 0 and s.p and s.p > 0 then
+    s.T = math.ceil(s.p * 1000 / s.r) -- µs between starts; rounded up, never over the rate
+    s.tau = s.T * math.max(0, s.b or 0)
+  end
+  specs[fam] = s
+  return s
+end
+
+local function family(inst) return string.match(inst, '^[^=]*') end
+
+-- A whole number of µs as a string (tostring would switch to exponents past 14 digits).
+local function us_text(v) return string.format('%.0f', v) end
+
+local parsed = {} -- per call: group spec -> {gid, quota (nil: no bound), limiters}
+local function group_of(g)
+  local p = parsed[g]
+  if p then return p end
+  local parts, i = {}, 1
+  while true do
+    local j = string.find(g, '\t', i, true)
+    parts[#parts + 1] = string.sub(g, i, (j or 0) - 1)
+    if not j then break end
+    i = j + 1
+  end
+  local insts = {}
+  for k = 3, #parts do
+    if parts[k] ~= '' then insts[#insts + 1] = parts[k] end
+  end
+  p = {gid = parts[1], quota = tonumber(parts[2] or ''), insts = insts}
+  parsed[g] = p
+  return p
+end
+
+-- Whether limiter `inst` lets one more job start now: true, or false and the unix ms from
+-- which it may (nil: once a running job's slot frees).
+local function room(prefix, inst, now)
+  local s = lim_settings(prefix, family(inst))
+  local v = redis.call('HMGET', prefix .. 'lim:' .. inst, 'n', 'tat', 'hold')
+  local hold = tonumber(v[3])
+  if hold and hold > now then return false, hold end
+  if s.c and (tonumber(v[1]) or 0) >= s.c then return false, nil end
+  local tat = tonumber(v[2])
+  if s.T and tat and tat - now * 1000 > s.tau then
+    return false, math.ceil((tat - s.tau) / 1000)
+  end
+  return true
+end
+
+-- Let limiter `inst`'s state expire once it no longer matters (nothing running under it,
+-- its next start time and hold past).
+local function expire_idle(lk, now)
+  local v = redis.call('HMGET', lk, 'tat', 'hold')
+  local upto = math.max(now, math.ceil((tonumber(v[1]) or 0) / 1000), tonumber(v[2]) or 0)
+  redis.call('PEXPIRE', lk, upto - now + IDLE_MS)
+end
+
+-- Count a start against limiter `inst`. Returns true when the limiter counts running jobs
+-- (the run must free its slot when it ends: `free`).
+local function take(prefix, inst, now)
+  local s = lim_settings(prefix, family(inst))
+  local lk = prefix .. 'lim:' .. inst
+  if s.T then
+    local tat = tonumber(redis.call('HGET', lk, 'tat')) or 0
+    redis.call('HSET', lk, 'tat', us_text(math.max(tat, now * 1000) + s.T))
+  end
+  if s.c then
+    redis.call('HINCRBY', lk, 'n', 1)
+    redis.call('PERSIST', lk)
+    return true
+  end
+  expire_idle(lk, now)
+  return false
+end
+
+-- Limiter `inst` may start a waiter at `when` (ms): make it due then, unless due sooner.
+local function due_at(prefix, inst, when)
+  local k = prefix .. 'limdue'
+  local cur = tonumber(redis.call('ZSCORE', k, inst))
+  if not cur or when < cur then redis.call('ZADD', k, when, inst) end
+end
+
+local function wake_one(prefix)
+  local wake = prefix .. 'wake'
+  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+end
+
+-- Put group `gid` in ready, behind everything in its first job's priority band (a fresh
+-- seq: this is the round-robin between groups), or forget it when it has no jobs left.
+local function group_ready(prefix, gid)
+  local gk = prefix .. 'grp:' .. gid
+  local head = redis.call('ZRANGE', prefix .. 'gq:' .. gid, 0, 0, 'WITHSCORES')
+  if not head[1] then
+    redis.call('DEL', gk)
+    redis.call('ZREM', prefix .. 'gset', gid)
+    return
+  end
+  local band = math.floor(tonumber(head[2]) / BAND)
+  local seq = redis.call('INCR', prefix .. 'seq')
+  if redis.call('ZADD', prefix .. 'ready', band * BAND + seq, '~' .. gid) == 1 then
+    redis.call('HINCRBY', prefix .. 'gstat', 'ready', 1)
+  end
+  redis.call('HSET', gk, 'st', 'r')
+  wake_one(prefix)
+end
+
+-- The one way a job becomes ready (enqueue, promotion, requeue, release, retry, fire, flow
+-- delivery): job `id` with ready score `rs` and group spec `g` (false or '': none) goes into
+-- the ready set, or into its group's set, the group into ready unless it is there or parked.
+local function to_ready(prefix, id, rs, g)
+  if not g or g == '' then
+    redis.call('ZADD', prefix .. 'ready', rs, id)
+    return
+  end
+  local gid = group_of(g).gid
+  local gk = prefix .. 'grp:' .. gid
+  if redis.call('ZADD', prefix .. 'gq:' .. gid, rs, id) == 1 then
+    redis.call('HINCRBY', prefix .. 'gstat', 'jobs', 1)
+  end
+  local st = redis.call('HGET', gk, 'st')
+  redis.call('HSET', gk, 'sp', g) -- the latest job's spec: a changed task definition wins
+  if st == 'r' then
+    -- A job of a higher band than the group's place moves the group up to that band.
+    local m = '~' .. gid
+    local score = tonumber(redis.call('ZSCORE', prefix .. 'ready', m))
+    local band = math.floor(tonumber(rs) / BAND)
+    if score and band < math.floor(score / BAND) then
+      redis.call('ZADD', prefix .. 'ready', band * BAND + score % BAND, m)
+    end
+  elseif st ~= 'p' then
+    redis.call('ZADD', prefix .. 'gset', 0, gid)
+    group_ready(prefix, gid)
+  end
+end
+
+-- Take job `id` (group spec `g`) out of wherever it waits to be leased. A group left empty
+-- goes lazily: fetch drops it from ready, a waiting list's wake-up finds it empty.
+local function unready(prefix, id, g)
+  if g and g ~= '' then
+    if redis.call('ZREM', prefix .. 'gq:' .. group_of(g).gid, id) == 1 then
+      redis.call('HINCRBY', prefix .. 'gstat', 'jobs', -1)
+    end
+  else
+    redis.call('ZREM', prefix .. 'ready', id)
+  end
+end
+
+-- Park group `gid` on limiter `inst`, which has no room until `when` (ms; nil: a slot frees).
+local function park(prefix, gid, inst, when)
+  redis.call('RPUSH', prefix .. 'lw:' .. inst, gid)
+  redis.call('HSET', prefix .. 'grp:' .. gid, 'st', 'p')
+  redis.call('SADD', prefix .. 'lwf:' .. family(inst), inst)
+  if when then due_at(prefix, inst, when) end
+end
+
+-- Limiter `inst` may have room: wake the first group waiting on it. One per call: a woken
+-- group that leaves the limiter room passes it on (fetch settles each limiter of a group it
+-- served), and each freed slot settles once. A limiter with room only later becomes due.
+local function settle(prefix, inst, now)
+  local lw = prefix .. 'lw:' .. inst
+  if redis.call('LLEN', lw) == 0 then return end
+  local ok, when = room(prefix, inst, now)
+  if ok then
+    local gid = redis.call('LPOP', lw)
+    if redis.call('LLEN', lw) == 0 then redis.call('SREM', prefix .. 'lwf:' .. family(inst), inst) end
+    group_ready(prefix, gid)
+  elseif when then
+    due_at(prefix, inst, when)
+  end
+end
+
+-- A run ended (ack, fail, release, lease expiry): free its slot in each limiter of `L` (the
+-- record's field: the counting limiters its lease took, tab separated).
+local function free(prefix, L, now)
+  if not L or L == '' then return end
+  for inst in string.gmatch(L, '[^\t]+') do
+    local lk = prefix .. 'lim:' .. inst
+    if redis.call('HINCRBY', lk, 'n', -1) <= 0 then
+      redis.call('HSET', lk, 'n', 0)
+      expire_idle(lk, now)
+    end
+    settle(prefix, inst, now)
+  end
+end
+
+-- No job starts under limiter `inst` before `upto_ms` (a key pushed back, an ordered key's
+-- retry): its waiters are woken then.
+local function hold(prefix, inst, upto_ms, now)
+  local lk = prefix .. 'lim:' .. inst
+  local cur = tonumber(redis.call('HGET', lk, 'hold')) or 0
+  if upto_ms > cur then redis.call('HSET', lk, 'hold', upto_ms) end
+  expire_idle(lk, now)
+  due_at(prefix, inst, upto_ms)
+end
+
+-- The limiters a pushed-back key holds: the group's per-key limiters, or when it has none
+-- its task-wide ones (never the queue's: family '@').
+local function key_limiters(g)
+  local keyed, wide = {}, {}
+  for _, inst in ipairs(group_of(g).insts) do
+    if string.find(inst, '=', 1, true) then
+      keyed[#keyed + 1] = inst
+    elseif string.sub(inst, 1, 1) ~= '@' then
+      wide[#wide + 1] = inst
+    end
+  end
+  if #keyed > 0 then return keyed end
+  return wide
+end
+
+-- The ordered-key limiter of group spec `g` (family 'o:...'), or nil.
+local function ordered_limiter(g)
+  for _, inst in ipairs(group_of(g).insts) do
+    if string.sub(inst, 1, 2) == 'o:' then return inst end
+  end
 end
 
 -- ---- Flows (chains, groups, chords; see docs/workflows.md) ----------------------------------
@@ -143,7 +398,7 @@ end
 -- edges and error record when it failed in turn (its own children are told next), else nil.
 local function deliver(prefix, ready, wake, child, idx, kind, v, parent, now)
   local ck = prefix .. 'job:' .. child
-  local c = redis.call('HMGET', ck, 's', 'wn', 'wm', 'rs', 'fo')
+  local c = redis.call('HMGET', ck, 's', 'wn', 'wm', 'rs', 'fo', 'g')
   if c[1] ~= 'waiting' then return nil end
   local ik = prefix .. 'in:' .. child
   if kind == 'f' then
@@ -182,7 +437,7 @@ local function deliver(prefix, ready, wake, child, idx, kind, v, parent, now)
   end
   redis.call('HSET', ck, 's', 'queued', 'in', input)
   tell(prefix, 'queued', child)
-  redis.call('ZADD', ready, c[4], child)
+  to_ready(prefix, child, c[4], c[6])
   if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
   redis.call('DEL', ik)
   return nil
