@@ -80,7 +80,6 @@ end
 local out, n = {-1, 0}, 2
 local leased, m = {}, 0
 local deadline = now + lease
-local popped = {}
 local back, nb = {}, 0 -- popped but not leased: score, id pairs to put back
 -- Jobs passed over for want of a slot, and how many one call may pass over: each costs a
 -- record read, so a queue of mostly sync jobs is not read through for every freed thread.
@@ -197,42 +196,55 @@ local function serve_group(gid, score)
   return ends
 end
 
-if max > 0 then popped = redis.call('ZPOPMIN', ready, max) end
-local stop = #popped + 1
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  if m >= 2 * max then -- a group's jobs filled the batch
-    stop = i
-    break
-  end
-  if string.byte(id, 1) == 126 then -- '~': a group
-    local r = serve_group(string.sub(id, 2), popped[i + 1])
-    if r then
-      stop = i + 2
-      break
-    end
-  else
-    local r = lease_job(id, nil)
-    if r == 'held' then
-      back[nb + 1], back[nb + 2] = popped[i + 1], id
-      nb = nb + 2
-      passed = passed + 1
-      if passed == PASS_OVER then
-        stop = i + 2
-        break
-      end
-    elseif r == 'stop' then
+-- A group leases at most its quota per turn, so a batch of groups may come up short: pop
+-- again (the served groups are back at the end of their bands: the next turn of the
+-- round-robin), a bounded number of rounds, while groups keep leasing.
+for round = 1, 8 do
+  local popped = {}
+  local want = max - m / 2
+  if want > 0 then popped = redis.call('ZPOPMIN', ready, want) end
+  local stop, from_groups, ended = #popped + 1, 0, false
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    if m >= 2 * max then -- a group's jobs filled the batch
       stop = i
       break
-    elseif r == 'last' then
-      stop = i + 2
-      break
+    end
+    if string.byte(id, 1) == 126 then -- '~': a group
+      local before = m
+      local r = serve_group(string.sub(id, 2), popped[i + 1])
+      if m > before then from_groups = from_groups + 1 end
+      if r then
+        stop = i + 2
+        ended = true
+        break
+      end
+    else
+      local r = lease_job(id, nil)
+      if r == 'held' then
+        back[nb + 1], back[nb + 2] = popped[i + 1], id
+        nb = nb + 2
+        passed = passed + 1
+        if passed == PASS_OVER then
+          stop = i + 2
+          break
+        end
+      elseif r == 'stop' then
+        stop = i
+        ended = true
+        break
+      elseif r == 'last' then
+        stop = i + 2
+        ended = true
+        break
+      end
     end
   end
-end
-for i = stop, #popped, 2 do
-  back[nb + 1], back[nb + 2] = popped[i + 1], popped[i]
-  nb = nb + 2
+  for i = stop, #popped, 2 do
+    back[nb + 1], back[nb + 2] = popped[i + 1], popped[i]
+    nb = nb + 2
+  end
+  if ended or from_groups == 0 or m >= 2 * max or passed == PASS_OVER then break end
 end
 if nb > 0 then redis.call('ZADD', ready, unpack(back)) end
 if m > 0 then redis.call('ZADD', active, unpack(leased)) end

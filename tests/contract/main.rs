@@ -23,6 +23,7 @@ mod events;
 mod flow_control;
 mod flows;
 mod lease;
+mod limits;
 mod outcomes;
 mod prefetch;
 mod races;

@@ -1,0 +1,131 @@
+//! Limits and groups in the scripts (lib/common.lua, "Groups and limiters"): a group's jobs
+//! are leased only while its limiters have room, a full limiter parks the group without
+//! holding up other jobs, every end of a run frees its slot, and groups take turns.
+
+use _core::broker::*;
+
+use crate::contract;
+use crate::harness::*;
+
+contract!(
+    a_concurrency_slot_comes_back_from_every_end_of_a_run,
+    a_full_limiter_parks_its_group_and_other_jobs_go_on,
+    a_rate_limiter_spaces_starts_and_wakes_its_group_when_due,
+    fair_groups_take_turns_within_a_batch,
+);
+
+/// A job in group `gid` under the limiters `insts`; quota '' (no bound) unless given.
+fn grouped(id: &str, gid: &str, quota: &str, insts: &[&str]) -> NewJob {
+    let mut spec = format!("{gid}\t{quota}");
+    for inst in insts {
+        spec.push('\t');
+        spec.push_str(inst);
+    }
+    NewJob {
+        group: Some(spec),
+        ..job(id, 1)
+    }
+}
+
+async fn declare(b: &std::sync::Arc<dyn Broker>, family: &str, settings: &str) {
+    b.set_limits(Q, LimitOp::Declare, vec![(family.into(), settings.into())])
+        .await
+        .unwrap();
+}
+
+async fn a_concurrency_slot_comes_back_from_every_end_of_a_run(c: Ctx) {
+    let b = &c.b;
+    declare(b, "t:one", "c=1").await;
+    let jobs = (0..5).map(|i| grouped(&format!("j{i}"), "one", "", &["t:one"]));
+    b.enqueue(Q, jobs.collect()).await.unwrap();
+    // ack, fail with a retry, release, and lease expiry each free the one slot.
+    let first = fetch(b, 10).await;
+    assert_eq!(ids(&first), ["j0"], "one slot");
+    assert!(fetch(b, 10).await.jobs.is_empty(), "the slot is taken");
+    b.ack(Q, vec![ack_of(&first.jobs[0], b"")]).await.unwrap();
+    let second = fetch(b, 10).await;
+    assert_eq!(ids(&second), ["j1"]);
+    b.fail(Q, vec![fail_of(&second.jobs[0], Some(60_000))])
+        .await
+        .unwrap();
+    let third = fetch(b, 10).await;
+    assert_eq!(ids(&third), ["j2"]);
+    b.release(Q, vec![lease(&third.jobs[0])]).await.unwrap();
+    // Released first in line: j2 again, now under a short lease that expires.
+    let fourth = b.fetch(Q, Want::jobs(10), 100, "w").await.unwrap();
+    assert_eq!(ids(&fourth), ["j2"]);
+    c.pass(200).await;
+    b.reap(Q, 60_000).await.unwrap();
+    assert_eq!(
+        ids(&fetch(b, 10).await),
+        ["j2"],
+        "the expired lease freed the slot"
+    );
+    let shown = b.limits(Q).await.unwrap();
+    assert_eq!((shown[0].family.as_str(), shown[0].running), ("t:one", 1));
+}
+
+async fn a_full_limiter_parks_its_group_and_other_jobs_go_on(c: Ctx) {
+    let b = &c.b;
+    declare(b, "k:t:tenant", "c=1").await;
+    let mut jobs: Vec<NewJob> = (0..3)
+        .map(|i| grouped(&format!("a{i}"), "t|tenant=a", "", &["k:t:tenant=a"]))
+        .collect();
+    jobs.push(job("plain", 1));
+    jobs.push(grouped("b0", "t|tenant=b", "", &["k:t:tenant=b"]));
+    b.enqueue(Q, jobs).await.unwrap();
+    let out = fetch(b, 10).await;
+    let mut got = ids(&out);
+    got.sort();
+    // One of a's, the plain job and b's: a's limiter is full, its other jobs wait parked.
+    assert_eq!(got, ["a0", "b0", "plain"]);
+    assert!(fetch(b, 10).await.jobs.is_empty());
+    let counts = b.counts(Q).await.unwrap();
+    assert_eq!((counts.queued, counts.running), (2, 3));
+    let a0 = out.jobs.iter().find(|j| j.id == "a0").unwrap();
+    b.ack(Q, vec![ack_of(a0, b"")]).await.unwrap();
+    assert_eq!(
+        ids(&fetch(b, 10).await),
+        ["a1"],
+        "the freed slot woke the group"
+    );
+}
+
+async fn a_rate_limiter_spaces_starts_and_wakes_its_group_when_due(c: Ctx) {
+    let b = &c.b;
+    // 10 per second, no burst: one start per 100 ms.
+    declare(b, "t:r", "r=10 p=1000 b=0").await;
+    let jobs = (0..3).map(|i| grouped(&format!("r{i}"), "r", "", &["t:r"]));
+    b.enqueue(Q, jobs.collect()).await.unwrap();
+    let first = fetch(b, 10).await;
+    assert_eq!(ids(&first), ["r0"]);
+    // The group waits for the limiter, and the worker is told when to look again.
+    let next = fetch(b, 10).await;
+    assert!(next.jobs.is_empty());
+    let due = next.next_due_us.expect("the limiter's due time");
+    assert!(due > 0 && due <= 100_000, "{due}");
+    c.pass(60).await;
+    assert!(fetch(b, 10).await.jobs.is_empty(), "not before 100 ms");
+    c.pass(60).await;
+    assert_eq!(ids(&fetch(b, 10).await), ["r1"]);
+}
+
+async fn fair_groups_take_turns_within_a_batch(c: Ctx) {
+    let b = &c.b;
+    // Tenant a's 20 jobs were enqueued before b's 3 and c's 1; quota 1 each (weight 1), but
+    // a weight of 2 for c.
+    let mut jobs: Vec<NewJob> = (0..20)
+        .map(|i| grouped(&format!("a{i:02}"), "f|^t=a", "1", &[]))
+        .collect();
+    jobs.extend((0..3).map(|i| grouped(&format!("b{i}"), "f|^t=b", "1", &[])));
+    jobs.extend((0..3).map(|i| grouped(&format!("c{i}"), "f|^t=c", "2", &[])));
+    b.enqueue(Q, jobs).await.unwrap();
+    let out = fetch(b, 9).await;
+    // Turns: a, b, c c, a, b, c, a, b: round-robin, c taking two per turn.
+    assert_eq!(
+        ids(&out),
+        ["a00", "b0", "c0", "c1", "a01", "b1", "c2", "a02", "b2"]
+    );
+    let counts = b.counts(Q).await.unwrap();
+    assert_eq!(counts.queued, 26 - 9);
+}
