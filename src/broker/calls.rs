@@ -464,7 +464,10 @@ pub(crate) async fn release<R: ScriptRunner + ?Sized>(
     queue: &str,
     leases: Vec<Lease>,
 ) -> Result<Vec<bool>> {
-    let back = leases.into_iter().map(|lease| (lease, None, false)).collect();
+    let back = leases
+        .into_iter()
+        .map(|lease| (lease, None, false))
+        .collect();
     hand_back(r, queue, back).await
 }
 

@@ -13,7 +13,8 @@ use crate::batcher::Batcher;
 use crate::bridge::{awaitable, awaitable_ok, block_on};
 use crate::broker::{
     self, Broker, CancelOutcome, Executor, Fire, FireMode, FireOutcome, FlowMember, FollowUp,
-    InputMode, JobSet, KeyMode, LimitOp, NewJob, OnFailure, ScheduleChange, WorkerInfo, MAX_PRIORITY,
+    InputMode, JobSet, KeyMode, LimitOp, NewJob, OnFailure, ScheduleChange, WorkerInfo,
+    MAX_PRIORITY,
 };
 use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
@@ -802,7 +803,14 @@ impl PyBroker {
                 .into_iter()
                 .map(|l| {
                     let counts = (l.running, l.waiting, l.keys_waiting);
-                    (l.family, l.declared, l.overridden, counts.0, counts.1, counts.2)
+                    (
+                        l.family,
+                        l.declared,
+                        l.overridden,
+                        counts.0,
+                        counts.1,
+                        counts.2,
+                    )
                 })
                 .collect::<Vec<_>>())
         })
