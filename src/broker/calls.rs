@@ -884,6 +884,22 @@ pub(crate) async fn batch_add<R: ScriptRunner + ?Sized>(
     Ok(u32::try_from(first).ok())
 }
 
+/// One page of `queue`'s queued jobs, groups expanded into their jobs (`listing.lua`).
+pub(super) async fn queued_ids<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<String>> {
+    let k = QueueKeys::new(queue)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut call = Call::new(ScriptId::Listing, vec![k.ready()]);
+    call.arg(k.prefix()).arg(offset).arg(count);
+    ::redis::from_redis_value(r.run(&call).await?).map_err(|e| protocol("listing", e.to_string()))
+}
+
 /// `ZRANGE` of one page (by position) of the sorted set holding `set`'s jobs; None for an
 /// empty page. Both brokers list jobs with it, so which key holds which state lives here once.
 pub(super) fn page_cmd(

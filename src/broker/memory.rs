@@ -336,6 +336,9 @@ calls::scripted_broker!(MemoryBroker {
         offset: usize,
         count: usize,
     ) -> Result<Vec<String>> {
+        if set == JobSet::Queued {
+            return calls::queued_ids(self, queue, offset, count).await;
+        }
         match calls::page_cmd(queue, set, offset, count)? {
             Some(cmd) => self.query_one(cmd),
             None => Ok(Vec::new()),

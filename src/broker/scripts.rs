@@ -52,6 +52,7 @@ pub enum ScriptId {
     Progress,
     Watch,
     Limits,
+    Listing,
 }
 
 macro_rules! script {
@@ -70,7 +71,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 19] = [
+pub static REGISTRY: [ScriptDef; 20] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 5),
@@ -90,6 +91,7 @@ pub static REGISTRY: [ScriptDef; 19] = [
     script!("progress", 1),
     script!("watch", 1),
     script!("limits", 1),
+    script!("listing", 1),
 ];
 
 /// SHA1 of each script, computed once.

@@ -82,6 +82,9 @@ async fn a_full_limiter_parks_its_group_and_other_jobs_go_on(c: Ctx) {
     assert!(fetch(b, 10).await.jobs.is_empty());
     let counts = b.counts(Q).await.unwrap();
     assert_eq!((counts.queued, counts.running), (2, 3));
+    // Listed though parked: the group's jobs, in order.
+    let listed = b.job_ids(Q, JobSet::Queued, 0, 10).await.unwrap();
+    assert_eq!(listed, ["a1", "a2"]);
     let a0 = out.jobs.iter().find(|j| j.id == "a0").unwrap();
     b.ack(Q, vec![ack_of(a0, b"")]).await.unwrap();
     assert_eq!(
@@ -128,4 +131,12 @@ async fn fair_groups_take_turns_within_a_batch(c: Ctx) {
     );
     let counts = b.counts(Q).await.unwrap();
     assert_eq!(counts.queued, 26 - 9);
+    // The listing expands each group into its jobs, never showing a group's member.
+    let mut listed = Vec::new();
+    for page in 0..4 {
+        listed.extend(b.job_ids(Q, JobSet::Queued, page * 5, 5).await.unwrap());
+    }
+    assert_eq!(listed.len(), 17);
+    assert!(listed.iter().all(|id| !id.starts_with('~')), "{listed:?}");
+    assert_eq!(listed[..3], ["a03", "a04", "a05"]);
 }

@@ -19,6 +19,9 @@ impl RedisBroker {
         offset: usize,
         count: usize,
     ) -> Result<Vec<String>> {
+        if set == JobSet::Queued {
+            return calls::queued_ids(self, queue, offset, count).await;
+        }
         let Some(cmd) = calls::page_cmd(queue, set, offset, count)? else {
             return Ok(Vec::new());
         };
