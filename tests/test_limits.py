@@ -293,3 +293,33 @@ async def test_a_bad_key_value_is_refused_at_enqueue() -> None:
     with pytest.raises(TypeError, match="key 'tenant' must be a str or an int"):
         await t.enqueue(["a list"])
     assert (await app.broker.counts("default"))["queued"] == 0
+
+
+async def test_limits_stack_task_wide_and_per_key(broker_url: str, queue: str) -> None:
+    app = make_app(broker_url, queue)
+    running_now: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+
+    @app.task(
+        name="lim:stacked",
+        concurrency_limit=3,
+        limits=[asyncq.ConcurrencyLimit(1, key="tenant")],
+    )
+    async def stacked(tenant: str, i: int) -> int:
+        running_now[tenant] += 1
+        running_now["all"] += 1
+        most.update({k: 0 for k in running_now})
+        for k, v in running_now.items():
+            most[k] = max(most[k], v)
+        await asyncio.sleep(0.01)
+        running_now[tenant] -= 1
+        running_now["all"] -= 1
+        return i
+
+    async with running(app, concurrency=20):
+        hs = await stacked.enqueue_many([((f"t{i % 5}", i), {}) for i in range(60)])
+        for h in hs:
+            await h.result(timeout=30)
+    # Both limits at once: one per tenant, three in all (five tenants could run five).
+    assert most["all"] == 3
+    assert all(most[f"t{i}"] == 1 for i in range(5)), most
