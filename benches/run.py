@@ -40,9 +40,15 @@ VENVS = {
     "peers": BENCHES / ".peers" / "bin" / "python",
     "peers312": BENCHES / ".peers312" / "bin" / "python",
 }
-ADAPTER_VENV = {"asyncq": "main", "floor": "main", "ardiq": "peers312"}
+ADAPTER_VENV = {
+    "asyncq": "main",
+    "asyncq_limited": "main",
+    "floor": "main",
+    "ardiq": "peers312",
+}
 PACKAGES = {
     "asyncq": ["asyncq", "redis", "uvloop"],
+    "asyncq_limited": ["asyncq", "redis", "uvloop"],
     "floor": ["redis", "hiredis", "uvloop"],
     "saq": ["saq"],
     "streaq": ["streaq"],

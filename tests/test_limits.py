@@ -323,3 +323,24 @@ async def test_limits_stack_task_wide_and_per_key(broker_url: str, queue: str) -
     # Both limits at once: one per tenant, three in all (five tenants could run five).
     assert most["all"] == 3
     assert all(most[f"t{i}"] == 1 for i in range(5)), most
+
+
+async def test_rate_limited_without_a_limiter_to_hold_snoozes_the_job(
+    broker_url: str, queue: str
+) -> None:
+    app = make_app(broker_url, queue)
+    runs: list[float] = []
+
+    @app.task(name="lim:fair_only", fair_key="tenant")
+    async def fair_only(tenant: str) -> int:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            asyncq.current_job().rate_limited(0.5)
+        return len(runs)
+
+    async with running(app):
+        h = await fair_only.enqueue("x")
+        assert await h.result(timeout=20) == 2
+    # A fair key alone has no limiter to hold: the job waited its 0.5 s as for a snooze
+    # (less 50 ms for the clocks of one host).
+    assert runs[1] - runs[0] >= 0.45

@@ -2,6 +2,7 @@
 
 NAMES = [
     "asyncq",
+    "asyncq_limited",
     "floor",
     "saq",
     "streaq",

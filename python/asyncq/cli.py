@@ -10,10 +10,11 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +32,7 @@ from ._config import (
 from ._core import Broker, BrokerError, JobInfo, __version__
 from .app import App
 from .errors import AsyncqError
+from .limits import parse_rate, settings
 from .log import configure_logging
 from .schedule import ScheduleInfo, Scheduler, schedule_infos
 from .task import CoreOptions, Task
@@ -287,6 +289,9 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
 LISTABLE = ("queued", "scheduled", "running", "dead")
 SCHEDULE_ACTIONS = ("list", "pause", "resume", "remove")
+LIMIT_ACTIONS = ("list", "set", "clear")
+#: What ``asyncq limits set`` takes, as OPTION=VALUE.
+LIMIT_OPTIONS = ("rate_limit", "burst", "concurrency_limit")
 
 
 def admin_parser() -> argparse.ArgumentParser:
@@ -328,6 +333,11 @@ def admin_parser() -> argparse.ArgumentParser:
     sched.add_argument("name", nargs="?", help="the schedule (for pause, resume, remove)")
     sched.add_argument("--queue", help="its queue (default: every queue)")
     sched.add_argument("--json", action="store_true", help="list as one JSON object per line")
+    _limits_parser(
+        sub.add_parser(
+            "limits", help="rate and concurrency limits per queue, or set or clear an override"
+        )
+    )
     runner = sub.add_parser("scheduler", help="fire an app's periodic schedules (no worker)")
     runner.add_argument("target", metavar="APP", help="the App, as package.module:app")
     return p
@@ -343,6 +353,26 @@ def _enqueue_parser(enq: argparse.ArgumentParser) -> None:
     enq.add_argument("--retries", type=int, help="retries of a task unknown here (no --app)")
 
 
+def _limits_parser(lim: argparse.ArgumentParser) -> None:
+    lim.add_argument("action", nargs="?", choices=LIMIT_ACTIONS, default="list")
+    lim.add_argument(
+        "name",
+        nargs="?",
+        metavar="TASK_OR_FAMILY",
+        help="for set, clear: a task (its task-wide limit) or a limiter family, such as "
+        "k:myapp.tasks:send:tenant or @emails",
+    )
+    lim.add_argument(
+        "options",
+        nargs="*",
+        metavar="OPTION=VALUE",
+        help="for set: rate_limit=50/s, burst=2, concurrency_limit=3 (rate_limit=off, "
+        "concurrency_limit=off: none)",
+    )
+    lim.add_argument("--queue", help="its queue (default: every queue that declares it)")
+    lim.add_argument("--json", action="store_true", help="list as one JSON object per line")
+
+
 def _broker(args: argparse.Namespace) -> Broker:
     return load_app(args.app).broker if args.app else Broker(args.url)
 
@@ -354,6 +384,11 @@ async def _info(broker: Broker, _: argparse.Namespace) -> int:
     for queue in sorted(queues):
         counts = await broker.counts(queue)
         print(f"{queue:<24}" + "".join(f"{counts.get(c, 0):>16}" for c in cols))
+    rows = await limit_rows(broker, sorted(queues))
+    if rows:
+        print("\nlimits:")
+        for line in _table([_limit_summary(r) for r in rows], numeric=()):
+            print(f"  {line}")
     workers = await broker.workers()
     print(f"\nworkers: {len(workers)}")
     for wid, info, seen in workers:
@@ -565,6 +600,317 @@ async def _schedules(broker: Broker, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- asyncq limits -----------------------------------------------------------------------------
+
+_SETTING = re.compile(r"([a-z]+)=(-?\d+)")
+_PERIODS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimitRow:
+    """One limiter family of a queue, as ``asyncq limits`` shows it.
+
+    Attributes:
+        running: Jobs running under the family's limiter (a family without a key).
+        waiting: Groups waiting for room in that limiter (a family without a key).
+        keys_waiting: The family's limiters (one per key value) with groups waiting (a
+            family with a key: ``k:`` and ``o:``).
+    """
+
+    queue: str
+    family: str
+    declared: str
+    override: str
+    running: int
+    waiting: int
+    keys_waiting: int
+
+    @property
+    def keyed(self) -> bool:
+        return self.family.startswith(("k:", "o:"))
+
+
+async def limit_rows(broker: Broker, queues: Sequence[str]) -> list[LimitRow]:
+    """The limiter families of ``queues``, in queue then family order."""
+    return [LimitRow(q, *row) for q in queues for row in await broker.limits(q)]
+
+
+def limit_parts(text: str) -> dict[str, int]:
+    """``"c=2 r=20 p=1000 b=0"`` -> ``{"c": 2, "r": 20, "p": 1000, "b": 0}``."""
+    return {k: int(v) for k, v in _SETTING.findall(text)}
+
+
+def parts_text(parts: Mapping[str, int]) -> str:
+    """The settings text of ``parts``, in the order the workers write it."""
+    order = [k for k in "crpb" if k in parts] + sorted(set(parts) - set("crpb"))
+    return " ".join(f"{k}={parts[k]}" for k in order)
+
+
+def _period(ms: int) -> str:
+    for unit, size in _PERIODS:
+        if ms % size == 0:
+            return unit if ms == size else f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def effective_limits(declared: str, override: str) -> dict[str, Any]:
+    """The limits in force: the override part by part over the declaration, as the options
+    of ``asyncq limits set`` (None: that limit is off)."""
+    s = limit_parts(declared) | limit_parts(override)
+    c, r, p = s.get("c", -1), s.get("r", -1), s.get("p", -1)
+    rate = f"{r}/{_period(p)}" if r > 0 and p > 0 else None
+    return {
+        "rate_limit": rate,
+        "burst": max(0, s.get("b", 0)) if rate else None,
+        "concurrency_limit": c if c >= 0 else None,
+    }
+
+
+def _effective_text(row: LimitRow) -> str:
+    eff = effective_limits(row.declared, row.override)
+    said = []
+    if eff["concurrency_limit"] is not None:
+        said.append(f"{eff['concurrency_limit']} at once")
+    if eff["rate_limit"] is not None:
+        said.append(eff["rate_limit"] + (f" burst {eff['burst']}" if eff["burst"] else ""))
+    text = ", ".join(said) or "no limit"
+    return f"{text} per key" if row.keyed and said else text
+
+
+def _limit_cells(row: LimitRow) -> list[str]:
+    return [
+        row.queue,
+        row.family,
+        row.declared or "-",
+        row.override or "-",
+        _effective_text(row),
+        "-" if row.keyed else str(row.running),
+        "-" if row.keyed else str(row.waiting),
+        str(row.keys_waiting) if row.keyed else "-",
+    ]
+
+
+def _limit_summary(row: LimitRow) -> list[str]:
+    """One line of ``asyncq info``: queue, family, the limits in force, what waits."""
+    if row.keyed:
+        state = f"{row.keys_waiting} key(s) waiting"
+    else:
+        state = f"{row.running} running, {row.waiting} group(s) waiting"
+    effective = _effective_text(row) + (" (override)" if row.override else "")
+    return [row.queue, row.family, effective, state]
+
+
+def _table(rows: list[list[str]], numeric: Sequence[int]) -> list[str]:
+    """``rows`` as lines of aligned columns (those in ``numeric`` to the right)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return [
+        "  ".join(
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _limit_record(row: LimitRow) -> dict[str, Any]:
+    return {
+        "queue": row.queue,
+        "family": row.family,
+        "declared": row.declared,
+        "override": row.override,
+        "effective": effective_limits(row.declared, row.override),
+        "running": None if row.keyed else row.running,
+        "waiting": None if row.keyed else row.waiting,
+        "keys_waiting": row.keys_waiting if row.keyed else None,
+    }
+
+
+def _worker_queues(info: str) -> list[str]:
+    try:
+        queues = json.loads(info).get("queues")
+    except (ValueError, AttributeError):
+        return []
+    return [q for q in queues if isinstance(q, str)] if isinstance(queues, dict) else []
+
+
+async def _limit_queues(broker: Broker, args: argparse.Namespace) -> list[str]:
+    """``--queue``, else every queue known: enqueued to, served by a live worker (which
+    declared its limits there), or used by ``--app``'s tasks."""
+    if args.queue:
+        return [args.queue]
+    queues = set(await broker.queues())
+    for _, info, _ in await broker.workers():
+        queues.update(_worker_queues(info))
+    if args.app:
+        queues.update(load_app(args.app).queues())
+    return sorted(queues)
+
+
+def _whole(option: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        off = " or off" if option != "burst" else ""
+        raise UsageError(f"{option} must be a whole number >= 0{off}, got {value!r}")
+    return n
+
+
+def limit_override(options: Sequence[str]) -> dict[str, int | None]:
+    """The settings parts ``asyncq limits set`` writes for ``options`` (``OPTION=VALUE``);
+    a part mapped to None is dropped from the override (a rate turned off needs no period).
+
+    Raises:
+        UsageError: A malformed, unknown, repeated or bad option, or none.
+    """
+    given: dict[str, str] = {}
+    for text in options:
+        option, eq, value = text.partition("=")
+        if not eq or not value:
+            raise UsageError(f"asyncq limits set takes OPTION=VALUE, got {text!r}")
+        if option not in LIMIT_OPTIONS:
+            raise UsageError(
+                f"asyncq limits set has no option {option!r}{suggest(option, LIMIT_OPTIONS)}; "
+                f"options: {', '.join(LIMIT_OPTIONS)}"
+            )
+        if option in given:
+            raise UsageError(f"asyncq limits set: {option} given twice")
+        given[option] = value
+    if not given:
+        raise UsageError("asyncq limits set needs OPTION=VALUE: " + ", ".join(LIMIT_OPTIONS))
+    rate, conc, burst = (given.get(o) for o in ("rate_limit", "concurrency_limit", "burst"))
+    if burst is not None and rate in (None, "off"):
+        raise UsageError("burst goes with rate_limit: give both, as rate_limit=50/s burst=2")
+    parts: dict[str, int | None] = {}
+    if rate == "off":
+        parts.update(r=-1, p=None, b=None)
+    elif rate is not None:
+        try:
+            parse_rate(rate)
+        except ValueError as exc:
+            raise UsageError(f"rate_limit: {exc}") from None
+        parts.update(limit_parts(settings(rate, _whole("burst", burst or "0"))))
+    if conc == "off":
+        parts["c"] = -1
+    elif conc is not None:
+        parts.update(limit_parts(settings(concurrency_limit=_whole("concurrency_limit", conc))))
+    return parts
+
+
+def limit_family(name: str, app: App | None, where: str) -> str:
+    """The limiter family ``name`` stands for: a family as is, a task's its task-wide one.
+
+    Raises:
+        UsageError: ``app`` has no such task, or the task no task-wide limit.
+    """
+    if name.startswith(("@", "t:", "k:", "o:")):
+        return name
+    family = f"t:{name}"
+    if app is not None:
+        grouping = find_task(app, name, where).config.grouping
+        families = sorted(grouping.families) if grouping is not None else []
+        if family not in families:
+            raise UsageError(
+                f"task {name!r} has no task-wide limit (rate_limit=, concurrency_limit=); "
+                f"its limiter families: {', '.join(families) or '(none)'}"
+            )
+    return family
+
+
+async def _family_rows(broker: Broker, args: argparse.Namespace, family: str) -> list[LimitRow]:
+    """The rows of ``family`` in the queues it is declared in, or in the one queue named
+    (``--queue``, or the queue of a family ``@<queue>``) whether declared there or not.
+
+    Raises:
+        UsageError: No queue declares it and none was named.
+    """
+    queue = args.queue
+    if family.startswith("@"):
+        if queue and queue != family[1:]:
+            raise UsageError(f"{family} is the limiter of queue {family[1:]!r}, not {queue!r}")
+        queue = family[1:]
+    rows = await limit_rows(broker, [queue] if queue else await _limit_queues(broker, args))
+    mine = [r for r in rows if r.family == family]
+    if mine or queue:
+        return mine or [LimitRow(queue, family, "", "", 0, 0, 0)]
+    known = sorted({r.family for r in rows})
+    raise UsageError(
+        f"no queue declares limiter family {family!r}{suggest(family, known)} (workers declare "
+        f"their app's limits when they start; --queue Q sets it there anyway); "
+        f"declared: {', '.join(known) or '(none)'}"
+    )
+
+
+async def _set_limits(broker: Broker, family: str, rows: list[LimitRow], options: list[str]) -> int:
+    if family.startswith("o:"):
+        raise UsageError(
+            f"{family} is an ordered key's limiter (one job at a time per key): it takes "
+            "no override"
+        )
+    new = limit_override(options)
+    for row in rows:
+        merged = limit_parts(row.override) | new
+        text = parts_text({k: v for k, v in merged.items() if v is not None})
+        changed = await broker.set_limits(row.queue, "set", [(family, text)])
+        if not row.declared:
+            print(
+                f"note: no worker declared {family} in queue {row.queue!r} yet; the override "
+                "applies to its jobs all the same",
+                file=sys.stderr,
+            )
+        done = "set" if changed else "unchanged (already so)"
+        shown = dataclasses.replace(row, override=text)
+        print(
+            f"{done}: {family} in queue {row.queue!r}, override {text}; in force: "
+            f"{_effective_text(shown)}"
+        )
+    return 0
+
+
+async def _clear_limits(broker: Broker, family: str, rows: list[LimitRow]) -> int:
+    overridden = [r for r in rows if r.override]
+    if not overridden:
+        where = ", ".join(repr(r.queue) for r in rows)
+        print(f"error: {family} has no override in queue(s) {where}", file=sys.stderr)
+        return 1
+    for row in overridden:
+        await broker.set_limits(row.queue, "clear", [(family, "")])
+        shown = dataclasses.replace(row, override="")
+        print(
+            f"cleared: {family} in queue {row.queue!r}, no override; in force, as declared: "
+            f"{_effective_text(shown)}"
+        )
+    return 0
+
+
+async def _limits(broker: Broker, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        if args.name or args.options:
+            raise UsageError("asyncq limits [list] takes no name; did you mean limits set?")
+        rows = await limit_rows(broker, await _limit_queues(broker, args))
+        if args.json:
+            for row in rows:
+                print(json.dumps(_limit_record(row)))
+        elif not rows:
+            print("no limits declared (workers declare their app's limits when they start)")
+        else:
+            head = ["queue", "family", "declared", "override", "effective", "running"]
+            table = [[*head, "waiting", "keys waiting"], *map(_limit_cells, rows)]
+            print("\n".join(_table(table, numeric=(5, 6, 7))))
+        return 0
+    if not args.name:
+        raise UsageError(f"asyncq limits {args.action} needs a task or a limiter family")
+    if args.action == "clear" and args.options:
+        raise UsageError("asyncq limits clear takes no OPTION=VALUE: it drops the whole override")
+    app = load_app(args.app) if args.app else None
+    family = limit_family(args.name, app, args.app)
+    rows = await _family_rows(broker, args, family)
+    if args.action == "set":
+        return await _set_limits(broker, family, rows, args.options)
+    return await _clear_limits(broker, family, rows)
+
+
 async def _scheduler(_: Broker, args: argparse.Namespace) -> int:
     app = load_app(args.target)
     if not app.schedules:
@@ -586,6 +932,7 @@ _COMMANDS: dict[str, Callable[[Broker, argparse.Namespace], Coroutine[Any, Any, 
     "retry": _retry,
     "purge": _purge,
     "schedules": _schedules,
+    "limits": _limits,
     "scheduler": _scheduler,
 }
 
@@ -618,7 +965,13 @@ def _confirm_purge(args: argparse.Namespace) -> int | None:
 
 def admin_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncq``."""
-    args = admin_parser().parse_args(argv)
+    parser = admin_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `limits set NAME --queue Q rate_limit=50/s`: OPTION=VALUE after an option is still one.
+    if args.command == "limits" and not any(e.startswith("-") for e in extra):
+        args.options += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     def main() -> int:
         if args.command == "purge" and (refused := _confirm_purge(args)) is not None:

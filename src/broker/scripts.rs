@@ -491,6 +491,25 @@ mod tests {
     }
 
     /// The Lua copy of a Rust constant says the same.
+    /// `take` and `free` only count; a script that calls one must write what it counted.
+    #[test]
+    fn scripts_that_count_limiter_slots_commit_them() {
+        for def in &REGISTRY {
+            for (count, commit) in [
+                ("take(prefix", "commit_takes(prefix"),
+                ("free(prefix", "commit_frees(prefix"),
+            ] {
+                if def.own.contains(count) {
+                    assert!(
+                        def.own.contains(commit),
+                        "{} calls {count} without {commit}",
+                        def.file
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn lua_constants_match_rust() {
         let lib = include_str!("../lua/lib/common.lua");

@@ -35,7 +35,7 @@ for i = 2, #ARGV, 4 do
     code = -1
   else
     redis.call('HSET', jk, 's', 'succeeded', 'r', ARGV[i + 2], 'f', now)
-    if j[5] then free(prefix, j[5], now) end
+    if j[5] then free(prefix, j[5]) end
     ok = ok + 1
     done[ok] = id
     if told_here then tell(prefix, 'succeeded', id) end
@@ -55,5 +55,6 @@ if ok > 0 then
   redis.call('HINCRBY', stats, 'succeeded', ok)
   ended(prefix, done)
 end
+commit_frees(prefix, now)
 tell_all(prefix, now)
 return out

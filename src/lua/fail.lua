@@ -56,7 +56,7 @@ for i = 2, #ARGV, 6 do
     -- in line, and the key's limiter holds the group until the retry is due.
     local ordered = retry and j[6] and whole(j[8]) and ordered_limiter(j[6])
     if ordered then hold(prefix, ordered, now + tonumber(delay), now) end
-    free(prefix, j[7], now)
+    free(prefix, j[7])
     if ARGV[i + 5] == '1' then
       redis.call('HSET', jk, 's', 'cancelled', 'x', err, 'f', now)
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) end
@@ -93,6 +93,7 @@ for i = 2, #ARGV, 6 do
 end
 
 if failed > 0 then redis.call('HINCRBY', stats, 'failed', failed) end
+commit_frees(prefix, now)
 ended(prefix, over)
 -- A retry may be due before a sleeping waiter's timeout: wake it to recompute.
 if retrying > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end

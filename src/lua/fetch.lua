@@ -153,10 +153,12 @@ local function serve_group(gid, score)
   end
   local L = table.concat(counting, '\t')
   local took, quota, placed, ends = 0, grp.quota or max, false, nil
+  local popped_jobs = 0 -- taken out of the group's set: counted once, below
   while took < quota and m < 2 * max do
     -- Popped first, so a group with no job left parks nowhere (it is forgotten below).
     local head = redis.call('ZPOPMIN', gq)
     if not head[1] then break end
+    popped_jobs = popped_jobs + 1
     local blocked, when = nil, nil
     for _, inst in ipairs(grp.insts) do
       local ok, w = room(prefix, inst, now)
@@ -167,14 +169,14 @@ local function serve_group(gid, score)
     end
     if blocked then
       redis.call('ZADD', gq, head[2], head[1])
+      popped_jobs = popped_jobs - 1
       park(prefix, gid, blocked, when)
       placed = true
       break
     end
-    redis.call('HINCRBY', gstat, 'jobs', -1)
     local r = lease_job(head[1], L)
     if r == 'ok' or r == 'last' then
-      for _, inst in ipairs(grp.insts) do take(prefix, inst, now) end
+      for _, inst in ipairs(grp.insts) do take(prefix, inst) end
       took = took + 1
       if r == 'last' then
         ends = r
@@ -182,7 +184,7 @@ local function serve_group(gid, score)
       end
     elseif r == 'held' or r == 'stop' then
       redis.call('ZADD', gq, head[2], head[1])
-      redis.call('HINCRBY', gstat, 'jobs', 1)
+      popped_jobs = popped_jobs - 1
       redis.call('ZADD', ready, score, '~' .. gid)
       redis.call('HINCRBY', gstat, 'ready', 1)
       placed = true
@@ -190,6 +192,7 @@ local function serve_group(gid, score)
       break
     end
   end
+  if popped_jobs > 0 then redis.call('HINCRBY', gstat, 'jobs', -popped_jobs) end
   if not placed then group_ready(prefix, gid) end
   -- Room left in a limiter passes to its next waiter.
   for _, inst in ipairs(grp.insts) do settle(prefix, inst, now) end
@@ -247,6 +250,7 @@ for round = 1, 8 do
   if ended or from_groups == 0 or m >= 2 * max or passed == PASS_OVER then break end
 end
 if nb > 0 then redis.call('ZADD', ready, unpack(back)) end
+commit_takes(prefix, now)
 if m > 0 then redis.call('ZADD', active, unpack(leased)) end
 
 local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')

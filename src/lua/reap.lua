@@ -56,7 +56,7 @@ for _, id in ipairs(expired) do
   local j = redis.call('HMGET', jk, 'rs', 't', 'sl', 'g', 'L')
   local token, stalls = whole(j[2]), 0
   -- The run is over, whatever comes of the job: its limiter slots are free.
-  if j[5] then free(prefix, j[5], now) end
+  if j[5] then free(prefix, j[5]) end
   if j[3] then stalls = whole(j[3]) end
   if not (j[1] or j[2] or j[3] or j[4]) and redis.call('EXISTS', jk) == 0 then
     -- The record vanished: only its set entry goes.
@@ -103,6 +103,7 @@ if ttl > 0 then
   if #old > 0 then redis.call('ZREM', dead, unpack(old)) end
 end
 
+commit_frees(prefix, now)
 ended(prefix, buried)
 if requeued + #due > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 tell_all(prefix, now)

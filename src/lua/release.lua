@@ -45,20 +45,23 @@ for i = 2, #ARGV, 4 do
     out[#out + 1] = -1
   elseif not a then
     dead_letter(jk, id, 'a', j[3])
-    free(prefix, j[6], now)
+    free(prefix, j[6])
     out[#out + 1] = 2
   elseif not rs then
     dead_letter(jk, id, 'rs', j[4])
-    free(prefix, j[6], now)
+    free(prefix, j[6])
     out[#out + 1] = 2
   else
     -- The token matched ours, a decimal number, so it is safe to bump.
     local back = {'a', math.max(0, a - 1), 't', tonumber(j[2]) + 1}
     redis.call('ZREM', active, id)
-    free(prefix, j[6], now)
-    if delay ~= '' and push_key and j[5] then
+    free(prefix, j[6])
+    local held = {}
+    if delay ~= '' and push_key and j[5] then held = key_limiters(j[5]) end
+    if #held > 0 then
       -- The key is pushed back: its limiters hold every job of it (this one first in line).
-      for _, inst in ipairs(key_limiters(j[5])) do
+      -- A job with no limiter to hold (a fair key alone, a queue's limit) snoozes instead.
+      for _, inst in ipairs(held) do
         hold(prefix, inst, now + tonumber(delay), now)
       end
       redis.call('HSET', jk, 's', 'queued', unpack(back))
@@ -79,6 +82,7 @@ for i = 2, #ARGV, 4 do
   end
 end
 
+commit_frees(prefix, now)
 -- Woken for a snooze too: a waiter may be sleeping past its due time.
 if released > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 tell_all(prefix, now)

@@ -2,9 +2,12 @@
 -- front of each script at build time (the SHA and EVAL cover the joined text), so the
 -- functions below are locals of every script; none touches KEYS or ARGV.
 
--- Redis time: the table TIME returns, and unix milliseconds.
+-- Redis time: the table TIME returns, and unix milliseconds. The call's time in µs is kept
+-- too, for the rate limiters (a rate above 1000/s needs finer steps than a millisecond).
+local clock_us = 0
 local function redis_now()
   local t = redis.call('TIME')
+  clock_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   return t, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -171,17 +174,29 @@ local function group_of(g)
   return p
 end
 
+-- A limiter's state as this call knows it: {n, tat, hold} (numbers, 0 when unset), read once
+-- and kept up to date by `take`; `free` and `hold` drop it (they write through commands that
+-- return no state).
+local lstate = {}
+local function lim_state(prefix, inst)
+  local st = lstate[inst]
+  if not st then
+    local v = redis.call('HMGET', prefix .. 'lim:' .. inst, 'n', 'tat', 'hold')
+    st = {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0}
+    lstate[inst] = st
+  end
+  return st
+end
+
 -- Whether limiter `inst` lets one more job start now: true, or false and the unix ms from
 -- which it may (nil: once a running job's slot frees).
 local function room(prefix, inst, now)
   local s = lim_settings(prefix, family(inst))
-  local v = redis.call('HMGET', prefix .. 'lim:' .. inst, 'n', 'tat', 'hold')
-  local hold = tonumber(v[3])
-  if hold and hold > now then return false, hold end
-  if s.c and (tonumber(v[1]) or 0) >= s.c then return false, nil end
-  local tat = tonumber(v[2])
-  if s.T and tat and tat - now * 1000 > s.tau then
-    return false, math.ceil((tat - s.tau) / 1000)
+  local st = lim_state(prefix, inst)
+  if st[3] > now then return false, st[3] end
+  if s.c and st[1] >= s.c then return false, nil end
+  if s.T and st[2] - clock_us > s.tau then
+    return false, math.ceil((st[2] - s.tau) / 1000)
   end
   return true
 end
@@ -194,22 +209,32 @@ local function expire_idle(lk, now)
   redis.call('PEXPIRE', lk, upto - now + IDLE_MS)
 end
 
--- Count a start against limiter `inst`. Returns true when the limiter counts running jobs
--- (the run must free its slot when it ends: `free`).
-local function take(prefix, inst, now)
+-- Count a start against limiter `inst`, in this call's state; `commit_takes` writes it, once
+-- per limiter for the whole call.
+local taken = {}
+local function take(prefix, inst)
   local s = lim_settings(prefix, family(inst))
-  local lk = prefix .. 'lim:' .. inst
-  if s.T then
-    local tat = tonumber(redis.call('HGET', lk, 'tat')) or 0
-    redis.call('HSET', lk, 'tat', us_text(math.max(tat, now * 1000) + s.T))
+  local st = lim_state(prefix, inst)
+  if s.T then st[2] = math.max(st[2], clock_us) + s.T end
+  if s.c then st[1] = st[1] + 1 end
+  taken[inst] = true
+end
+
+-- Write the starts `take` counted (a script that takes must call this before it returns).
+local function commit_takes(prefix, now)
+  for inst in pairs(taken) do
+    local s, st = lim_settings(prefix, family(inst)), lstate[inst]
+    local lk = prefix .. 'lim:' .. inst
+    if s.T then redis.call('HSET', lk, 'tat', us_text(st[2])) end
+    if s.c then
+      redis.call('HSET', lk, 'n', st[1])
+      -- The state must outlive the runs (an idle limiter expires: `expire_idle`).
+      redis.call('PERSIST', lk)
+    else
+      expire_idle(lk, now)
+    end
   end
-  if s.c then
-    redis.call('HINCRBY', lk, 'n', 1)
-    redis.call('PERSIST', lk)
-    return true
-  end
-  expire_idle(lk, now)
-  return false
+  taken = {}
 end
 
 -- Limiter `inst` may start a waiter at `when` (ms): make it due then, unless due sooner.
@@ -292,9 +317,10 @@ local function park(prefix, gid, inst, when)
   if when then due_at(prefix, inst, when) end
 end
 
--- Limiter `inst` may have room: wake the first group waiting on it. One per call: a woken
--- group that leaves the limiter room passes it on (fetch settles each limiter of a group it
--- served), and each freed slot settles once. A limiter with room only later becomes due.
+-- Limiter `inst` may have room: wake the first group waiting on it (true when one was woken).
+-- One per call: a woken group that leaves the limiter room passes it on (fetch settles each
+-- limiter of a group it served), and each freed slot settles once. A limiter with room only
+-- later becomes due.
 local function settle(prefix, inst, now)
   local lw = prefix .. 'lw:' .. inst
   if redis.call('LLEN', lw) == 0 then return end
@@ -303,29 +329,44 @@ local function settle(prefix, inst, now)
     local gid = redis.call('LPOP', lw)
     if redis.call('LLEN', lw) == 0 then redis.call('SREM', prefix .. 'lwf:' .. family(inst), inst) end
     group_ready(prefix, gid)
+    return true
   elseif when then
     due_at(prefix, inst, when)
   end
+  return false
 end
 
 -- A run ended (ack, fail, release, lease expiry): free its slot in each limiter of `L` (the
--- record's field: the counting limiters its lease took, tab separated).
-local function free(prefix, L, now)
+-- record's field: the counting limiters its lease took, tab separated). Counted here and
+-- written by `commit_frees`, once per limiter for the whole call.
+local freeing = {}
+local function free(prefix, L)
   if not L or L == '' then return end
-  for inst in string.gmatch(L, '[^\t]+') do
+  for inst in string.gmatch(L, '[^\t]+') do freeing[inst] = (freeing[inst] or 0) + 1 end
+end
+
+-- Write the slots `free` counted, and settle each limiter once per freed slot while it has
+-- waiters (a script that frees must call this before it returns).
+local function commit_frees(prefix, now)
+  for inst, k in pairs(freeing) do
     local lk = prefix .. 'lim:' .. inst
-    if redis.call('HINCRBY', lk, 'n', -1) <= 0 then
+    lstate[inst] = nil
+    if redis.call('HINCRBY', lk, 'n', -k) <= 0 then
       redis.call('HSET', lk, 'n', 0)
       expire_idle(lk, now)
     end
-    settle(prefix, inst, now)
+    for _ = 1, k do
+      if not settle(prefix, inst, now) then break end
+    end
   end
+  freeing = {}
 end
 
 -- No job starts under limiter `inst` before `upto_ms` (a key pushed back, an ordered key's
 -- retry): its waiters are woken then.
 local function hold(prefix, inst, upto_ms, now)
   local lk = prefix .. 'lim:' .. inst
+  lstate[inst] = nil
   local cur = tonumber(redis.call('HGET', lk, 'hold')) or 0
   if upto_ms > cur then redis.call('HSET', lk, 'hold', upto_ms) end
   expire_idle(lk, now)
