@@ -155,10 +155,8 @@ local function serve_group(gid, score)
   local took, quota, placed, ends = 0, grp.quota or max, false, nil
   local popped_jobs = 0 -- taken out of the group's set: counted once, below
   while took < quota and m < 2 * max do
-    -- Popped first, so a group with no job left parks nowhere (it is forgotten below).
-    local head = redis.call('ZPOPMIN', gq)
-    if not head[1] then break end
-    popped_jobs = popped_jobs + 1
+    -- As many jobs as every limiter has room for, popped at once.
+    local cap = math.min(quota - took, max - m / 2)
     local blocked, when = nil, nil
     for _, inst in ipairs(grp.insts) do
       local ok, w = room(prefix, inst, now)
@@ -166,31 +164,51 @@ local function serve_group(gid, score)
         blocked, when = inst, w
         break
       end
+      cap = math.min(cap, starts_left(prefix, inst))
     end
     if blocked then
-      redis.call('ZADD', gq, head[2], head[1])
-      popped_jobs = popped_jobs - 1
-      park(prefix, gid, blocked, when)
-      placed = true
+      -- A group with no job left parks nowhere (it is forgotten below).
+      if redis.call('ZCARD', gq) > 0 then
+        park(prefix, gid, blocked, when)
+        placed = true
+      end
       break
     end
-    local r = lease_job(head[1], L)
-    if r == 'ok' or r == 'last' then
-      for _, inst in ipairs(grp.insts) do take(prefix, inst) end
-      took = took + 1
-      if r == 'last' then
-        ends = r
+    local heads = redis.call('ZPOPMIN', gq, cap)
+    if #heads == 0 then break end
+    popped_jobs = popped_jobs + #heads / 2
+    local rest = nil -- where the jobs not leased start, when the turn ends early
+    for h = 1, #heads, 2 do
+      local r = lease_job(heads[h], L)
+      if r == 'ok' or r == 'last' then
+        for _, inst in ipairs(grp.insts) do take(prefix, inst) end
+        took = took + 1
+        if r == 'last' then
+          ends, rest = r, h + 2
+          break
+        end
+      elseif r == 'held' or r == 'stop' then
+        -- This job keeps its place (first in line) and so does the group.
+        redis.call('ZADD', ready, score, '~' .. gid)
+        redis.call('HINCRBY', gstat, 'ready', 1)
+        placed, rest = true, h
+        if r == 'stop' then ends = r end
         break
       end
-    elseif r == 'held' or r == 'stop' then
-      redis.call('ZADD', gq, head[2], head[1])
-      popped_jobs = popped_jobs - 1
-      redis.call('ZADD', ready, score, '~' .. gid)
-      redis.call('HINCRBY', gstat, 'ready', 1)
-      placed = true
-      if r == 'stop' then ends = r end
+    end
+    if rest then
+      local back_jobs = {}
+      for h = rest, #heads, 2 do
+        back_jobs[#back_jobs + 1] = heads[h + 1]
+        back_jobs[#back_jobs + 1] = heads[h]
+      end
+      if #back_jobs > 0 then
+        redis.call('ZADD', gq, unpack(back_jobs))
+        popped_jobs = popped_jobs - #back_jobs / 2
+      end
       break
     end
+    if #heads < 2 * cap then break end -- the group's set is empty
   end
   if popped_jobs > 0 then redis.call('HINCRBY', gstat, 'jobs', -popped_jobs) end
   if not placed then group_ready(prefix, gid) end

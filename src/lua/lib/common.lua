@@ -201,6 +201,17 @@ local function room(prefix, inst, now)
   return true
 end
 
+-- How many starts limiter `inst` allows at once now, given it has room (`room`).
+local function starts_left(prefix, inst)
+  local s, st = lim_settings(prefix, family(inst)), lim_state(prefix, inst)
+  local left = math.huge
+  if s.c then left = s.c - st[1] end
+  if s.T then
+    left = math.min(left, math.floor((clock_us + s.tau - math.max(st[2], clock_us)) / s.T) + 1)
+  end
+  return math.max(1, left)
+end
+
 -- Let limiter `inst`'s state expire once it no longer matters (nothing running under it,
 -- its next start time and hold past).
 local function expire_idle(lk, now)
