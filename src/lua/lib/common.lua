@@ -149,7 +149,15 @@ local function lim_settings(prefix, fam)
   return s
 end
 
-local function family(inst) return string.match(inst, '^[^=]*') end
+local families = {} -- per call: limiter instance -> its family
+local function family(inst)
+  local f = families[inst]
+  if not f then
+    f = string.match(inst, '^[^=]*')
+    families[inst] = f
+  end
+  return f
+end
 
 -- A whole number of µs as a string (tostring would switch to exponents past 14 digits).
 local function us_text(v) return string.format('%.0f', v) end
