@@ -344,3 +344,24 @@ async def test_rate_limited_without_a_limiter_to_hold_snoozes_the_job(
     # A fair key alone has no limiter to hold: the job waited its 0.5 s as for a snooze
     # (less 50 ms for the clocks of one host).
     assert runs[1] - runs[0] >= 0.45
+
+
+async def test_a_due_limiter_is_served_while_the_worker_that_parked_it_is_busy(
+    redis_server: RedisServer, queue: str, tmp_path: Path, ledger: Path, procs: list[WorkerProc]
+) -> None:
+    app = limited.build(redis_server.url, queue)
+    # Two worker processes of one slot each, without prefetch: the one that leases job 0 parks
+    # the group (next start in 0.5 s) in the same fetch and is then busy for 3 s; the other
+    # sleeps in its blocking wait and must learn the due time.
+    procs.extend(
+        start_workers(tmp_path, redis_server, queue, ledger, 2, "-c", "1", "--no-prefetch")
+    )
+    await asyncio.sleep(0.5)  # both idle in their blocking wait
+    paced = app.tasks["lim:paced"]
+    h0, h1 = await paced.enqueue_many([paced.call(0, 3.0), paced.call(1, 0.0)])
+    assert await h1.result(timeout=20) == 1
+    assert await h0.result(timeout=20) == 0
+    starts = {key: t for what, task, key, t, _ in ledger_rows(ledger) if task == "paced"}
+    # Job 1 starts 0.5 s after job 0, not when the busy worker is done (3 s) or the idle one's
+    # wait runs out (5 s); 1.5 s: margin for a loaded machine.
+    assert 0.45 <= starts["1"] - starts["0"] < 1.5, starts

@@ -22,27 +22,29 @@ class AsyncqAdapter(Adapter):
         "defaults (uvloop where installed, prefetch deciding by itself); only the workload's "
         "concurrency and thread count are given, as for every peer."
     )
+    #: The app, its bench tasks, and the app's import path for ``asyncq-worker``.
+    app, tasks, target = app, TASKS, "benches.adapters.asyncq:app"
 
     async def enqueue_bulk(self, body: str, args_list: list[tuple[Any, ...]]) -> None:
-        await TASKS[body].enqueue_many([(a, {}) for a in args_list])
+        await self.tasks[body].enqueue_many([(a, {}) for a in args_list])
 
     async def enqueue_one(self, body: str, args: tuple[Any, ...], delay: float | None) -> None:
-        task = TASKS[body]
+        task = self.tasks[body]
         if delay:
             await task.options(delay=delay).enqueue(*args)
         else:
             await task.enqueue(*args)
 
     async def queue_size(self) -> int | None:
-        counts = await app.broker.counts(app.default_queue)
+        counts = await self.app.broker.counts(self.app.default_queue)
         return counts.get("queued")
 
     def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
         return [
             "asyncq-worker",
-            "benches.adapters.asyncq:app",
+            self.target,
             "-q",
-            f"{app.default_queue}={spec.concurrency}",
+            f"{self.app.default_queue}={spec.concurrency}",
             "--threads",
             str(spec.threads),
         ]

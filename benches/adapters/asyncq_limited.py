@@ -13,7 +13,6 @@ import os
 import asyncq
 from benches import bodies
 from benches.adapters.asyncq import AsyncqAdapter
-from benches.adapters.base import WorkerSpec
 
 app = asyncq.App(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0"))
 TASKS = {
@@ -27,26 +26,7 @@ class LimitedAdapter(AsyncqAdapter):
         "`asyncq-worker benches.adapters.asyncq_limited:app`, as the asyncq row, every task "
         "with `concurrency_limit=1_000_000`: the limit is checked for every job, never reached."
     )
-
-    async def enqueue_bulk(self, body: str, args_list: list[tuple[object, ...]]) -> None:
-        await TASKS[body].enqueue_many([(a, {}) for a in args_list])
-
-    async def enqueue_one(self, body: str, args: tuple[object, ...], delay: float | None) -> None:
-        task = TASKS[body]
-        if delay:
-            await task.options(delay=delay).enqueue(*args)
-        else:
-            await task.enqueue(*args)
-
-    async def queue_size(self) -> int | None:
-        counts = await app.broker.counts(app.default_queue)
-        return counts.get("queued")
-
-    def worker_argv(self, spec: WorkerSpec) -> list[str] | None:
-        argv = super().worker_argv(spec)
-        assert argv is not None
-        argv[1] = "benches.adapters.asyncq_limited:app"
-        return argv
+    app, tasks, target = app, TASKS, "benches.adapters.asyncq_limited:app"
 
 
 ADAPTER = LimitedAdapter()

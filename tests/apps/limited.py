@@ -55,6 +55,12 @@ def build(url: str, queue: str, lease: float = 2.0) -> asyncq.App:
         note("end", "ordered", f"{account}:{i}")
         return i
 
+    @app.task(name="lim:paced", rate_limit="2/s")
+    async def paced(i: int, seconds: float) -> int:
+        note("start", "paced", i)
+        await asyncio.sleep(seconds)
+        return i
+
     return app
 
 

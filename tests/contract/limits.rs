@@ -13,6 +13,7 @@ contract!(
     a_rate_limiter_spaces_starts_and_wakes_its_group_when_due,
     fair_groups_take_turns_within_a_batch,
     a_grouped_job_without_a_free_thread_keeps_its_place,
+    a_pushed_back_key_holds_its_jobs_and_its_slots_stay_counted,
 );
 
 /// A job in group `gid` under the limiters `insts`; quota '' (no bound) unless given.
@@ -171,4 +172,29 @@ async fn a_grouped_job_without_a_free_thread_keeps_its_place(c: Ctx) {
     let counts = b.counts(Q).await.unwrap();
     assert_eq!((counts.queued, counts.running), (3, 1));
     assert_eq!(ids(&fetch(b, 10).await), ["t1", "t2", "t3"]);
+}
+
+async fn a_pushed_back_key_holds_its_jobs_and_its_slots_stay_counted(c: Ctx) {
+    let b = &c.b;
+    declare(b, "k:t:tenant", "c=5").await;
+    let jobs = (0..3).map(|i| grouped(&format!("x{i}"), "t|tenant=x", "", &["k:t:tenant=x"]));
+    b.enqueue(Q, jobs.collect()).await.unwrap();
+    let out = fetch(b, 2).await;
+    assert_eq!(ids(&out), ["x0", "x1"]);
+    // x0 pushes its key back for 300 ms (`rate_limited`): it goes back first in line, no job
+    // of the key starts meanwhile, and x1's slot stays counted (its state must not expire).
+    let push = Snooze {
+        lease: lease(&out.jobs[0]),
+        delay_ms: 300,
+        push_key: true,
+    };
+    assert_eq!(b.snooze(Q, vec![push]).await.unwrap(), vec![true]);
+    assert!(fetch(b, 10).await.jobs.is_empty(), "the key is held");
+    let ttl: i64 = c
+        .raw(&["PTTL", "asyncq:{q#0}:lim:k:t:tenant=x"])
+        .await;
+    assert_eq!(ttl, -1, "a limiter with a run holding a slot never expires");
+    assert_eq!(state(b, "x0").await, JobState::Queued);
+    c.pass(350).await;
+    assert_eq!(ids(&fetch(b, 10).await), ["x0", "x2"]);
 }

@@ -221,9 +221,13 @@ local function starts_left(prefix, inst)
 end
 
 -- Let limiter `inst`'s state expire once it no longer matters (nothing running under it,
--- its next start time and hold past).
+-- its next start time and hold past). While runs hold slots it never expires.
 local function expire_idle(lk, now)
-  local v = redis.call('HMGET', lk, 'tat', 'hold')
+  local v = redis.call('HMGET', lk, 'tat', 'hold', 'n')
+  if (tonumber(v[3]) or 0) > 0 then
+    redis.call('PERSIST', lk)
+    return
+  end
   local upto = math.max(now, math.ceil((tonumber(v[1]) or 0) / 1000), tonumber(v[2]) or 0)
   redis.call('PEXPIRE', lk, upto - now + IDLE_MS)
 end
