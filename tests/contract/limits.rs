@@ -190,9 +190,7 @@ async fn a_pushed_back_key_holds_its_jobs_and_its_slots_stay_counted(c: Ctx) {
     };
     assert_eq!(b.snooze(Q, vec![push]).await.unwrap(), vec![true]);
     assert!(fetch(b, 10).await.jobs.is_empty(), "the key is held");
-    let ttl: i64 = c
-        .raw(&["PTTL", "asyncq:{q#0}:lim:k:t:tenant=x"])
-        .await;
+    let ttl: i64 = c.raw(&["PTTL", "asyncq:{q#0}:lim:k:t:tenant=x"]).await;
     assert_eq!(ttl, -1, "a limiter with a run holding a slot never expires");
     assert_eq!(state(b, "x0").await, JobState::Queued);
     c.pass(350).await;
