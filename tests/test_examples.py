@@ -45,3 +45,11 @@ def test_the_flow_control_example_snoozes_dedups_throttles_and_debounces() -> No
         "throttle: 1 job for 5 enqueues",
         "debounce: index rebuilt (change 3)",
     ]
+
+
+def test_the_limits_example_keeps_its_limits_and_takes_turns() -> None:
+    rate, at_once, turns = run_example("examples.limits").splitlines()
+    # Counts, not exact figures: a late start on a loaded machine makes a second hold fewer.
+    assert rate.startswith("rate: at most ") and int(rate.split()[3]) <= 10, rate
+    assert at_once.startswith("at once per tenant, at most: ") and int(at_once.split()[6]) <= 2
+    assert turns == "turns: big small big small big small big big"
