@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import asyncq
+from asyncq.limits import Grouping
 from tests.apps import limited
 from tests.conftest import RedisServer, make_app, running
 from tests.procutil import WorkerProc, await_until, sample_env
@@ -136,22 +137,35 @@ def lim_app(broker_url: str, queue: str) -> asyncq.App:
     return limited.build(broker_url, queue, lease=5.0)
 
 
-async def test_one_tenants_backlog_does_not_delay_another_tenant(lim_app: asyncq.App) -> None:
-    per_tenant = lim_app.tasks["lim:tenant"]
+async def test_one_tenants_backlog_does_not_delay_another_tenant(
+    broker_url: str, queue: str
+) -> None:
+    app = make_app(broker_url, queue)
+    started: dict[str, float] = {}
+
+    @app.task(name="lim:isolated", limits=[asyncq.RateLimit("1/s", key="tenant")])
+    async def isolated(tenant: str, i: int) -> int:
+        started[f"{tenant}:{i}"] = time.monotonic()
+        return i
+
     waits: dict[str, list[float]] = {"alone": [], "behind": []}
-    async with running(lim_app, concurrency=20):
-        for label in ("alone", "behind"):
-            if label == "behind":
-                # Tenant a: 1/s, 1000 jobs queued ahead of b's in the same queue.
-                await per_tenant.enqueue_many([(("a", i), {}) for i in range(1000)])
-            for i in range(100):
-                t = time.monotonic()
-                h = await per_tenant.enqueue(f"b{label}{i}", i)
-                await h.result(timeout=20)
-                waits[label].append(time.monotonic() - t)
+    async with running(app, concurrency=20):
+        # Rounds alternate, so both sides see the same load on a shared machine.
+        for r in range(4):
+            for label in ("alone", "behind"):
+                if label == "behind":
+                    # Tenant a: 1/s, 1000 jobs queued ahead of b's in the same queue.
+                    await isolated.enqueue_many([(("a", i), {}) for i in range(1000)])
+                for i in range(25):
+                    tenant = f"b{label}{r}_{i}"  # its own key: never held by its own rate
+                    t = time.monotonic()
+                    await (await isolated.enqueue(tenant, i)).result(timeout=20)
+                    waits[label].append(started[f"{tenant}:{i}"] - t)
+                if label == "behind":
+                    await app.broker.purge(queue)  # a's backlog goes before the next round
     p99 = {k: statistics.quantiles(v, n=100)[98] for k, v in waits.items()}
-    # Each b job is its own key (1/s per key): it starts at once, a's parked group is never
-    # read. The 10 ms bound is the issue's; both sides are measured on the same busy machine.
+    # Enqueue to start. a's parked group is never read while b's jobs are served; the 10 ms
+    # bound is the issue's, both sides measured in the same rounds.
     assert p99["behind"] <= p99["alone"] + 0.010, p99
 
 
@@ -365,3 +379,21 @@ async def test_a_due_limiter_is_served_while_the_worker_that_parked_it_is_busy(
     # Job 1 starts 0.5 s after job 0, not when the busy worker is done (3 s) or the idle one's
     # wait runs out (5 s); 1.5 s: margin for a loaded machine.
     assert 0.45 <= starts["1"] - starts["0"] < 1.5, starts
+
+
+def test_key_values_cannot_run_into_each_other_in_a_group_id() -> None:
+    async def fn(tenant: str, account: str) -> None:
+        return None
+
+    g = Grouping(
+        "t",
+        fn,
+        limits=[
+            asyncq.ConcurrencyLimit(1, key="tenant"),
+            asyncq.ConcurrencyLimit(1, key="account"),
+        ],
+    )
+    one = g.spec(None, ("a|account=1", "2"), {})
+    other = g.spec(None, ("a", "1|account=2"), {})
+    assert one.split("\t")[0] != other.split("\t")[0]
+    assert g.spec(None, ("x\ty", "z"), {}).count("\t") == 3  # gid, quota, two limiters

@@ -114,7 +114,9 @@ def _key_label(key: Key, name: str | None) -> str:
 def _value_text(label: str, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"key {label!r} must be a str or an int, got {type(value).__name__}")
+    # Escaped so no value can run into the next key's text in a group id ('|') or a spec.
     text = str(value).replace("%", "%25").replace("\t", "%09").replace("\n", "%0A")
+    text = text.replace("|", "%7C")
     if len(text) > _MAX_KEY_VALUE:
         raise ValueError(f"key {label!r} is longer than {_MAX_KEY_VALUE} characters")
     return text
