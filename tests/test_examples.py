@@ -52,4 +52,7 @@ def test_the_limits_example_keeps_its_limits_and_takes_turns() -> None:
     # Counts, not exact figures: a late start on a loaded machine makes a second hold fewer.
     assert rate.startswith("rate: at most ") and int(rate.split()[3]) <= 10, rate
     assert at_once.startswith("at once per tenant, at most: ") and int(at_once.split()[6]) <= 2
-    assert turns == "turns: big small big small big small big big"
+    # Round-robin: small's 3 calls alternate with big's first ones (7: big, big, small, ...
+    # when the first fetch comes before small's group; 6 when after).
+    first = int(turns.removeprefix("turns: small's 3 calls started among the first ").split()[0])
+    assert first <= 7, turns

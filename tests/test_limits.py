@@ -72,13 +72,14 @@ async def test_a_rate_limit_holds_across_four_worker_processes(
     times = starts()
     t0 = times[0]
     window = [t for t in times if t0 <= t < t0 + 30]
-    # 600 starts in 30 s at 20/s; within 5 % (the limiter never lets a start come early, so a
-    # shortfall is the lateness of a busy machine's workers, never an excess).
-    assert 570 <= len(window) <= 601, len(window)
-    # No 1 s window ever holds more than 20 starts (burst 0): the 21st start after any start
-    # comes at least 1 s later (less 1 ms for the µs rounding of the clock readings).
-    assert all(b - a >= 0.999 for a, b in zip(times, times[20:], strict=False)), min(
-        b - a for a, b in zip(times, times[20:], strict=False)
+    # 600 starts in 30 s at 20/s, within 5 %. burst=1 lets a start a worker was late to be
+    # made up by the next (with burst 0 a busy machine's lateness is lost: 566 under a full CI
+    # beside a busy core), and allows at most one more: 602 at most.
+    assert 570 <= len(window) <= 602, len(window)
+    # Never more than burst (1) above the limit in any 1 s window: the 22nd start after any
+    # start comes at least 1 s later (less 1 ms for the µs rounding of the clock readings).
+    assert all(b - a >= 0.999 for a, b in zip(times, times[21:], strict=False)), min(
+        b - a for a, b in zip(times, times[21:], strict=False)
     )
     assert len({pid for _, task, _, _, pid in ledger_rows(ledger) if task == "rated"}) > 1
 

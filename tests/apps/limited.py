@@ -24,7 +24,7 @@ def note(what: str, task: str, key: object) -> None:
 def build(url: str, queue: str, lease: float = 2.0) -> asyncq.App:
     app = asyncq.App(url, default_queue=queue, lease=lease, reaper=0.2)
 
-    @app.task(name="lim:rated", rate_limit="20/s")
+    @app.task(name="lim:rated", rate_limit="20/s", burst=1)
     async def rated(i: int) -> int:
         note("start", "rated", i)
         return i
