@@ -10,11 +10,10 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,7 +31,7 @@ from ._config import (
 from ._core import Broker, BrokerError, JobInfo, __version__
 from .app import App
 from .errors import AsyncqError
-from .limits import parse_rate, settings
+from .limits import parse_rate, parse_settings, settings_parts, settings_text
 from .log import configure_logging
 from .schedule import ScheduleInfo, Scheduler, schedule_infos
 from .task import CoreOptions, Task
@@ -602,7 +601,6 @@ async def _schedules(broker: Broker, args: argparse.Namespace) -> int:
 
 # ---- asyncq limits -----------------------------------------------------------------------------
 
-_SETTING = re.compile(r"([a-z]+)=(-?\d+)")
 _PERIODS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000))
 
 
@@ -635,17 +633,6 @@ async def limit_rows(broker: Broker, queues: Sequence[str]) -> list[LimitRow]:
     return [LimitRow(q, *row) for q in queues for row in await broker.limits(q)]
 
 
-def limit_parts(text: str) -> dict[str, int]:
-    """``"c=2 r=20 p=1000 b=0"`` -> ``{"c": 2, "r": 20, "p": 1000, "b": 0}``."""
-    return {k: int(v) for k, v in _SETTING.findall(text)}
-
-
-def parts_text(parts: Mapping[str, int]) -> str:
-    """The settings text of ``parts``, in the order the workers write it."""
-    order = [k for k in "crpb" if k in parts] + sorted(set(parts) - set("crpb"))
-    return " ".join(f"{k}={parts[k]}" for k in order)
-
-
 def _period(ms: int) -> str:
     for unit, size in _PERIODS:
         if ms % size == 0:
@@ -656,7 +643,7 @@ def _period(ms: int) -> str:
 def effective_limits(declared: str, override: str) -> dict[str, Any]:
     """The limits in force: the override part by part over the declaration, as the options
     of ``asyncq limits set`` (None: that limit is off)."""
-    s = limit_parts(declared) | limit_parts(override)
+    s = parse_settings(declared) | parse_settings(override)
     c, r, p = s.get("c", -1), s.get("r", -1), s.get("p", -1)
     rate = f"{r}/{_period(p)}" if r > 0 and p > 0 else None
     return {
@@ -790,11 +777,11 @@ def limit_override(options: Sequence[str]) -> dict[str, int | None]:
             parse_rate(rate)
         except ValueError as exc:
             raise UsageError(f"rate_limit: {exc}") from None
-        parts.update(limit_parts(settings(rate, _whole("burst", burst or "0"))))
+        parts.update(settings_parts(rate, _whole("burst", burst or "0")))
     if conc == "off":
         parts["c"] = -1
     elif conc is not None:
-        parts.update(limit_parts(settings(concurrency_limit=_whole("concurrency_limit", conc))))
+        parts.update(settings_parts(concurrency_limit=_whole("concurrency_limit", conc)))
     return parts
 
 
@@ -850,8 +837,8 @@ async def _set_limits(broker: Broker, family: str, rows: list[LimitRow], options
         )
     new = limit_override(options)
     for row in rows:
-        merged = limit_parts(row.override) | new
-        text = parts_text({k: v for k, v in merged.items() if v is not None})
+        merged = parse_settings(row.override) | new
+        text = settings_text({k: v for k, v in merged.items() if v is not None})
         changed = await broker.set_limits(row.queue, "set", [(family, text)])
         if not row.declared:
             print(

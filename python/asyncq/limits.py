@@ -88,17 +88,39 @@ class ConcurrencyLimit:
             raise ValueError(f"a concurrency limit is a whole number >= 0, got {self.limit!r}")
 
 
+_PART = re.compile(r"([a-z]+)=(-?\d+)")
+
+
+def settings_parts(
+    rate_limit: str | None = None, burst: int = 0, concurrency_limit: int | None = None
+) -> dict[str, int]:
+    """A limiter family's settings as parts: ``c`` most running, ``r`` starts per ``p`` ms,
+    ``b`` burst (the scripts' ``lim_settings`` reads the same names)."""
+    parts = {}
+    if concurrency_limit is not None:
+        parts["c"] = concurrency_limit
+    if rate_limit is not None:
+        count, period = parse_rate(rate_limit)
+        parts.update(r=count, p=period, b=burst)
+    return parts
+
+
+def parse_settings(text: str) -> dict[str, int]:
+    """``"c=2 r=20 p=1000 b=0"`` -> ``{"c": 2, "r": 20, "p": 1000, "b": 0}``."""
+    return {k: int(v) for k, v in _PART.findall(text)}
+
+
+def settings_text(parts: Mapping[str, int]) -> str:
+    """The settings text of ``parts``, as workers write it and the scripts read it."""
+    order = [k for k in "crpb" if k in parts] + sorted(set(parts) - set("crpb"))
+    return " ".join(f"{k}={parts[k]}" for k in order)
+
+
 def settings(
     rate_limit: str | None = None, burst: int = 0, concurrency_limit: int | None = None
 ) -> str:
     """The settings text of a limiter family, as the scripts read it."""
-    parts = []
-    if concurrency_limit is not None:
-        parts.append(f"c={concurrency_limit}")
-    if rate_limit is not None:
-        count, period = parse_rate(rate_limit)
-        parts.append(f"r={count} p={period} b={burst}")
-    return " ".join(parts)
+    return settings_text(settings_parts(rate_limit, burst, concurrency_limit))
 
 
 def _key_label(key: Key, name: str | None) -> str:
