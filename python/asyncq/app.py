@@ -37,8 +37,10 @@ class App:
     """An asyncq application: where tasks are registered and which broker they use.
 
     Args:
-        url: Broker URL: ``redis://host:port/db``, ``rediss://...`` (TLS) or ``memory://``
-            (in-process, same semantics; for tests and demos).
+        url: Broker URL: ``redis://host:port/db``, ``rediss://...`` (TLS),
+            ``redis+sentinel://host:port,host:port/service/db`` (the primary the sentinels name,
+            followed through failovers; docs/scaling.md) or ``memory://`` (in-process, same
+            semantics; for tests and demos).
         default_queue: Queue for tasks that name none.
         lease: Seconds a fetched job stays leased without a heartbeat. A worker that dies loses
             its jobs to other workers after this long.
@@ -60,6 +62,12 @@ class App:
             raises :class:`~asyncq.BrokerError`, whose ``outcome_unknown`` says whether the
             jobs may have been written and ``job_ids`` names them (resending with the same ids
             is safe; see docs/producers.md). ``None`` waits as long as it takes.
+        wait_replicas: Replicas that must confirm each enqueue (Redis ``WAIT``) before it
+            returns, so a failover that promotes one of them cannot lose it. ``0`` (the
+            default) returns once the primary has it. When fewer confirm within
+            ``wait_timeout`` seconds, the enqueue raises :class:`~asyncq.BrokerError` with
+            ``outcome_unknown`` set: the jobs exist on the primary, their copies are in doubt.
+        wait_timeout: Seconds an enqueue waits for ``wait_replicas`` confirmations.
 
     Raises:
         ValueError: The URL is not a supported broker URL, or ``enqueue_timeout`` is not
@@ -81,12 +89,22 @@ class App:
         middleware: Sequence[Middleware] = (),
         signing_keys: Sequence[str | bytes] = (),
         enqueue_timeout: float | None = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
         self.url = url
         keys = [k.encode() if isinstance(k, str) else bytes(k) for k in signing_keys]
-        self.broker = Broker(url, signing_keys=keys, enqueue_timeout=enqueue_timeout)
+        if wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be 0 or more, got {wait_replicas}")
+        self.broker = Broker(
+            url,
+            signing_keys=keys,
+            enqueue_timeout=enqueue_timeout,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+        )
         self.enqueue_timeout = enqueue_timeout
         self.default_queue = default_queue
         self.lease = lease

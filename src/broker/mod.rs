@@ -845,14 +845,36 @@ pub trait Broker: Send + Sync {
         -> Result<Option<u32>>;
 }
 
-/// Open the broker a URL names: `redis://`, `rediss://`, `memory://[name]`.
+/// How many replicas must confirm an enqueue before it is acknowledged (`WAIT`), and how long
+/// to wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
+/// Open the broker a URL names: `redis://`, `rediss://`, `redis+sentinel://`, `memory://[name]`
+/// (and `valkey` for `redis`).
 pub async fn connect(url: &str) -> Result<Arc<dyn Broker>> {
+    connect_with(url, None).await
+}
+
+/// [`connect`], with enqueues confirmed by `replication` replicas when given (Redis only).
+pub async fn connect_with(url: &str, replication: Option<Replication>) -> Result<Arc<dyn Broker>> {
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
+        "memory" if replication.is_some() => Err(Error::Invalid(format!(
+            "{url:?} has no replicas: wait_replicas needs a Redis URL"
+        ))),
         "memory" => Ok(memory::MemoryBroker::named(url)),
-        "redis" | "rediss" | "valkey" | "valkeys" => redis::RedisBroker::open(url).await,
+        "redis" | "rediss" | "valkey" | "valkeys" | "redis+sentinel" | "valkey+sentinel" => {
+            redis::RedisBroker::open_with(url, replication).await
+        }
+        "rediss+sentinel" | "valkeys+sentinel" => Err(Error::BadUrl(format!(
+            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
+        ))),
         _ => Err(Error::BadUrl(format!(
-            "unsupported URL scheme in {url:?}: expected redis://, rediss:// or memory://"
+            "unsupported URL scheme in {url:?}: expected redis://, rediss://, redis+sentinel:// or memory://"
         ))),
     }
 }

@@ -30,14 +30,16 @@ use async_trait::async_trait;
 
 use super::calls::{self, ScriptRunner};
 use super::keys::{self, QueueKeys};
-use super::scripts::{parse_job, Call};
-use super::watchdog::Watched;
+use super::scripts::{parse_job, Call, ScriptId};
+use super::watchdog::{Watched, RESPONSE_TIMEOUT};
 use super::*;
 use tokio_util::sync::CancellationToken;
 
 mod done_feed;
 mod listing;
 pub(crate) mod topology;
+
+pub(crate) use topology::check_url;
 
 use done_feed::DoneFeed;
 use tokio::sync::oneshot;
@@ -75,13 +77,36 @@ pub struct RedisBroker {
     waiters: Mutex<HashMap<String, Vec<Blocking>>>,
     /// Queues already added to the global queue set by this instance.
     known_queues: Mutex<HashSet<String>>,
+    /// Replicas an enqueue waits for, with the connections such enqueues are written on.
+    replication: Option<Replicated>,
+}
+
+/// Enqueues confirmed by replicas: `WAIT` counts the replicas that have every write made on
+/// *its own* connection, so each such enqueue takes a dedicated connection for its script and
+/// its `WAIT` (on the shared one, the `WAIT` would hold up every request queued behind it, for
+/// as long as a lagging replica takes).
+struct Replicated {
+    want: Replication,
+    /// Idle dedicated connections, each with the dead signal of the shared connection of its
+    /// time (after a failover, or once found silent, they are not reused).
+    idle: Mutex<Vec<(MultiplexedConnection, CancellationToken)>>,
 }
 
 impl RedisBroker {
     /// Connect to `redis://`, `rediss://` (TLS), `valkey://` or `valkeys://` URLs, with optional
     /// `user:password@` and `/db`.
     pub async fn open(url: &str) -> Result<Arc<dyn Broker>> {
-        Ok(Arc::new(Self::connect(url).await?))
+        Self::open_with(url, None).await
+    }
+
+    /// [`RedisBroker::open`], with every enqueue confirmed by `replication` replicas.
+    pub async fn open_with(url: &str, replication: Option<Replication>) -> Result<Arc<dyn Broker>> {
+        let mut broker = Self::connect(url).await?;
+        broker.replication = replication.map(|want| Replicated {
+            want,
+            idle: Mutex::default(),
+        });
+        Ok(Arc::new(broker))
     }
 
     /// Like [`RedisBroker::open`], returning the concrete type.
@@ -93,6 +118,7 @@ impl RedisBroker {
             topo,
             waiters: Mutex::default(),
             known_queues: Mutex::new(HashSet::new()),
+            replication: None,
         };
         broker.pool(keys::QUEUES, first).await?;
         Ok(broker)
@@ -215,6 +241,59 @@ impl RedisBroker {
     }
 }
 
+impl RedisBroker {
+    /// Run a write `call` on a dedicated connection, then `WAIT` for the replicas asked for.
+    async fn run_replicated(&self, call: &Call, rep: &Replicated) -> Result<Value> {
+        let key = call.slot_key();
+        let idle = loop {
+            match lock(&rep.idle).pop() {
+                Some((_, dead)) if dead.is_cancelled() => continue,
+                other => break other,
+            }
+        };
+        let (mut con, dead) = match idle {
+            Some(pair) => pair,
+            None => {
+                let dead = self.con_for(key).dead_signal();
+                let node = self.topo.node_of(key);
+                (self.topo.dial_blocking(&node).await?, dead)
+            }
+        };
+        let Replication {
+            replicas,
+            timeout_ms,
+        } = rep.want;
+        let write = async {
+            let reply = call.invoke(&mut con).await?;
+            let acked: i64 = ::redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout_ms)
+                .query_async(&mut con)
+                .await?;
+            Ok::<_, ::redis::RedisError>((reply, acked))
+        };
+        // The dedicated connection has no response timeout of its own (it is dialed like a
+        // blocking one): the shared connection's, plus the WAIT's own.
+        let limit = RESPONSE_TIMEOUT + Duration::from_millis(timeout_ms);
+        let (reply, acked) = match tokio::time::timeout(limit, write).await {
+            Ok(done) => done?,
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply in time");
+                return Err(::redis::RedisError::from(e).into());
+            }
+        };
+        lock(&rep.idle).push((con, dead));
+        if acked < i64::from(replicas) {
+            return Err(Error::NotReplicated {
+                acked,
+                wanted: replicas,
+                timeout_ms,
+            });
+        }
+        Ok(reply)
+    }
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data inconsistent (plain inserts).
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -223,6 +302,11 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait]
 impl ScriptRunner for RedisBroker {
     async fn run(&self, call: &Call) -> Result<Value> {
+        if let Some(rep) = &self.replication {
+            if matches!(call.id(), ScriptId::Enqueue | ScriptId::Flow) {
+                return self.run_replicated(call, rep).await;
+            }
+        }
         Ok(call.invoke(&mut self.con_for(call.slot_key())).await?)
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use async_trait::async_trait;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use tokio::time::Instant;
@@ -53,11 +54,40 @@ pub(crate) fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(2)
 }
 
-/// The shared connection as commands use it: the manager, and the signal the watchdog raises
-/// when it finds the connection silent. Cheap to clone; every clone shares the signal.
+/// Where the watchdog dials: the server to use now, and whether a connection still reaches it.
+/// One fixed server answers the same client forever; behind Sentinel, the answer follows the
+/// primary through failovers.
+#[async_trait]
+pub(crate) trait Endpoint: Send + Sync + 'static {
+    /// A client for the server to use now (asking whoever knows, for a topology that moves).
+    async fn client(&self) -> RedisResult<Client>;
+    /// Asked after every answered ping: whether the server `current` reaches is no longer the
+    /// one to use (a failover moved the primary). Then the connection is replaced like a
+    /// silent one, and whatever waits on it fails at once (a write would get `READONLY`).
+    async fn moved(&self, current: &Client) -> bool;
+}
+
+/// One server, always the same.
+pub(crate) struct Fixed(pub(crate) Client);
+
+#[async_trait]
+impl Endpoint for Fixed {
+    async fn client(&self) -> RedisResult<Client> {
+        Ok(self.0.clone())
+    }
+
+    async fn moved(&self, _current: &Client) -> bool {
+        false
+    }
+}
+
+/// The shared connection as commands use it: the manager, the client it was made from, and
+/// the signal the watchdog raises when it finds the connection silent (or moved). Cheap to
+/// clone; every clone shares the signal.
 #[derive(Clone)]
 pub(crate) struct Watched {
     con: ConnectionManager,
+    client: Client,
     life: Arc<Life>,
 }
 
@@ -69,7 +99,7 @@ struct Life {
 }
 
 impl Watched {
-    pub(crate) fn new(con: ConnectionManager) -> Watched {
+    pub(crate) fn new(con: ConnectionManager, client: Client) -> Watched {
         let life = Life {
             dead: CancellationToken::new(),
             born: Instant::now(),
@@ -77,8 +107,15 @@ impl Watched {
         };
         Watched {
             con,
+            client,
             life: Arc::new(life),
         }
+    }
+
+    /// The client this connection was made from: dedicated connections to the same server
+    /// (blocking waits, pub/sub) are dialed from it.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Cancelled once the watchdog has found this connection silent: whatever still waits on
@@ -135,7 +172,7 @@ fn silent(kind: std::io::ErrorKind, what: &str) -> RedisError {
 
 impl ConnectionLike for Watched {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let Watched { con, life } = self;
+        let Watched { con, life, .. } = self;
         Self::guard(life, con.send_packed_command(cmd)).boxed()
     }
 
@@ -145,7 +182,7 @@ impl ConnectionLike for Watched {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let Watched { con, life } = self;
+        let Watched { con, life, .. } = self;
         Self::guard(life, con.send_packed_commands(pipeline, offset, count)).boxed()
     }
 
@@ -155,9 +192,10 @@ impl ConnectionLike for Watched {
 }
 
 /// Ping the shared connection every [`PING_EVERY`]; when it stays silent for [`SILENCE`] (or the
-/// ping fails with an I/O error), fail everything waiting on it and dial until a fresh one is up,
-/// then swap it in. Ends when the broker is dropped.
-pub(crate) fn spawn_watchdog(client: Client, slot: Weak<Mutex<Watched>>) {
+/// ping fails with an I/O error), or `endpoint` says its server is no longer the one to use,
+/// fail everything waiting on it and dial until a fresh one is up, then swap it in. Ends when
+/// the broker is dropped.
+pub(crate) fn spawn_watchdog(endpoint: Arc<dyn Endpoint>, slot: Weak<Mutex<Watched>>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PING_EVERY).await;
@@ -166,11 +204,11 @@ pub(crate) fn spawn_watchdog(client: Client, slot: Weak<Mutex<Watched>>) {
             };
             let mut watched = lock(&current).clone();
             drop(current);
-            if answers(&mut watched).await {
+            if answers(&mut watched).await && !endpoint.moved(&watched.client).await {
                 continue;
             }
             watched.life.dead.cancel();
-            let Some(fresh) = redial(&client, &slot).await else {
+            let Some(fresh) = redial(endpoint.as_ref(), &slot).await else {
                 return;
             };
             match slot.upgrade() {
@@ -204,14 +242,20 @@ async fn answers(watched: &mut Watched) -> bool {
 /// without waiting for the previous one to fail, since a dial into a silent network only fails
 /// after [`CONNECT_TIMEOUT`]; the first to succeed wins and the others are dropped. `None` when
 /// the broker was dropped meanwhile.
-async fn redial(client: &Client, slot: &Weak<Mutex<Watched>>) -> Option<Watched> {
+async fn redial(endpoint: &dyn Endpoint, slot: &Weak<Mutex<Watched>>) -> Option<Watched> {
     let mut dials = FuturesUnordered::new();
     let mut pause = Redial::new();
     loop {
         if slot.strong_count() == 0 {
             return None;
         }
-        let dial = client.get_connection_manager_with_config(manager_config());
+        let dial = async {
+            let client = endpoint.client().await?;
+            let con = client
+                .get_connection_manager_with_config(manager_config())
+                .await?;
+            Ok::<_, RedisError>(Watched::new(con, client))
+        };
         dials.push(tokio::time::timeout(CONNECT_TIMEOUT, dial));
         let next = tokio::time::sleep(pause.next_pause());
         tokio::pin!(next);
@@ -219,8 +263,8 @@ async fn redial(client: &Client, slot: &Weak<Mutex<Watched>>) -> Option<Watched>
             tokio::select! {
                 _ = &mut next => break,
                 Some(done) = dials.next() => {
-                    if let Ok(Ok(con)) = done {
-                        return Some(Watched::new(con));
+                    if let Ok(Ok(fresh)) = done {
+                        return Some(fresh);
                     }
                 }
             }

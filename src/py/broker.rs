@@ -37,6 +37,8 @@ struct Connected {
 #[derive(Clone)]
 pub struct Handle {
     url: Arc<str>,
+    /// Replicas every enqueue waits for (`App(wait_replicas=...)`).
+    replication: Option<broker::Replication>,
     cell: Arc<OnceCell<Arc<Connected>>>,
 }
 
@@ -44,7 +46,7 @@ impl Handle {
     async fn connected(&self) -> Result<Arc<Connected>> {
         self.cell
             .get_or_try_init(|| async {
-                let broker = broker::connect(&self.url).await?;
+                let broker = broker::connect_with(&self.url, self.replication).await?;
                 let batcher = Batcher::start(broker.clone());
                 let engine = Engine::new(broker.clone());
                 Ok(Arc::new(Connected {
@@ -78,14 +80,20 @@ fn validate_url(url: &str) -> Result<()> {
         "rediss://",
         "valkey://",
         "valkeys://",
+        "redis+sentinel://",
+        "valkey+sentinel://",
     ]
     .iter()
     .any(|p| url.starts_with(p));
     if ok {
-        Ok(())
+        broker::redis::check_url(url)
+    } else if url.starts_with("rediss+sentinel://") || url.starts_with("valkeys+sentinel://") {
+        Err(Error::BadUrl(format!(
+            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
+        )))
     } else {
         Err(Error::BadUrl(format!(
-            "{url:?}: expected redis://host:port/db, rediss://... or memory://"
+            "{url:?}: expected redis://host:port/db, rediss://..., redis+sentinel://host:port,.../service or memory://"
         )))
     }
 }
@@ -303,6 +311,28 @@ impl PyBroker {
     }
 }
 
+/// What `wait_replicas` and `wait_timeout` ask for: nothing when no replica is to be waited for.
+fn replication(url: &str, replicas: u32, timeout_s: f64) -> Result<Option<broker::Replication>> {
+    if replicas == 0 {
+        return Ok(None);
+    }
+    if url.starts_with("memory://") {
+        return Err(Error::Invalid(format!(
+            "{url:?} has no replicas: wait_replicas needs a Redis URL"
+        )));
+    }
+    // WAIT 0 would wait forever; a positive timeout keeps every enqueue bounded.
+    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+        return Err(Error::Invalid(format!(
+            "wait_timeout must be a positive number of seconds, got {timeout_s}"
+        )));
+    }
+    Ok(Some(broker::Replication {
+        replicas,
+        timeout_ms: ms(timeout_s).max(1),
+    }))
+}
+
 /// The enqueue timeout in seconds as a deadline; it must be a positive number or None.
 fn enqueue_deadline(seconds: Option<f64>) -> Result<Option<Duration>> {
     match seconds {
@@ -317,16 +347,24 @@ fn enqueue_deadline(seconds: Option<f64>) -> Result<Option<Duration>> {
 #[pymethods]
 impl PyBroker {
     #[new]
-    #[pyo3(signature = (url, signing_keys=Vec::new(), enqueue_timeout=Some(5.0)))]
-    fn new(url: &str, signing_keys: Vec<Vec<u8>>, enqueue_timeout: Option<f64>) -> PyResult<Self> {
+    #[pyo3(signature = (url, signing_keys=Vec::new(), enqueue_timeout=Some(5.0), wait_replicas=0, wait_timeout=1.0))]
+    fn new(
+        url: &str,
+        signing_keys: Vec<Vec<u8>>,
+        enqueue_timeout: Option<f64>,
+        wait_replicas: u32,
+        wait_timeout: f64,
+    ) -> PyResult<Self> {
         validate_url(url)?;
         let enqueue_timeout = enqueue_deadline(enqueue_timeout)?;
         if signing_keys.iter().any(Vec::is_empty) {
             return Err(Error::BadUrl("a signing key must not be empty".into()).into());
         }
+        let replication = replication(url, wait_replicas, wait_timeout)?;
         Ok(PyBroker {
             handle: Handle {
                 url: url.into(),
+                replication,
                 cell: Arc::new(OnceCell::new()),
             },
             signing_keys,
@@ -343,8 +381,15 @@ impl PyBroker {
     fn with_url(&self, url: &str) -> PyResult<Self> {
         validate_url(url)?;
         let mut other = self.clone();
+        if other.handle.replication.is_some() && url.starts_with("memory://") {
+            return Err(Error::Invalid(format!(
+                "{url:?} has no replicas: wait_replicas needs a Redis URL"
+            ))
+            .into());
+        }
         other.handle = Handle {
             url: url.into(),
+            replication: other.handle.replication,
             cell: Arc::new(OnceCell::new()),
         };
         Ok(other)

@@ -6,8 +6,11 @@
 //! is confirmed before [`DoneFeed::watch`] returns, so the waiter's next read of the job state
 //! cannot miss its ending. When the connection drops, every waiter is woken to read the state
 //! again, and a new connection subscribes all channels again (with `Redial` backoff).
-//! A connection that goes silent without dropping is not detected here: callers bound each wait
-//! (1 s) and read the state again, so a lost notification costs at most that.
+//! The connection is also replaced when the watchdog gives up on the shared connection (found
+//! silent, or its server no longer the primary after a Sentinel failover): a pub/sub connection
+//! to a demoted or unreachable primary would hear nothing more. Otherwise a silent connection
+//! is not detected here: callers bound each wait (1 s) and read the state again, so a lost
+//! notification costs at most that.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use super::lock;
 use super::topology::Topology;
 use crate::backoff::Redial;
 use crate::broker::done::DoneWaiters;
+use crate::broker::keys;
 use crate::errors::{Error, Result};
 
 /// Longest wait for a `SUBSCRIBE` to be confirmed: past it the caller is told to fall back and
@@ -97,6 +101,14 @@ async fn run(
             };
             pending = Some(first); // its channel is registered: subscribed with the rest
         }
+        // The shared connection's fate stands for the server's: once the watchdog gives up on
+        // it, this connection is replaced too, after the shared one (so it reaches the server
+        // the fresh shared connection does).
+        let dead = topo.shared(keys::QUEUES).dead_signal();
+        if dead.is_cancelled() {
+            tokio::time::sleep(backoff.next_pause()).await;
+            continue;
+        }
         let Ok(pubsub) = topo.pubsub().await else {
             // Refuse what is asked meanwhile (callers fall back), then try again.
             if let Some((_, ack)) = pending.take() {
@@ -133,6 +145,7 @@ async fn run(
                     }
                     None => break, // the connection dropped
                 },
+                _ = dead.cancelled() => break,
                 req = requests.recv() => {
                     let Some((channel, ack)) = req else { return };
                     // A connection that does not confirm in time is replaced.

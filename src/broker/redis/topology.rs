@@ -6,20 +6,25 @@
 //! blocking connection per node, not one per queue), and for a fresh dedicated connection to a
 //! node (for `BLPOP`, which would stall a multiplexed connection).
 //!
-//! [`SingleNode`] is the only shape today: one server, one watched multiplexed connection (see
-//! [`super::super::watchdog`]). Sentinel (ask the sentinels for the primary, follow failovers)
-//! and Cluster (route by slot, follow `MOVED`/`ASK`) are further implementations of this trait,
-//! through redis-rs' own `sentinel` and `cluster-async` clients; nothing above this module
-//! changes when they come.
+//! [`SingleNode`] is one primary reached through one watched multiplexed connection (see
+//! [`super::super::watchdog`]), where its [`Endpoint`] says: a fixed server for `redis://`, or
+//! the primary the sentinels name for `redis+sentinel://` ([`SentinelEndpoint`]), followed
+//! through failovers. Cluster (route by slot, follow `MOVED`/`ASK`) is a further implementation
+//! of this trait, through redis-rs' `cluster-async` client; nothing above this module changes
+//! when it comes.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSub};
-use ::redis::{AsyncConnectionConfig, Client};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use ::redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisResult};
 use async_trait::async_trait;
 
 use super::lock;
-use crate::broker::watchdog::{manager_config, spawn_watchdog, Watched, CONNECT_TIMEOUT};
+use crate::broker::watchdog::{
+    manager_config, spawn_watchdog, Endpoint, Fixed, Watched, CONNECT_TIMEOUT,
+};
 use crate::errors::{Error, Result};
 
 /// One way of reaching Redis. Keys passed in are any key of the call: every key of one call
@@ -37,10 +42,10 @@ pub(crate) trait Topology: Send + Sync {
     async fn pubsub(&self) -> Result<PubSub>;
 }
 
-/// One Redis (or Valkey) server.
+/// One Redis (or Valkey) primary: a fixed server, or the one the sentinels name.
 pub(crate) struct SingleNode {
-    client: Client,
-    /// The shared connection; the watchdog replaces it when it goes silent.
+    /// The shared connection; the watchdog replaces it when it goes silent or its server stops
+    /// being the primary. Dedicated connections are dialed from its client.
     con: Arc<Mutex<Watched>>,
 }
 
@@ -52,15 +57,209 @@ impl SingleNode {
     /// dialed plainly before anything else: the connection manager retries with backoff, which
     /// would turn a wrong password or a down server into a long hang instead of a prompt error.
     pub(crate) async fn connect(url: &str) -> Result<(SingleNode, MultiplexedConnection)> {
-        let client = client_for(url)?;
+        let endpoint: Arc<dyn Endpoint> = if is_sentinel_url(url) {
+            Arc::new(SentinelEndpoint::parse(url)?)
+        } else {
+            Arc::new(Fixed(client_for(url)?))
+        };
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.client()).await {
+            Ok(found) => found?,
+            Err(_) => return Err(Error::Unavailable("no sentinel answered in time".into())),
+        };
         let first = dial(&client).await?;
         let con = client
             .get_connection_manager_with_config(manager_config())
             .await?;
-        let con = Arc::new(Mutex::new(Watched::new(con)));
-        spawn_watchdog(client.clone(), Arc::downgrade(&con));
-        Ok((SingleNode { client, con }, first))
+        let con = Arc::new(Mutex::new(Watched::new(con, client)));
+        spawn_watchdog(endpoint, Arc::downgrade(&con));
+        Ok((SingleNode { con }, first))
     }
+
+    fn client(&self) -> Client {
+        lock(&self.con).client().clone()
+    }
+}
+
+/// Check a Redis URL's shape without connecting (a sentinel URL is parsed in full).
+pub(crate) fn check_url(url: &str) -> Result<()> {
+    if is_sentinel_url(url) {
+        SentinelEndpoint::parse(url)?;
+    }
+    Ok(())
+}
+
+/// Whether `url` names a primary through its sentinels.
+pub(crate) fn is_sentinel_url(url: &str) -> bool {
+    url.starts_with("redis+sentinel://") || url.starts_with("valkey+sentinel://")
+}
+
+/// The primary of one service, as the sentinels name it:
+/// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`, with the sentinels'
+/// own credentials, when they need any, as `?sentinel_username=...&sentinel_password=...`.
+/// The credentials before `@` and the db are the primary's (and its replicas').
+pub(crate) struct SentinelEndpoint {
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// A connection to one sentinel for the watchdog's question; dropped after an error.
+    asker: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    service: String,
+}
+
+/// How long the watchdog waits for a sentinel to name the primary before it lets the question
+/// go for this round (a sentinel that does not answer is no evidence of a failover).
+const ASK_TIMEOUT: Duration = Duration::from_millis(1000);
+
+impl SentinelEndpoint {
+    pub(crate) fn parse(url: &str) -> Result<SentinelEndpoint> {
+        let bad = |why: &str| {
+            Error::BadUrl(format!(
+                "{url:?}: {why} (expected redis+sentinel://[user:password@]host:port[,host:port...]/service[/db])"
+            ))
+        };
+        let (_, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let mut addrs = Vec::new();
+        for host in hosts.split(',').filter(|h| !h.is_empty()) {
+            let (name, port) = host.rsplit_once(':').unwrap_or((host, "26379"));
+            let port: u16 = port
+                .parse()
+                .map_err(|_| bad(&format!("bad sentinel port in {host:?}")))?;
+            if name.is_empty() {
+                return Err(bad(&format!("no host in {host:?}")));
+            }
+            addrs.push(ConnectionAddr::Tcp(name.to_owned(), port));
+        }
+        if addrs.is_empty() {
+            return Err(bad("no sentinel address"));
+        }
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let service = parts
+            .next()
+            .map(percent_decode)
+            .ok_or_else(|| bad("no service (master) name"))?;
+        let db: i64 = match parts.next() {
+            Some(db) => db.parse().map_err(|_| bad(&format!("bad db {db:?}")))?,
+            None => 0,
+        };
+        if parts.next().is_some() {
+            return Err(bad("too many path parts"));
+        }
+        let mut builder = SentinelClientBuilder::new(addrs, &service, SentinelServerType::Master)?
+            .set_client_to_redis_db(db);
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
+                None => (percent_decode(userinfo), None),
+            };
+            if !user.is_empty() {
+                builder = builder.set_client_to_redis_username(user);
+            }
+            if let Some(password) = password {
+                builder = builder.set_client_to_redis_password(password);
+            }
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value);
+            builder = match name {
+                "sentinel_username" => builder.set_client_to_sentinel_username(value),
+                "sentinel_password" => builder.set_client_to_sentinel_password(value),
+                _ => return Err(bad(&format!("unknown option {name:?}"))),
+            };
+        }
+        Ok(SentinelEndpoint {
+            sentinels: tokio::sync::Mutex::new(builder.build()?),
+            asker: tokio::sync::Mutex::new(None),
+            service,
+        })
+    }
+
+    /// The primary's address as one sentinel names it now; `None` when no sentinel answered.
+    async fn named_primary(&self) -> Option<(String, u16)> {
+        let mut asker = self.asker.lock().await;
+        if asker.is_none() {
+            let found = async {
+                let client = self
+                    .sentinels
+                    .lock()
+                    .await
+                    .async_get_sentinel_client()
+                    .await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&short_config())
+                    .await
+            };
+            *asker = tokio::time::timeout(ASK_TIMEOUT, found).await.ok()?.ok();
+        }
+        let con = asker.as_mut()?;
+        let mut cmd = ::redis::cmd("SENTINEL");
+        cmd.arg("get-master-addr-by-name").arg(&self.service);
+        let ask = cmd.query_async::<Option<(String, u16)>>(con);
+        match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                *asker = None; // ask another sentinel next time
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Endpoint for SentinelEndpoint {
+    /// Ask the sentinels for the primary; redis-rs checks that the server it names answers
+    /// `ROLE` as a master before handing out its client.
+    async fn client(&self) -> RedisResult<Client> {
+        self.sentinels.lock().await.async_get_client().await
+    }
+
+    async fn moved(&self, current: &Client) -> bool {
+        let Some((host, port)) = self.named_primary().await else {
+            return false;
+        };
+        match current.get_connection_info().addr() {
+            ConnectionAddr::Tcp(h, p)
+            | ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => *h != host || *p != port,
+            _ => false, // a unix socket: sentinels name TCP addresses only
+        }
+    }
+}
+
+/// Connection settings for a short question (a sentinel's answer): prompt timeouts both ways.
+fn short_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_response_timeout(Some(ASK_TIMEOUT))
+        .set_connection_timeout(Some(ASK_TIMEOUT))
+}
+
+/// `%xx` escapes of a URL part decoded (credentials may hold `@`, `:` or `/` that way).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The TLS files a URL may name in its query, as paths: `tls_ca` (the authority that signed
@@ -142,14 +341,52 @@ impl Topology for SingleNode {
     }
 
     async fn dial_blocking(&self, _node: &str) -> Result<MultiplexedConnection> {
-        dial(&self.client).await
+        dial(&self.client()).await
     }
 
     async fn pubsub(&self) -> Result<PubSub> {
-        let dial = self.client.get_async_pubsub();
+        let client = self.client();
+        let dial = client.get_async_pubsub();
         match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
             Ok(res) => Ok(res?),
             Err(_) => Err(Error::Unavailable("pub/sub connection timed out".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_sentinel_url_are_percent_decoded() {
+        assert_eq!(percent_decode("p%40ss%3Aw%2Frd"), "p@ss:w/rd");
+        assert_eq!(percent_decode("plain"), "plain");
+        // A lone or malformed escape is kept as written.
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn a_sentinel_url_names_hosts_a_service_and_a_db() {
+        let ok = SentinelEndpoint::parse(
+            "redis+sentinel://u:p%40w@127.0.0.1:26379,127.0.0.1:26380/svc%2Fa/3?sentinel_password=x",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.service, "svc/a");
+        // The default sentinel port, when a host names none.
+        assert!(SentinelEndpoint::parse("redis+sentinel://localhost/svc").is_ok());
+        for (url, why) in [
+            ("redis+sentinel://h:1", "no service"),
+            ("redis+sentinel://h:1/svc/0/1", "too many path parts"),
+            ("redis+sentinel://:1/svc", "no host"),
+            ("redis+sentinel://h:1/svc?password=x", "unknown option"),
+        ] {
+            let err = SentinelEndpoint::parse(url).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(why)),
+                "{url}: {err:?}"
+            );
         }
     }
 }
