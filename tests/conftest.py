@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import asyncq
+from tests.cluster import RedisCluster
 from tests.procutil import WorkerProc
 
 # ASYNCQ_TEST_SERVER runs another server binary instead (make test-valkey: valkey-server).
@@ -119,11 +120,29 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3-primary, 3-replica Redis Cluster (tests/cluster.py)."""
+    if REDIS is None:
+        pytest.fail("redis-server is required for the cluster tests")
+    cluster = RedisCluster()
+    yield cluster
+    cluster.stop()
+
+
+# ASYNCQ_TEST_CLUSTER=1 (make test-cluster) runs the Redis case of every behaviour test on a
+# Redis Cluster instead of one server.
+ON_CLUSTER = bool(os.environ.get("ASYNCQ_TEST_CLUSTER"))
+
+
 @pytest.fixture(params=["memory", "redis"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """Each behaviour test runs on both brokers, so they cannot drift apart."""
     if request.param == "memory":
         return f"memory://t{uuid.uuid4().hex[:10]}"
+    if ON_CLUSTER:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
 

@@ -31,6 +31,32 @@ pub fn is_wake(key: &[u8]) -> bool {
         .is_some_and(|rest| rest.ends_with(b"}:"))
 }
 
+/// Slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the first
+/// `{` and the next `}`, when not empty) or else of the whole key, modulo [`SLOTS`].
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS
+}
+
 /// Longest queue name accepted, in bytes.
 pub const MAX_QUEUE_NAME: usize = 200;
 
@@ -198,6 +224,26 @@ impl QueueKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_the_ones_redis_cluster_computes() {
+        // CLUSTER KEYSLOT answers, and redis-rs' own routing agrees.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar")); // an empty tag: the whole key counts
+        for key in ["asyncq:{orders#0}:ready", "asyncq:{global}:queues", "x", ""] {
+            let ours = redis::cluster_routing::Slot::new(slot(key));
+            assert_eq!(
+                ours,
+                Some(redis::cluster_routing::Slot::for_key(key)),
+                "{key}"
+            );
+        }
+        let k = QueueKeys::partition("orders", 3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(slot(&k.ready()), slot(&k.wake()));
+    }
 
     #[test]
     fn keys_share_the_queue_hash_tag() {

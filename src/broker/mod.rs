@@ -867,14 +867,15 @@ pub async fn connect_with(url: &str, replication: Option<Replication>) -> Result
             "{url:?} has no replicas: wait_replicas needs a Redis URL"
         ))),
         "memory" => Ok(memory::MemoryBroker::named(url)),
-        "redis" | "rediss" | "valkey" | "valkeys" | "redis+sentinel" | "valkey+sentinel" => {
-            redis::RedisBroker::open_with(url, replication).await
+        "redis" | "rediss" | "valkey" | "valkeys" | "redis+sentinel" | "valkey+sentinel"
+        | "redis+cluster" | "valkey+cluster" => redis::RedisBroker::open_with(url, replication).await,
+        "rediss+sentinel" | "valkeys+sentinel" | "rediss+cluster" | "valkeys+cluster" => {
+            Err(Error::BadUrl(format!(
+                "{url:?}: TLS to sentinels and cluster nodes is not supported yet; use redis+sentinel:// or redis+cluster:// on a trusted network"
+            )))
         }
-        "rediss+sentinel" | "valkeys+sentinel" => Err(Error::BadUrl(format!(
-            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
-        ))),
         _ => Err(Error::BadUrl(format!(
-            "unsupported URL scheme in {url:?}: expected redis://, rediss://, redis+sentinel:// or memory://"
+            "unsupported URL scheme in {url:?}: expected redis://, rediss://, redis+sentinel://, redis+cluster:// or memory://"
         ))),
     }
 }

@@ -31,10 +31,11 @@ use async_trait::async_trait;
 use super::calls::{self, ScriptRunner};
 use super::keys::{self, QueueKeys};
 use super::scripts::{parse_job, Call, ScriptId};
-use super::watchdog::{Watched, RESPONSE_TIMEOUT};
+use super::watchdog::RESPONSE_TIMEOUT;
 use super::*;
 use tokio_util::sync::CancellationToken;
 
+mod cluster;
 mod done_feed;
 mod listing;
 pub(crate) mod topology;
@@ -43,7 +44,7 @@ pub(crate) use topology::check_url;
 
 use done_feed::DoneFeed;
 use tokio::sync::oneshot;
-use topology::{SingleNode, Topology};
+use topology::{Shared, SingleNode, Topology};
 
 /// Extra time a blocking wait gets beyond its own timeout before the client gives up on it and
 /// drops the connection: Redis answers a timed-out BLPOP at its next `hz` tick (100 ms).
@@ -111,8 +112,13 @@ impl RedisBroker {
 
     /// Like [`RedisBroker::open`], returning the concrete type.
     pub async fn connect(url: &str) -> Result<RedisBroker> {
-        let (topo, first) = SingleNode::connect(url).await?;
-        let topo: Arc<dyn Topology> = Arc::new(topo);
+        let (topo, first): (Arc<dyn Topology>, _) = if cluster::is_cluster_url(url) {
+            let (topo, first) = cluster::ClusterNodes::connect(url).await?;
+            (Arc::new(topo), first)
+        } else {
+            let (topo, first) = SingleNode::connect(url).await?;
+            (Arc::new(topo), first)
+        };
         let broker = RedisBroker {
             done: DoneFeed::start(topo.clone()),
             topo,
@@ -125,12 +131,12 @@ impl RedisBroker {
     }
 
     /// The shared connection for keys that belong to no queue (the `{global}` slot).
-    fn con(&self) -> Watched {
+    fn con(&self) -> Shared {
         self.topo.shared(keys::QUEUES)
     }
 
     /// The shared connection serving `key`.
-    fn con_for(&self, key: &str) -> Watched {
+    fn con_for(&self, key: &str) -> Shared {
         self.topo.shared(key)
     }
 
@@ -187,12 +193,12 @@ impl RedisBroker {
             res = &mut reply => res,
             _ = interrupt.cancelled() => {
                 let mut ended = None;
+                let mut unblock = ::redis::cmd("CLIENT");
+                unblock.arg("UNBLOCK").arg(b.id);
+                let node = self.topo.node_of(&wakes[0]);
                 for _ in 0..UNBLOCK_TRIES {
-                    let sent = ::redis::cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(b.id)
-                        .query_async::<i64>(&mut self.con_for(&wakes[0]))
-                        .await;
+                    // On the blocked connection's own node (a cluster has several).
+                    let sent = self.topo.on_node(&node, &unblock).await;
                     if sent.is_err() {
                         break; // not allowed (ACL), or the shared connection is down
                     }
@@ -236,6 +242,9 @@ impl RedisBroker {
         }
         if let Some(b) = back {
             lock(&self.waiters).entry(node).or_default().push(b);
+        }
+        if result.is_err() {
+            self.topo.stale(); // MOVED, or the node went away: where do the keys live now?
         }
         Ok(result?)
     }
@@ -501,12 +510,13 @@ calls::scripted_broker!(RedisBroker {
     }
 
     async fn server_check(&self) -> Result<Vec<(String, String)>> {
-        let info: String = ::redis::cmd("INFO")
-            .arg("server")
-            .arg("memory")
-            .arg("persistence")
-            .query_async(&mut self.con())
-            .await?;
+        // The node that holds the global keys (and the epoch marker below) speaks for the
+        // deployment: on a cluster, the others are configured alike or misconfigured alike.
+        let node = self.topo.node_of(keys::EPOCH);
+        let mut cmd = ::redis::cmd("INFO");
+        cmd.arg("server").arg("memory").arg("persistence");
+        let info: String = ::redis::from_redis_value(self.topo.on_node(&node, &cmd).await?)
+            .map_err(::redis::RedisError::from)?;
         let wanted = [
             "redis_version",
             "run_id",
@@ -521,12 +531,13 @@ calls::scripted_broker!(RedisBroker {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         // Managed services may disable CONFIG: then the RDB schedule is simply not reported.
-        let save: ::redis::RedisResult<Vec<String>> = ::redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("save")
-            .query_async(&mut self.con())
-            .await;
-        if let Ok(pair) = save {
+        let mut cmd = ::redis::cmd("CONFIG");
+        cmd.arg("GET").arg("save");
+        let save = match self.topo.on_node(&node, &cmd).await {
+            Ok(v) => ::redis::from_redis_value::<Vec<String>>(v).ok(),
+            Err(_) => None,
+        };
+        if let Some(pair) = save {
             if let Some(v) = pair.get(1) {
                 out.push(("save".to_owned(), v.clone()));
             }

@@ -87,11 +87,11 @@ impl Endpoint for Fixed {
 #[derive(Clone)]
 pub(crate) struct Watched {
     con: ConnectionManager,
-    client: Client,
     life: Arc<Life>,
 }
 
 struct Life {
+    client: Client,
     dead: CancellationToken,
     born: Instant,
     /// When something last came back on this connection, in ms since `born`.
@@ -101,13 +101,13 @@ struct Life {
 impl Watched {
     pub(crate) fn new(con: ConnectionManager, client: Client) -> Watched {
         let life = Life {
+            client,
             dead: CancellationToken::new(),
             born: Instant::now(),
             heard_ms: AtomicU64::new(0),
         };
         Watched {
             con,
-            client,
             life: Arc::new(life),
         }
     }
@@ -115,7 +115,7 @@ impl Watched {
     /// The client this connection was made from: dedicated connections to the same server
     /// (blocking waits, pub/sub) are dialed from it.
     pub(crate) fn client(&self) -> &Client {
-        &self.client
+        &self.life.client
     }
 
     /// Cancelled once the watchdog has found this connection silent: whatever still waits on
@@ -172,7 +172,7 @@ fn silent(kind: std::io::ErrorKind, what: &str) -> RedisError {
 
 impl ConnectionLike for Watched {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let Watched { con, life, .. } = self;
+        let Watched { con, life } = self;
         Self::guard(life, con.send_packed_command(cmd)).boxed()
     }
 
@@ -182,7 +182,7 @@ impl ConnectionLike for Watched {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let Watched { con, life, .. } = self;
+        let Watched { con, life } = self;
         Self::guard(life, con.send_packed_commands(pipeline, offset, count)).boxed()
     }
 
@@ -204,7 +204,7 @@ pub(crate) fn spawn_watchdog(endpoint: Arc<dyn Endpoint>, slot: Weak<Mutex<Watch
             };
             let mut watched = lock(&current).clone();
             drop(current);
-            if answers(&mut watched).await && !endpoint.moved(&watched.client).await {
+            if answers(&mut watched).await && !endpoint.moved(watched.client()).await {
                 continue;
             }
             watched.life.dead.cancel();

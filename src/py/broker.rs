@@ -82,14 +82,24 @@ fn validate_url(url: &str) -> Result<()> {
         "valkeys://",
         "redis+sentinel://",
         "valkey+sentinel://",
+        "redis+cluster://",
+        "valkey+cluster://",
     ]
     .iter()
     .any(|p| url.starts_with(p));
     if ok {
         broker::redis::check_url(url)
-    } else if url.starts_with("rediss+sentinel://") || url.starts_with("valkeys+sentinel://") {
+    } else if [
+        "rediss+sentinel://",
+        "valkeys+sentinel://",
+        "rediss+cluster://",
+        "valkeys+cluster://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
+    {
         Err(Error::BadUrl(format!(
-            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
+            "{url:?}: TLS to sentinels and cluster nodes is not supported yet; use redis+sentinel:// or redis+cluster:// on a trusted network"
         )))
     } else {
         Err(Error::BadUrl(format!(

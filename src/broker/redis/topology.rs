@@ -16,10 +16,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{MultiplexedConnection, PubSub};
+use ::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use ::redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisResult};
+use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, Pipeline};
+use ::redis::{RedisFuture, RedisResult, Value};
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use super::lock;
 use crate::broker::watchdog::{
@@ -27,19 +30,72 @@ use crate::broker::watchdog::{
 };
 use crate::errors::{Error, Result};
 
+/// The shared connection a [`Topology`] hands out: one watched primary, or a whole cluster
+/// (which routes each request by its key's slot and follows `MOVED`/`ASK` by itself).
+#[derive(Clone)]
+pub(crate) enum Shared {
+    One(Watched),
+    Cluster(ClusterConnection, CancellationToken),
+}
+
+impl Shared {
+    /// Cancelled once the connection is found silent or its server stopped being the primary
+    /// (see [`Watched::dead_signal`]); a cluster connection heals by itself and never raises it.
+    pub(crate) fn dead_signal(&self) -> CancellationToken {
+        match self {
+            Shared::One(w) => w.dead_signal(),
+            Shared::Cluster(_, never) => never.clone(),
+        }
+    }
+}
+
+impl ConnectionLike for Shared {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Shared::One(w) => w.req_packed_command(cmd),
+            Shared::Cluster(c, _) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Shared::One(w) => w.req_packed_commands(pipeline, offset, count),
+            Shared::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Shared::One(w) => w.get_db(),
+            Shared::Cluster(c, _) => c.get_db(),
+        }
+    }
+}
+
 /// One way of reaching Redis. Keys passed in are any key of the call: every key of one call
 /// shares a hash tag (see `keys.rs`), so one key decides where the whole call goes.
 #[async_trait]
 pub(crate) trait Topology: Send + Sync {
     /// The shared connection serving `key`: cheap to clone, reconnects by itself, and fails
     /// requests at once when found silent.
-    fn shared(&self, key: &str) -> Watched;
+    fn shared(&self, key: &str) -> Shared;
     /// Name of the node that owns `key`; blocking waits on keys of one node share a connection.
     fn node_of(&self, key: &str) -> String;
     /// A new connection to `node` for blocking commands (no response timeout).
     async fn dial_blocking(&self, node: &str) -> Result<MultiplexedConnection>;
     /// A new pub/sub connection that hears what scripts publish (job-end notifications).
     async fn pubsub(&self) -> Result<PubSub>;
+    /// Run a command that is about one node rather than a key (`CLIENT UNBLOCK` of a blocked
+    /// connection there, `INFO`) on `node`, a name [`Topology::node_of`] gave.
+    async fn on_node(&self, node: &str, cmd: &Cmd) -> Result<Value>;
+    /// A request to `node` failed in a way that says the topology changed (`MOVED`, a node
+    /// gone): look again soon.
+    fn stale(&self) {}
 }
 
 /// One Redis (or Valkey) primary: a fixed server, or the one the sentinels name.
@@ -84,6 +140,9 @@ impl SingleNode {
 pub(crate) fn check_url(url: &str) -> Result<()> {
     if is_sentinel_url(url) {
         SentinelEndpoint::parse(url)?;
+    }
+    if super::cluster::is_cluster_url(url) {
+        super::cluster::parse(url)?;
     }
     Ok(())
 }
@@ -332,8 +391,8 @@ async fn dial(client: &Client) -> Result<MultiplexedConnection> {
 
 #[async_trait]
 impl Topology for SingleNode {
-    fn shared(&self, _key: &str) -> Watched {
-        lock(&self.con).clone()
+    fn shared(&self, _key: &str) -> Shared {
+        Shared::One(lock(&self.con).clone())
     }
 
     fn node_of(&self, _key: &str) -> String {
@@ -351,6 +410,10 @@ impl Topology for SingleNode {
             Ok(res) => Ok(res?),
             Err(_) => Err(Error::Unavailable("pub/sub connection timed out".into())),
         }
+    }
+
+    async fn on_node(&self, _node: &str, cmd: &Cmd) -> Result<Value> {
+        Ok(cmd.query_async(&mut self.shared("")).await?)
     }
 }
 

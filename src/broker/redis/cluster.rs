@@ -1,0 +1,298 @@
+//! Redis Cluster as a [`Topology`]: `redis+cluster://[user:password@]host:port[,host:port...]/`
+//! names seed nodes; redis-rs' `cluster-async` connection routes every request by its key's
+//! slot and follows `MOVED`, `ASK` and failovers by itself (it also reloads a script a node
+//! lacks: our calls fall back from `EVALSHA` to `EVAL` on `NOSCRIPT`, on whichever node).
+//!
+//! What it does not do is what this module adds: a map of slots to primaries, read with
+//! `CLUSTER SLOTS` at start, every [`REFRESH_EVERY`] and soon after a caller reports it stale,
+//! so blocking waits (`BLPOP`, which needs a connection of its own to the node that owns the
+//! key) and node commands (`CLIENT UNBLOCK`) go to the right node. Every key of one call shares
+//! a hash tag (see `keys.rs`), so one key decides where the call goes.
+//!
+//! Node names from [`Topology::node_of`] are `host:port#slot`: a blocking `BLPOP` over several
+//! keys must keep to one slot, so waits are grouped per slot, not per node.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ::redis::aio::{MultiplexedConnection, PubSub};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use ::redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value,
+};
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::lock;
+use super::topology::{Shared, Topology};
+use crate::broker::keys;
+use crate::broker::watchdog::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use crate::errors::{Error, Result};
+
+/// How often the slot map is read again when nothing reports it stale.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Least time between two reads of the slot map (reports of staleness come in bursts).
+const REFRESH_GAP: Duration = Duration::from_millis(200);
+
+/// Whether `url` names a Redis Cluster.
+pub(crate) fn is_cluster_url(url: &str) -> bool {
+    url.starts_with("redis+cluster://") || url.starts_with("valkey+cluster://")
+}
+
+/// Ranges of slots and the primary (`host:port`) that serves each, sorted by first slot.
+type SlotMap = Vec<(u16, u16, String)>;
+
+pub(crate) struct ClusterNodes {
+    con: ClusterConnection,
+    /// Credentials and db of the seed URL: every node is dialed with them.
+    seed: ConnectionInfo,
+    slots: Arc<Mutex<SlotMap>>,
+    stale: Arc<Notify>,
+    /// Never cancelled: the cluster connection heals itself (see [`Shared::dead_signal`]).
+    never: CancellationToken,
+    /// Dropped with the topology, which ends the refresher.
+    _alive: Arc<()>,
+}
+
+/// The seed nodes of a cluster URL, each as a connection info carrying the URL's credentials.
+pub(crate) fn parse(url: &str) -> Result<Vec<ConnectionInfo>> {
+    let bad = |why: String| {
+        Error::BadUrl(format!(
+            "{url:?}: {why} (expected redis+cluster://[user:password@]host:port[,host:port...]/)"
+        ))
+    };
+    let (_, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("no scheme".into()))?;
+    if rest.contains('?') {
+        return Err(bad("options are not supported on cluster URLs".into()));
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(path, "" | "0") {
+        return Err(bad(format!(
+            "a cluster has only db 0, the URL names {path:?}"
+        )));
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    let mut seeds = Vec::new();
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        if !host.contains(':') {
+            return Err(bad(format!("{host:?} names no port")));
+        }
+        let info = format!("redis://{userinfo}{host}/0")
+            .into_connection_info()
+            .map_err(|e| bad(format!("{host:?}: {e}")))?;
+        seeds.push(info);
+    }
+    if seeds.is_empty() {
+        return Err(bad("no seed node".into()));
+    }
+    Ok(seeds)
+}
+
+impl ClusterNodes {
+    /// Connect through the seed nodes `url` names and read the slot map. Returns the topology
+    /// and a first blocking connection (to the node of the global keys).
+    pub(crate) async fn connect(url: &str) -> Result<(ClusterNodes, MultiplexedConnection)> {
+        let seeds = parse(url)?;
+        let seed = seeds[0].clone();
+        let client = ClusterClientBuilder::new(seeds)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()?;
+        let con = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
+            Ok(con) => con?,
+            Err(_) => {
+                return Err(Error::Unavailable(
+                    "no cluster node answered in time".into(),
+                ))
+            }
+        };
+        let slots = Arc::new(Mutex::new(read_slots(&mut con.clone()).await?));
+        let stale = Arc::new(Notify::new());
+        let alive = Arc::new(());
+        spawn_refresher(
+            con.clone(),
+            Arc::downgrade(&slots),
+            stale.clone(),
+            Arc::downgrade(&alive),
+        );
+        let nodes = ClusterNodes {
+            con,
+            seed,
+            slots,
+            stale,
+            never: CancellationToken::new(),
+            _alive: alive,
+        };
+        let first = nodes.dial_blocking(&nodes.node_of(keys::QUEUES)).await?;
+        Ok((nodes, first))
+    }
+
+    /// The primary (`host:port`) serving `slot`, as last read.
+    fn primary_of(&self, slot: u16) -> Result<String> {
+        let map = lock(&self.slots);
+        let at = map.partition_point(|(first, _, _)| *first <= slot);
+        match at.checked_sub(1).map(|i| &map[i]) {
+            Some((_, last, addr)) if slot <= *last => Ok(addr.clone()),
+            _ => {
+                drop(map);
+                self.stale();
+                Err(Error::Unavailable(format!(
+                    "no cluster node serves slot {slot} yet"
+                )))
+            }
+        }
+    }
+
+    /// A client for the node `host:port`, with the seed URL's credentials.
+    fn client_for(&self, addr: &str) -> Result<Client> {
+        let (host, port) = split_addr(addr)?;
+        let info = ConnectionAddr::Tcp(host, port)
+            .into_connection_info()?
+            .set_redis_settings(self.seed.redis_settings().clone());
+        Ok(Client::open(info)?)
+    }
+}
+
+fn split_addr(addr: &str) -> Result<(String, u16)> {
+    let addr = addr.split_once('#').map_or(addr, |(a, _)| a);
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Unavailable(format!("bad node address {addr:?}")))?;
+    let port = port
+        .parse()
+        .map_err(|_| Error::Unavailable(format!("bad node address {addr:?}")))?;
+    Ok((host.to_owned(), port))
+}
+
+/// `CLUSTER SLOTS` as a sorted [`SlotMap`] of primaries.
+async fn read_slots(con: &mut ClusterConnection) -> Result<SlotMap> {
+    let reply: Value = ::redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(con)
+        .await?;
+    let bad = || Error::Unavailable("CLUSTER SLOTS gave an unexpected reply".into());
+    let Value::Array(ranges) = reply else {
+        return Err(bad());
+    };
+    let mut map = SlotMap::new();
+    for range in ranges {
+        let Value::Array(parts) = range else {
+            return Err(bad());
+        };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(primary))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return Err(bad());
+        };
+        let host = match primary.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::SimpleString(h)) => h.clone(),
+            _ => return Err(bad()),
+        };
+        let Some(Value::Int(port)) = primary.get(1) else {
+            return Err(bad());
+        };
+        map.push((*first as u16, *last as u16, format!("{host}:{port}")));
+    }
+    map.sort();
+    Ok(map)
+}
+
+/// Read the slot map again every [`REFRESH_EVERY`], or soon after it is reported stale; ends
+/// when the topology is dropped.
+fn spawn_refresher(
+    mut con: ClusterConnection,
+    slots: Weak<Mutex<SlotMap>>,
+    stale: Arc<Notify>,
+    alive: Weak<()>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let _ = tokio::time::timeout(REFRESH_EVERY, stale.notified()).await;
+            if alive.strong_count() == 0 {
+                return;
+            }
+            if let Ok(map) = read_slots(&mut con).await {
+                match slots.upgrade() {
+                    Some(slots) => *lock(&slots) = map,
+                    None => return,
+                }
+            }
+            tokio::time::sleep(REFRESH_GAP).await;
+        }
+    });
+}
+
+async fn dial(client: &Client) -> Result<MultiplexedConnection> {
+    // No response timeout: BLPOP legitimately stays silent for its whole timeout.
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+#[async_trait]
+impl Topology for ClusterNodes {
+    fn shared(&self, _key: &str) -> Shared {
+        Shared::Cluster(self.con.clone(), self.never.clone())
+    }
+
+    fn node_of(&self, key: &str) -> String {
+        let slot = keys::slot(key);
+        // An unknown owner still gets a name of its own: dialing it fails, and is retried.
+        let addr = self.primary_of(slot).unwrap_or_default();
+        format!("{addr}#{slot}")
+    }
+
+    async fn dial_blocking(&self, node: &str) -> Result<MultiplexedConnection> {
+        let dialed = dial(&self.client_for(node)?).await;
+        if dialed.is_err() {
+            self.stale();
+        }
+        dialed
+    }
+
+    /// Scripts `PUBLISH`, which a cluster spreads to every node: any one node hears it all.
+    /// The node of the global keys is asked first, then the others in turn.
+    async fn pubsub(&self) -> Result<PubSub> {
+        let mut addrs: Vec<String> = lock(&self.slots).iter().map(|s| s.2.clone()).collect();
+        addrs.dedup();
+        if let Ok(first) = self.primary_of(keys::slot(keys::QUEUES)) {
+            addrs.insert(0, first);
+        }
+        for addr in addrs {
+            let Ok(client) = self.client_for(&addr) else {
+                continue;
+            };
+            if let Ok(Ok(pubsub)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await
+            {
+                return Ok(pubsub);
+            }
+        }
+        self.stale();
+        Err(Error::Unavailable(
+            "no cluster node took a pub/sub connection".into(),
+        ))
+    }
+
+    async fn on_node(&self, node: &str, cmd: &Cmd) -> Result<Value> {
+        let (host, port) = split_addr(node)?;
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+        Ok(self.con.clone().route_command(cmd.clone(), route).await?)
+    }
+
+    fn stale(&self) {
+        self.stale.notify_one();
+    }
+}

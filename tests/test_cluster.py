@@ -1,0 +1,254 @@
+"""Redis Cluster: ``redis+cluster://`` URLs, queues spread over several primaries, a primary
+killed under load, a slot migration during a run (docs/scaling.md).
+
+Every test runs on a real cluster of six redis-server processes on loopback (tests/cluster.py,
+three primaries with a replica each). ``make test-cluster`` also runs the behaviour suites on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import asyncq
+from tests.cluster import RedisCluster, cli, slot_of
+from tests.conftest import make_app, running
+from tests.procutil import WorkerProc, sample_env
+
+
+def owner(cluster: RedisCluster, slot: int) -> int:
+    """Port of the primary that serves ``slot``."""
+    for port in cluster.primaries():
+        if any(first <= slot <= last for first, last in cluster.slots_of(port)):
+            return port
+    raise AssertionError(f"no primary serves slot {slot}")
+
+
+def queue_on(cluster: RedisCluster, port: int, prefix: str, within: int | None = None) -> str:
+    """A queue name whose keys live on the primary at ``port`` (in the first ``within`` slots
+    of its first range, when given)."""
+    ranges = cluster.slots_of(port)
+    if within is not None:
+        ranges = [(ranges[0][0], ranges[0][0] + within - 1)]
+    for i in range(100_000):
+        name = f"{prefix}{i}"
+        slot = slot_of(f"{{{name}#0}}")
+        if any(first <= slot <= last for first, last in ranges):
+            return name
+    raise AssertionError("no such queue name")
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisCluster]:
+    """A cluster of this test's own: these tests kill nodes and move slots."""
+    c = RedisCluster()
+    yield c
+    c.stop()
+
+
+async def test_queues_on_every_primary_run_from_one_worker(
+    redis_cluster: RedisCluster,
+) -> None:
+    primaries = redis_cluster.primaries()
+    assert len(primaries) == 3
+    queues = [queue_on(redis_cluster, p, f"spread{i}-") for i, p in enumerate(primaries)]
+    app = make_app(redis_cluster.url, queues[0])
+
+    @app.task(name="cl:add")
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with running(app, queues={q: 10 for q in queues}):
+        await asyncio.sleep(0.3)  # every queue's wait is blocked on its own node
+        handles = [await add.options(queue=q).enqueue(i, 1) for i, q in enumerate(queues)]
+        assert [await h.result(timeout=10) for h in handles] == [1, 2, 3]
+    for port, q in zip(primaries, queues, strict=True):
+        # Each queue's keys sit on its own primary, not on the others.
+        assert cli(port, "--scan", "--pattern", f"asyncq:{{{q}#0}}:*"), (port, q)
+
+
+def test_a_bad_cluster_url_fails_where_it_is_written() -> None:
+    for url, why in [
+        ("redis+cluster:///", "no seed node"),
+        ("redis+cluster://127.0.0.1/", "names no port"),
+        ("redis+cluster://127.0.0.1:7000/3", "only db 0"),
+        ("redis+cluster://127.0.0.1:7000/?x=1", "options are not supported"),
+        ("rediss+cluster://127.0.0.1:7000/", "not supported yet"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            asyncq.App(url)
+
+
+async def test_an_unreachable_cluster_is_a_clear_broker_error() -> None:
+    app = make_app("redis+cluster://127.0.0.1:1/", "q", enqueue_timeout=1)
+
+    @app.task(name="cl:noop")
+    async def noop() -> None:
+        return None
+
+    with pytest.raises(asyncq.BrokerError) as err:
+        await noop.enqueue()
+    assert err.value.outcome_unknown is False
+
+
+async def _produce(
+    task: Any, acked: list[Any], refused: list[str], stop: asyncio.Event, queues: list[str]
+) -> None:
+    i = 0
+    while not stop.is_set():
+        try:
+            acked.append(await task.options(queue=queues[i % len(queues)]).enqueue(0.02))
+        except asyncq.BrokerError as e:
+            refused.append(str(e))
+            await asyncio.sleep(0.05)
+        i += 1
+        await asyncio.sleep(0.005)
+
+
+async def _settle(acked: list[Any], deadline_s: float) -> tuple[int, list[asyncq.JobInfo]]:
+    """Wait for every acknowledged job to succeed; returns how many are lost (unknown to the
+    cluster) and the infos of the rest. None may be stuck."""
+    lost = 0
+    done = []
+    deadline = time.monotonic() + deadline_s
+    for handle in acked:
+        info = await handle.info()
+        while info is not None and info.state != "succeeded" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            info = await handle.info()
+        if info is None:
+            lost += 1
+            continue
+        assert info.state == "succeeded", (handle.id, info.state)
+        done.append(info)
+    return lost, done
+
+
+async def test_workers_and_producers_follow_a_primary_killed_under_load(
+    cluster: RedisCluster, tmp_path: Path, procs: list[WorkerProc]
+) -> None:
+    primaries = cluster.primaries()
+    victim = primaries[0]
+    queues = [queue_on(cluster, p, f"kill{i}-") for i, p in enumerate(primaries)]
+    # Enqueues wait for their replica (WAIT 1), so the replica that takes over has them all.
+    app = make_app(cluster.url, queues[0], wait_replicas=1, enqueue_timeout=3)
+
+    @app.task(name="sample:sleep")  # run by the workers' sample app (tests/apps/sample.py)
+    async def sleep(seconds: float) -> dict[str, int]:
+        raise AssertionError("runs in the workers")
+
+    # A backlog on the victim's queue that the workers (2 x 8 at once, 50 ms each: about
+    # 300 jobs/s) are still working through when its primary dies.
+    acked: list[Any] = list(await sleep.enqueue_many([((0.05,), {}) for _ in range(2000)]))
+    env = sample_env(cluster.url, queues[0], 2.0)
+    qs = ",".join(queues)
+    procs.extend(WorkerProc(tmp_path, env, "-q", qs, "-c", "8", name=f"w{i}") for i in range(2))
+    for p in procs:
+        p.started(20)
+    refused: list[str] = []
+    stop = asyncio.Event()
+    producer = asyncio.create_task(_produce(sleep, acked, refused, stop, queues))
+    await asyncio.sleep(2)
+    heir = cluster.replica_of(victim)
+    killed_at = time.time()
+    cluster.kill(victim)
+    # The replica is promoted once the other primaries agree the victim failed (node timeout
+    # 2 s, then an election).
+    deadline = time.monotonic() + 30
+    while not cli(heir, "ROLE").startswith("master"):
+        assert time.monotonic() < deadline, "the replica was not promoted"
+        await asyncio.sleep(0.1)
+    failover_s = time.time() - killed_at
+    await asyncio.sleep(4)
+    stop.set()
+    await producer
+    lost, done = await _settle(acked, 60)
+    on_victim = [i for i in done if i.queue == queues[0] and (i.started_at or 0) > killed_at]
+    resumed_s = min(i.finished_at or 0 for i in on_victim) - killed_at
+    print(
+        f"\nCLUSTER primary killed: {len(acked)} enqueues acknowledged (WAIT 1), {lost} lost;"
+        f" {len(refused)} refused meanwhile; the cluster promoted its replica in"
+        f" {failover_s:.1f} s; the victim's queue resumed {resumed_s:.1f} s after the kill"
+    )
+    assert lost == 0
+    assert resumed_s <= 10, resumed_s
+    assert all(p.proc.poll() is None for p in procs)
+
+
+async def test_a_slot_migration_during_a_run_causes_no_error_in_user_code(
+    cluster: RedisCluster, tmp_path: Path, procs: list[WorkerProc]
+) -> None:
+    primaries = cluster.primaries()
+    source, target = primaries[0], primaries[1]
+    # redis-cli moves a source's slots from its lowest up: the queue's is among the first 100.
+    queue = queue_on(cluster, source, "moving-", within=100)
+    slot = slot_of(f"{{{queue}#0}}")
+    app = make_app(cluster.url, queue, enqueue_timeout=10)
+
+    @app.task(name="sample:sleep")
+    async def sleep(seconds: float) -> dict[str, int]:
+        raise AssertionError("runs in the workers")
+
+    env = sample_env(cluster.url, queue, 2.0)
+    procs.extend(WorkerProc(tmp_path, env, "-c", "8", name=f"w{i}") for i in range(2))
+    for p in procs:
+        p.started(20)
+    acked: list[Any] = list(await sleep.enqueue_many([((0.02,), {}) for _ in range(500)]))
+    refused: list[str] = []
+    stop = asyncio.Event()
+    producer = asyncio.create_task(_produce(sleep, acked, refused, stop, [queue]))
+    await asyncio.sleep(1)
+
+    # The source's first 100 slots move to the target, the queue's among them, keys and all.
+    def reshard() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "reshard",
+                f"127.0.0.1:{source}",
+                "--cluster-from",
+                cli(source, "CLUSTER", "MYID"),
+                "--cluster-to",
+                cli(target, "CLUSTER", "MYID"),
+                "--cluster-slots",
+                "100",
+                "--cluster-yes",
+                "--cluster-pipeline",
+                "100",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    result: list[subprocess.CompletedProcess[str]] = []
+    mover = threading.Thread(target=lambda: result.append(reshard()))
+    started = time.monotonic()
+    mover.start()
+    while mover.is_alive():
+        await asyncio.sleep(0.2)
+    moved_s = time.monotonic() - started
+    assert result[0].returncode == 0, result[0].stdout[-2000:] + result[0].stderr[-2000:]
+    assert owner(cluster, slot) == target
+    await asyncio.sleep(2)
+    stop.set()
+    await producer
+    lost, done = await _settle(acked, 60)
+    print(
+        f"\nCLUSTER reshard of 100 slots, the queue's among them ({moved_s:.1f} s) during a run:"
+        f" {len(acked)} enqueues, {len(refused)} refused, {lost} lost"
+    )
+    assert refused == [] and lost == 0
+    assert all(p.proc.poll() is None for p in procs)
+    # Nothing the workers did failed: every job succeeded on its first attempt or after a
+    # lease expiry, never by raising.
+    assert all(i.error is None for i in done)
