@@ -1,7 +1,6 @@
 //! Redis broker: every job state change is one Lua script (see `src/lua`), keys come from
 //! [`super::keys`], scripts are run through [`super::scripts`], and connections come from a
-//! [`Topology`] (see [`topology`]: one server today; Sentinel and Cluster implement the same
-//! interface).
+//! [`Topology`] (see [`topology`]: one primary, fixed or named by sentinels; and [`cluster`]).
 //!
 //! Normal commands share one multiplexed, auto-reconnecting connection per node. `wait_any`
 //! blocks in `BLPOP`, which would stall every request queued behind it on a multiplexed

@@ -1,7 +1,9 @@
 //! Keeps the Redis broker's shared connection honest: a connection that stays open while nothing
 //! comes back (half-open TCP, a blackholed route, a NAT that forgot the flow) raises no error,
 //! only response timeouts, so a watchdog pings it, declares it dead after [`SILENCE`] without a
-//! reply, fails every request still waiting on it at once and swaps in a fresh one.
+//! reply, fails every request still waiting on it at once and swaps in a fresh one. It dials
+//! where its [`Endpoint`] says, and asks the endpoint after each answered ping whether the
+//! server is still the one to use (behind Sentinel, a failover moves the primary).
 //!
 //! Worst case from the moment a connection goes silent to a caller's retry succeeding on a new
 //! one: [`PING_EVERY`] + [`SILENCE`] to notice (2 s), a dial, then the caller's own `Redial`

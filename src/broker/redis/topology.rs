@@ -9,9 +9,7 @@
 //! [`SingleNode`] is one primary reached through one watched multiplexed connection (see
 //! [`super::super::watchdog`]), where its [`Endpoint`] says: a fixed server for `redis://`, or
 //! the primary the sentinels name for `redis+sentinel://` ([`SentinelEndpoint`]), followed
-//! through failovers. Cluster (route by slot, follow `MOVED`/`ASK`) is a further implementation
-//! of this trait, through redis-rs' `cluster-async` client; nothing above this module changes
-//! when it comes.
+//! through failovers. Redis Cluster is the other implementation, in [`super::cluster`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
