@@ -77,7 +77,8 @@ test-valkey: build-dev ## the contract and behaviour suites on valkey-server (va
 # Cluster: the behaviour suites again with their Redis case on a real 3-primary, 3-replica
 # Redis Cluster (tests/cluster.py; tests/test_cluster.py runs in `make test` already).
 CLUSTER_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_control.py \
-	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_schedule.py
+	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_schedule.py \
+	tests/test_partitions.py
 .PHONY: test-cluster
 test-cluster: build-dev ## the behaviour suites on a real Redis Cluster
 	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_SUITES) $(PYTEST_ARGS)

@@ -46,6 +46,8 @@ class Lane:
         settled: Ids of running jobs whose outcome was already queued.
         cancel_early: Ids whose cancel request came before their run started here (the
             request can overtake the fetch's reply to the loop); cancelled as they start.
+        siblings: The lanes of every partition of a partitioned queue (this one among them):
+            ``limit`` is their budget together. Empty for a queue of one partition.
     """
 
     queue: str
@@ -55,6 +57,28 @@ class Lane:
     slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     settled: set[str] = field(default_factory=set)
     cancel_early: dict[str, None] = field(default_factory=dict)
+    siblings: list[Lane] = field(default_factory=list, repr=False, compare=False)
+    fetching: int = 0
+
+    def free(self) -> int:
+        """Jobs this lane may start now: its limit less what runs in it (in all the lanes of
+        its queue's partitions, for a partitioned queue, and what their fetches in flight
+        may bring)."""
+        if not self.siblings:
+            return self.limit - len(self.running)
+        return self.limit - sum(len(lane.running) + lane.fetching for lane in self.siblings)
+
+    def freed(self) -> None:
+        """A place in this lane freed up: every lane sharing its limit looks again. They wake
+        in list order and the first to look takes the place, so the shared list turns by one
+        each time: each partition in turn looks first, and a busy one cannot keep the budget
+        from the others."""
+        if not self.siblings:
+            self.slot_free.set()
+            return
+        for lane in self.siblings:
+            lane.slot_free.set()
+        self.siblings.append(self.siblings.pop(0))
 
 
 class _Expired(TimeoutError):
@@ -159,7 +183,7 @@ class Runner:
         finally:
             lane.settled.discard(job.id)
             del lane.running[job.id]
-            lane.slot_free.set()
+            lane.freed()
 
     async def _attempt(self, lane: Lane, job: Job, gate: Slots | None) -> None:
         # The hot path: no allocation or await beyond the task's own when no middleware is set.

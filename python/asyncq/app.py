@@ -16,6 +16,7 @@ from .job import JobHandle
 from .limits import ConcurrencyLimit, Grouping, RateLimit
 from .limits import settings as limit_settings
 from .middleware import Middleware, call_hook
+from .partitions import Partitions
 from .schedule import Catchup, Overlap, Schedule
 from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
 from .worker import Worker
@@ -68,6 +69,11 @@ class App:
             ``wait_timeout`` seconds, the enqueue raises :class:`~asyncq.BrokerError` with
             ``outcome_unknown`` set: the jobs exist on the primary, their copies are in doubt.
         wait_timeout: Seconds an enqueue waits for ``wait_replicas`` confirmations.
+        partitions: ``{queue: n}``: store each of these queues in ``n`` partitions (hash slots
+            ``{queue#0}`` to ``{queue#n-1}``), so on a Redis Cluster one queue spreads over
+            several primaries. Jobs go round-robin, or by ``options(partition_key=...)``, key
+            or group; workers serve every partition. Every producer and worker of the queue
+            must use the same count (see docs/scaling.md).
 
     Raises:
         ValueError: The URL is not a supported broker URL, or ``enqueue_timeout`` is not
@@ -91,6 +97,7 @@ class App:
         enqueue_timeout: float | None = 5.0,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
+        partitions: Mapping[str, int] | None = None,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
@@ -106,6 +113,7 @@ class App:
             wait_timeout=wait_timeout,
         )
         self.enqueue_timeout = enqueue_timeout
+        self.partitions = Partitions(partitions)
         self.default_queue = default_queue
         self.lease = lease
         self.heartbeat = heartbeat if heartbeat is not None else lease / 3
@@ -389,7 +397,8 @@ class App:
         Returns:
             A handle (the job need not exist; ``status()`` tells).
         """
-        return JobHandle(self.broker, queue or self.default_queue, job_id)
+        queue = self.partitions.of_id(queue or self.default_queue, job_id)
+        return JobHandle(self.broker, queue, job_id)
 
     async def find_job(self, job_id: str) -> JobHandle[Any] | None:
         """Look a job up in every known queue.

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -376,13 +376,42 @@ def _broker(args: argparse.Namespace) -> Broker:
     return load_app(args.app).broker if args.app else Broker(args.url)
 
 
+def by_logical(names: Iterable[str]) -> dict[str, list[str]]:
+    """Queue names as Redis knows them, grouped by the queue they belong to: a partitioned
+    queue's partitions (``orders#0`` ... ``orders#7``, in order) under ``orders``; a plain
+    queue under itself. ``orders`` and ``orders#0`` are one partition (the same keys), listed
+    once."""
+    groups: dict[str, dict[int, str]] = {}
+    for name in names:
+        base, _, number = name.partition("#")
+        part = int(number) if number.isdigit() else 0
+        groups.setdefault(base, {}).setdefault(part, name if number else f"{base}#0")
+    out = {}
+    for base, parts in sorted(groups.items()):
+        out[base] = [base] if list(parts) == [0] else [parts[p] for p in sorted(parts)]
+    return out
+
+
+async def partitions_of(broker: Broker, queue: str) -> list[str]:
+    """The partitions of ``queue`` Redis knows of (``[queue]`` for a plain queue, or a name
+    that is one partition: ``orders#3``)."""
+    if "#" in queue:
+        return [queue]
+    return by_logical(await broker.queues()).get(queue, [queue])
+
+
 async def _info(broker: Broker, _: argparse.Namespace) -> int:
     queues = await broker.queues()
     cols = ("scheduled", "queued", "running", "dead", "succeeded_total", "failed_total")
     print(f"{'queue':<24}" + "".join(f"{c:>16}" for c in cols))
-    for queue in sorted(queues):
-        counts = await broker.counts(queue)
-        print(f"{queue:<24}" + "".join(f"{counts.get(c, 0):>16}" for c in cols))
+    for queue, parts in by_logical(queues).items():
+        each = [await broker.counts(p) for p in parts]
+        total = {c: sum(counts.get(c, 0) for counts in each) for c in cols}
+        print(f"{queue:<24}" + "".join(f"{total[c]:>16}" for c in cols))
+        if len(parts) > 1:  # a partitioned queue: its partitions below it
+            for part, counts in zip(parts, each, strict=True):
+                label = f"  #{part.rpartition('#')[2]}"
+                print(f"{label:<24}" + "".join(f"{counts.get(c, 0):>16}" for c in cols))
     rows = await limit_rows(broker, sorted(queues))
     if rows:
         print("\nlimits:")
@@ -416,7 +445,10 @@ def job_record(info: JobInfo) -> dict[str, Any]:
 
 
 async def _job(broker: Broker, args: argparse.Namespace) -> int:
-    queues = [args.queue] if args.queue else sorted(await broker.queues())
+    if args.queue:
+        queues = await partitions_of(broker, args.queue)
+    else:
+        queues = [p for parts in by_logical(await broker.queues()).values() for p in parts]
     for queue in queues:
         info = await broker.job(queue, args.id)
         if info is not None:
@@ -471,13 +503,17 @@ async def _jobs(broker: Broker, args: argparse.Namespace) -> int:
         times = ("enqueued UTC", "started UTC", "finished UTC")
         print(_ROW.format("id", "task", "state", "tries", *times, "error"))
     shown = 0
-    async for info in iter_jobs(broker, args.queue, args.state, args.limit):
-        shown += 1
-        if args.json:
-            print(json.dumps(job_record(info), default=repr))
-        else:
-            print(_job_row(info))
-    total = (await broker.counts(args.queue)).get(args.state, 0)
+    parts = await partitions_of(broker, args.queue)
+    for part in parts:
+        async for info in iter_jobs(broker, part, args.state, args.limit - shown):
+            shown += 1
+            if args.json:
+                print(json.dumps(job_record(info), default=repr))
+            else:
+                print(_job_row(info))
+    total = 0
+    for part in parts:
+        total += (await broker.counts(part)).get(args.state, 0)
     if not args.json and total > shown:
         print(f"({shown} of {total} {args.state} jobs shown; see --limit)", file=sys.stderr)
     return 0
@@ -540,13 +576,17 @@ async def _enqueue(broker: Broker, args: argparse.Namespace) -> int:
 
 
 async def _retry(broker: Broker, args: argparse.Namespace) -> int:
-    n = await broker.retry_dead(args.queue, args.ids or None)
+    n = 0
+    for part in await partitions_of(broker, args.queue):
+        n += await broker.retry_dead(part, args.ids or None)
     print(f"moved {n} job(s) from the dead-letter queue back to {args.queue!r}")
     return 0
 
 
 async def _purge(broker: Broker, args: argparse.Namespace) -> int:
-    n = await broker.purge(args.queue)
+    n = 0
+    for part in await partitions_of(broker, args.queue):
+        n += await broker.purge(part)
     print(f"deleted {n} job(s) from {args.queue!r}")
     return 0
 

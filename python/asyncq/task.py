@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import inspect
 import re
@@ -70,6 +71,8 @@ class EnqueueOptions:
             or ``debounce`` (see docs/flow-control.md).
         key_ttl: Seconds the key lives, when not the app's ``key_ttl``.
         max_wait: A debounce's latest start, in seconds after the first enqueue.
+        partition_key: On a partitioned queue, jobs with equal keys go to one partition (and
+            keep their order); ignored on other queues.
     """
 
     delay: float | None = None
@@ -81,6 +84,7 @@ class EnqueueOptions:
     key_mode: str = "plain"
     key_ttl: float | None = None
     max_wait: float | None = None
+    partition_key: object = None
 
 
 # Caller-supplied job ids: the rule the Rust core enforces too (producer::check_job_id).
@@ -168,6 +172,8 @@ class CoreOptions:
             sync job only while a thread or child process is free to start it.
         groups: One group spec per job, for a task under limits or with a fair or ordered
             key (``Grouping.spec``); None when its jobs have no group.
+        fresh_ids: New ids for the jobs, one each (a partitioned queue's name their
+            partition: ``asyncq.partitions``); None lets the core make them.
     """
 
     max_attempts: int = 1
@@ -183,6 +189,7 @@ class CoreOptions:
     job_id: str | None = None
     executor: str = "async"
     groups: list[str] | None = None
+    fresh_ids: list[str] | None = None
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:
@@ -318,6 +325,7 @@ class Task(Generic[P, R]):
         debounce: float | dt.timedelta | None = None,
         max_wait: float | dt.timedelta | None = None,
         throttle: float | dt.timedelta | None = None,
+        partition_key: object = None,
     ) -> BoundTask[P, R]:
         """Return this task with per-enqueue options.
 
@@ -341,6 +349,9 @@ class Task(Generic[P, R]):
                 however many come after it.
             throttle: Seconds: the first enqueue with ``key`` in each such period is kept, the
                 rest are dropped (their handles name the kept job).
+            partition_key: On a partitioned queue (``App(partitions=...)``), jobs with equal
+                keys go to one partition, so they keep their enqueue order; other jobs are
+                spread round-robin. Ignored on a queue that is not partitioned.
 
         Returns:
             An object with the same ``enqueue`` methods.
@@ -359,6 +370,8 @@ class Task(Generic[P, R]):
         opts = EnqueueOptions(delay, _eta_seconds(eta), priority, key, queue, _check_job_id(job_id))
         if (unique, debounce, max_wait, throttle) != (None, None, None, None):
             opts = _keyed(opts, unique, debounce, max_wait, throttle)
+        if partition_key is not None:
+            opts = replace(opts, partition_key=partition_key)
         return BoundTask(self, opts)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
@@ -492,10 +505,53 @@ class BoundTask(Generic[P, R]):
             task._check_args(*args, **kwargs)
         queue = self._queue()
         items: list[tuple[tuple[Any, ...], dict[str, Any] | None]] = [(args, kwargs or None)]
-        ids = app.broker.enqueue_blocking(
-            queue, task.name, task._arg_names, items, self._core_options(items)
-        )
+        core = self._core_options(items)
+        if app.partitions.count(queue) > 1:
+            (queue,), fresh = self._route(queue, core)
+            core = replace(core, fresh_ids=fresh)
+        ids = app.broker.enqueue_blocking(queue, task.name, task._arg_names, items, core)
         return JobHandle(app.broker, queue, ids[0][0], ids[0][1])
+
+    def _route(
+        self, queue: str, core: CoreOptions, count: int = 1
+    ) -> tuple[list[str], list[str] | None]:
+        """The partition of each new job of a partitioned ``queue``, and the jobs' ids."""
+        return self.task.app.partitions.route(
+            queue,
+            count,
+            job_id=core.job_id,
+            key=core.key,
+            partition_key=self.opts.partition_key,
+            groups=core.groups,
+        )
+
+    async def _enqueue_partitioned(
+        self, queue: str, items: list[tuple[tuple[Any, ...], dict[str, Any] | None]]
+    ) -> list[tuple[str, str, bool]]:
+        """Enqueue ``items`` into the partitions of ``queue``: one call per partition, all at
+        once; ``(partition, id, created)`` per item, in order. When one call fails, its
+        ``BrokerError`` names only its own jobs: the other partitions' calls may have written
+        theirs."""
+        task, app = self.task, self.task.app
+        core = self._core_options(items)
+        parts, fresh = self._route(queue, core, len(items))
+        order: dict[str, list[int]] = {}
+        for i, part in enumerate(parts):
+            order.setdefault(part, []).append(i)
+        calls = []
+        for part, idx in order.items():
+            sub = replace(
+                core,
+                groups=None if core.groups is None else [core.groups[i] for i in idx],
+                fresh_ids=None if fresh is None else [fresh[i] for i in idx],
+            )
+            sub_items = [items[i] for i in idx]
+            calls.append(app.broker.enqueue(part, task.name, task._arg_names, sub_items, sub))
+        out: list[tuple[str, str, bool]] = [("", "", False)] * len(items)
+        for (part, idx), ids in zip(order.items(), await asyncio.gather(*calls), strict=True):
+            for i, (job_id, created) in zip(idx, ids, strict=True):
+                out[i] = (part, job_id, created)
+        return out
 
     async def enqueue_many(
         self, calls: Iterable[Call[P] | tuple[tuple[Any, ...], dict[str, Any]]]
@@ -506,11 +562,16 @@ class BoundTask(Generic[P, R]):
         if app.middleware:
             await app.run_before_enqueue(task, items, self.opts)
         queue = self._queue()
-        ids = await app.broker.enqueue(
-            queue, task.name, task._arg_names, items, self._core_options(items)
-        )
         broker = app.broker
-        handles: list[JobHandle[R]] = [JobHandle(broker, queue, i, c) for i, c in ids]
+        handles: list[JobHandle[R]]
+        if app.partitions.count(queue) > 1:
+            placed = await self._enqueue_partitioned(queue, items)
+            handles = [JobHandle(broker, q, i, c) for q, i, c in placed]
+        else:
+            ids = await broker.enqueue(
+                queue, task.name, task._arg_names, items, self._core_options(items)
+            )
+            handles = [JobHandle(broker, queue, i, c) for i, c in ids]
         if app.middleware:
             await app.run_after_enqueue(task, handles)
         return handles

@@ -160,7 +160,8 @@ class Worker:
         for queue in self.queues:
             families = self.app.limit_families(queue)
             if families:
-                await self.app.broker.set_limits(queue, "declare", sorted(families.items()))
+                for part in self.app.partitions.names(queue):
+                    await self.app.broker.set_limits(part, "declare", sorted(families.items()))
 
     async def run(self) -> None:
         """Run until :meth:`stop` is called or a signal arrives, then shut down cleanly.
@@ -251,22 +252,30 @@ class Worker:
             self._epoch, self._run_id = epoch or self._epoch, run_id or self._run_id
 
     async def _open_lanes(self) -> None:
+        """One lane per queue, or per partition of a partitioned queue (its lanes share the
+        queue's concurrency)."""
         app, names = self.app, list(self.app.tasks)
         for queue, limit in self.queues.items():
-            consumer = await app.broker.consumer(
-                queue,
-                self.worker_id,
-                names,
-                lease=app.lease,
-                heartbeat=app.heartbeat,
-                reap=app.reaper,
-                idle_wait=self.idle_wait,
-                result_ttl=app.result_ttl,
-                dead_ttl=app.dead_ttl,
-                max_payload=app.max_payload,
-                prefetch=self.prefetch,
-            )
-            self._lanes.append(Lane(queue, limit, consumer))
+            lanes = []
+            for part in app.partitions.names(queue):
+                consumer = await app.broker.consumer(
+                    part,
+                    self.worker_id,
+                    names,
+                    lease=app.lease,
+                    heartbeat=app.heartbeat,
+                    reap=app.reaper,
+                    idle_wait=self.idle_wait,
+                    result_ttl=app.result_ttl,
+                    dead_ttl=app.dead_ttl,
+                    max_payload=app.max_payload,
+                    prefetch=self.prefetch,
+                )
+                lanes.append(Lane(part, limit, consumer))
+            if len(lanes) > 1:
+                for lane in lanes:
+                    lane.siblings = lanes
+            self._lanes.extend(lanes)
 
     def _wake_lanes(self) -> None:
         """A thread or process slot freed up: lanes waiting for capacity look again."""
@@ -355,7 +364,7 @@ class Worker:
         backlog = False  # the last fetch took only sync jobs, all it was allowed: more wait
         backlog_until = 0.0
         while not self._stop.is_set():
-            free = lane.limit - len(lane.running)
+            free = lane.free()
             lane.slot_free.clear()
             if free <= 0:
                 await lane.slot_free.wait()
@@ -382,7 +391,8 @@ class Worker:
                 return
             if not jobs:
                 backlog = False
-                await lane.slot_free.wait()
+                if not lane.siblings:  # (a partition's lane waited for work in _fetch)
+                    await lane.slot_free.wait()
                 continue
             synced = 0
             for job in jobs:
@@ -404,8 +414,35 @@ class Worker:
     async def _fetch(lane: Lane, n: int, threads: int, processes: int) -> list[Job]:
         """Lease up to ``n`` jobs, at most ``threads`` sync and ``processes`` process jobs
         among them. A batch that arrived just as this task was cancelled (an immediate stop)
-        goes back to the queue instead of being dropped unstarted."""
+        goes back to the queue instead of being dropped unstarted.
+
+        A lane of a partitioned queue shares its budget with the other partitions' lanes: it
+        claims ``n`` for one fetch of what is ready now (a round trip), and waits for work
+        with nothing claimed; a fetch that blocked would hold the claim while its partition
+        is empty, and starve the partitions that have work."""
+        if lane.siblings:
+            lane.fetching = n
+            try:
+                jobs = await Worker._fetch_now(lane, n, threads, processes)
+            finally:
+                lane.fetching = 0
+            if len(jobs) < n:
+                lane.freed()  # what this fetch did not use, the other partitions may
+            if not jobs:
+                await lane.consumer.wait_ready()
+            return jobs
         batch = asyncio.ensure_future(lane.consumer.fetch(n, threads, processes))
+        try:
+            return await batch
+        except asyncio.CancelledError:
+            if batch.done() and not batch.cancelled() and batch.exception() is None:
+                for job in batch.result():
+                    lane.consumer.release(job)
+            raise
+
+    @staticmethod
+    async def _fetch_now(lane: Lane, n: int, threads: int, processes: int) -> list[Job]:
+        batch = asyncio.ensure_future(lane.consumer.fetch_now(n, threads, processes))
         try:
             return await batch
         except asyncio.CancelledError:

@@ -65,19 +65,23 @@ pub fn worker(id: &str) -> String {
     format!("asyncq:{{global}}:worker:{id}")
 }
 
-/// Reject names that would break the key schema: `{`/`}` would change the hash tag.
+/// Reject names that would break the key schema: `{`/`}` would change the hash tag, and `#`
+/// separates a partitioned queue's name from a partition number (`orders#3`).
 pub fn validate_queue(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.len() > MAX_QUEUE_NAME
-        || name.contains(['{', '}'])
+        || name.contains(['{', '}', '#'])
         || name.chars().any(char::is_control);
     if bad {
         return Err(Error::Payload(format!(
-            "invalid queue name {name:?}: must be 1..={MAX_QUEUE_NAME} bytes without '{{', '}}' or control characters"
+            "invalid queue name {name:?}: must be 1..={MAX_QUEUE_NAME} bytes without '{{', '}}', '#' or control characters"
         )));
     }
     Ok(())
 }
+
+/// Most partitions one queue may have.
+pub const MAX_PARTITIONS: u32 = 1024;
 
 /// The keys of one partition of a queue. Build with [`QueueKeys::new`] (partition 0) or
 /// [`QueueKeys::partition`], which validate the name.
@@ -87,14 +91,31 @@ pub struct QueueKeys {
 }
 
 impl QueueKeys {
-    /// Keys for partition 0 of `queue` (the only one of an unpartitioned queue), or an error if
-    /// the name is not usable.
+    /// Keys for `queue`: a queue name (partition 0, the only one of an unpartitioned queue), or
+    /// `name#p`, partition `p` of a partitioned queue (so `orders` and `orders#0` are one
+    /// partition). An error if the name is not usable.
     pub fn new(queue: &str) -> Result<Self> {
-        Self::partition(queue, 0)
+        match queue.split_once('#') {
+            None => Self::partition(queue, 0),
+            Some((name, p)) => {
+                let p = p
+                    .parse::<u32>()
+                    .ok()
+                    // One spelling per partition: `orders#03` would be another queue string
+                    // for the keys of `orders#3`.
+                    .filter(|n| *n < MAX_PARTITIONS && n.to_string() == p)
+                    .ok_or_else(|| {
+                        Error::Payload(format!(
+                            "invalid queue {queue:?}: after '#' comes a partition number below {MAX_PARTITIONS}"
+                        ))
+                    })?;
+                Self::partition(name, p)
+            }
+        }
     }
 
-    /// Keys for partition `p` of `queue`. The hash tag is read up to its first `}`, and names
-    /// cannot hold one, so `{a#1#0}` (queue `a#1`, partition 0) and `{a#1}` never collide.
+    /// Keys for partition `p` of `queue`. Names hold no `#` or `}`, so the tags `{name#p}`
+    /// of two (queue, partition) pairs never collide.
     pub fn partition(queue: &str, p: u32) -> Result<Self> {
         validate_queue(queue)?;
         Ok(QueueKeys {
@@ -224,6 +245,25 @@ impl QueueKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_is_named_queue_hash_number() {
+        let k = |q: &str| QueueKeys::new(q).map(|k| k.prefix().to_owned());
+        assert_eq!(k("orders").ok().as_deref(), Some("asyncq:{orders#0}:"));
+        assert_eq!(k("orders#0").ok(), k("orders").ok());
+        assert_eq!(k("orders#7").ok().as_deref(), Some("asyncq:{orders#7}:"));
+        for bad in [
+            "orders#",
+            "orders#x",
+            "orders#07",
+            "orders#-1",
+            "orders#1#2",
+            "orders#1024",
+        ] {
+            assert!(k(bad).is_err(), "{bad}");
+        }
+        assert!(validate_queue("a#1").is_err());
+    }
 
     #[test]
     fn slots_are_the_ones_redis_cluster_computes() {

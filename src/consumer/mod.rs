@@ -239,6 +239,9 @@ pub struct Consumer {
     fetches: TaskTracker,
     /// Batches leased ahead so far (for tests and counters).
     prefetched: AtomicU64,
+    /// When the next scheduled job falls due, as the last [`Consumer::fetch_now`] heard (µs
+    /// from then), for [`Consumer::wait_ready`].
+    next_due_us: Mutex<Option<u64>>,
 }
 
 /// Jobs the broker leased and the consumer admitted, on their way to the caller. Dropped before
@@ -319,6 +322,7 @@ impl Consumer {
             pending: tokio::sync::Mutex::new(None),
             fetches: TaskTracker::new(),
             prefetched: AtomicU64::new(0),
+            next_due_us: Mutex::new(None),
         }
     }
 
@@ -377,6 +381,48 @@ impl Consumer {
             Prefetch::Off => false,
             Prefetch::On => true,
             Prefetch::Auto => self.shared.run_us.load(Ordering::Relaxed) < SHORT_JOB_US,
+        }
+    }
+
+    /// Lease what is ready now without waiting for more: buffered jobs first, else one broker
+    /// fetch (again at once if it met only poison). Empty when nothing is ready, what is ready
+    /// needs slots not granted, or the broker failed (its health says so); then
+    /// [`Consumer::wait_ready`] waits for work without holding anything. For callers that
+    /// share one concurrency budget over several consumers (the partitions of one queue): a
+    /// blocked [`Consumer::fetch`] would hold its share of the budget while it waits.
+    pub async fn fetch_now(&self, want: Want) -> Vec<Fetched> {
+        let max = want.jobs;
+        if self.shared.stop_fetching.is_cancelled() || max == 0 {
+            return Vec::new();
+        }
+        let jobs = self.take_buffered(max);
+        if !jobs.is_empty() {
+            return jobs;
+        }
+        loop {
+            let round = match self.fetch_round(want).await {
+                Ok(round) => round,
+                Err(err) => {
+                    self.shared.set_health(Err(&err));
+                    *self.next_due_us.lock().unwrap() = None;
+                    return Vec::new();
+                }
+            };
+            self.shared.set_health(Ok(()));
+            *self.next_due_us.lock().unwrap() = round.next_due_us;
+            let jobs = round.claimed.take();
+            if !jobs.is_empty() || !round.got_any || round.held {
+                return jobs;
+            }
+        }
+    }
+
+    /// Sleep until this queue is woken, its next scheduled job falls due (as the last
+    /// [`Consumer::fetch_now`] heard), the idle wait passes, or fetching stops.
+    pub async fn wait_ready(&self) {
+        let due = *self.next_due_us.lock().unwrap();
+        if due != Some(0) {
+            self.block(due).await;
         }
     }
 

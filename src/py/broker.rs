@@ -139,11 +139,24 @@ pub struct EnqueueOptions {
     /// One group spec per item ('' for none), for a task under limits or with a fair or
     /// ordered key (computed from each call's arguments by `asyncq.limits`); None: no groups.
     groups: Option<Vec<String>>,
+    /// Fresh ids made by the caller, one per item (a partitioned queue's ids name their
+    /// partition, see `asyncq.partitions`); None: made here.
+    fresh_ids: Option<Vec<String>>,
 }
 
-/// The job id of each item: the caller's (for exactly one item), else fresh ones, made once
-/// here so every retry of the call resends the same ids.
-fn job_ids(job_id: Option<&str>, count: usize) -> Result<Vec<String>> {
+/// The job id of each item: the caller's (for exactly one item), the fresh ones the caller
+/// made, else fresh ones made here; made once, so every retry of the call resends the same ids.
+fn job_ids(job_id: Option<&str>, fresh: Option<&[String]>, count: usize) -> Result<Vec<String>> {
+    if let Some(ids) = fresh {
+        if ids.len() != count {
+            return Err(Error::Invalid(format!(
+                "{} fresh ids for {count} jobs",
+                ids.len()
+            )));
+        }
+        ids.iter().try_for_each(|id| check_job_id(id))?;
+        return Ok(ids.to_vec());
+    }
     let Some(id) = job_id else {
         return Ok((0..count)
             .map(|_| uuid::Uuid::new_v4().simple().to_string())
@@ -177,6 +190,7 @@ fn build_jobs(
         max_wait,
         max_payload,
         ref job_id,
+        ref fresh_ids,
         ref executor,
         ref groups,
     } = *opts;
@@ -200,7 +214,7 @@ fn build_jobs(
         )));
     }
     let meta = Meta { timeout_s: timeout };
-    let ids = job_ids(job_id.as_deref(), items.len())?;
+    let ids = job_ids(job_id.as_deref(), fresh_ids.as_deref(), items.len())?;
     let mut jobs = Vec::with_capacity(items.len());
     for (i, (item, id)) in items.iter().zip(ids).enumerate() {
         let (args, kwargs): (Bound<'_, PyTuple>, Option<Bound<'_, PyDict>>) = item

@@ -306,6 +306,37 @@ impl PyConsumer {
         })
     }
 
+    /// Lease up to `max` jobs that are ready now, without waiting (see `Consumer::fetch_now`);
+    /// `[]` when none are. `threads` and `processes` as for `fetch`.
+    #[pyo3(signature = (max, threads=None, processes=None))]
+    fn fetch_now<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        threads: Option<usize>,
+        processes: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let consumer = self.inner.clone();
+        let want = Want {
+            jobs: max,
+            threads,
+            processes,
+        };
+        awaitable_ok(py, async move {
+            let jobs = consumer.fetch_now(want).await;
+            Batch { jobs, consumer }
+        })
+    }
+
+    /// Resolve once work may be ready: the queue was woken, a scheduled job fell due, the
+    /// idle wait passed, or the consumer stopped.
+    fn wait_ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let consumer = self.inner.clone();
+        awaitable_ok(py, async move {
+            consumer.wait_ready().await;
+        })
+    }
+
     /// Queue a success; raises TypeError when the result cannot be serialized.
     #[pyo3(signature = (job, result, result_ttl=None))]
     fn ack(&self, job: &PyJob, result: &Bound<'_, PyAny>, result_ttl: Option<f64>) -> PyResult<()> {
