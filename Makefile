@@ -83,6 +83,10 @@ CLUSTER_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_c
 test-cluster: build-dev ## the behaviour suites on a real Redis Cluster
 	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_SUITES) $(PYTEST_ARGS)
 
+.PHONY: cluster-failover
+cluster-failover: build-dev ## a primary SIGKILLed under 100,000 jobs on an 8-partition queue (prints what was lost)
+	ASYNCQ_FAILOVER_JOBS=100000 ASYNCQ_FAILOVER_SLEEP=0.001 $(BIN)/pytest -q -s tests/test_cluster.py -k killed
+
 .PHONY: ci
 ci: lint typecheck test test-valkey test-cluster chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
 

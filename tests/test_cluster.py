@@ -8,6 +8,7 @@ three primaries with a replica each). ``make test-cluster`` also runs the behavi
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import threading
 import time
@@ -131,30 +132,57 @@ async def _settle(acked: list[Any], deadline_s: float) -> tuple[int, list[asyncq
     return lost, done
 
 
+def spread_queue(cluster: RedisCluster, partitions: int, prefix: str) -> str:
+    """A queue name whose partitions land on every primary."""
+    owners = {p: cluster.slots_of(p) for p in cluster.primaries()}
+
+    def owner_of(slot: int) -> int:
+        return next(p for p, rs in owners.items() if any(a <= slot <= b for a, b in rs))
+
+    for i in range(10_000):
+        name = f"{prefix}{i}"
+        if len({owner_of(slot_of(f"{{{name}#{p}}}")) for p in range(partitions)}) == len(owners):
+            return name
+    raise AssertionError("no such queue name")
+
+
+# `make cluster-failover` runs the kill test at the issue's scale: 100,000 short jobs.
+FAILOVER_JOBS = int(os.environ.get("ASYNCQ_FAILOVER_JOBS", "2000"))
+FAILOVER_SLEEP = float(os.environ.get("ASYNCQ_FAILOVER_SLEEP", "0.05"))
+
+
+@pytest.mark.timeout(120 + FAILOVER_JOBS // 200)
 async def test_workers_and_producers_follow_a_primary_killed_under_load(
     cluster: RedisCluster, tmp_path: Path, procs: list[WorkerProc]
 ) -> None:
-    primaries = cluster.primaries()
-    victim = primaries[0]
-    queues = [queue_on(cluster, p, f"kill{i}-") for i, p in enumerate(primaries)]
+    queue = spread_queue(cluster, 8, "orders")
+    partitions = {queue: 8}
+    # One of the primaries that serve some of the queue's partitions dies.
+    victim = owner(cluster, slot_of(f"{{{queue}#0}}"))
+    on_victim = {
+        f"{queue}#{p}" for p in range(8) if owner(cluster, slot_of(f"{{{queue}#{p}}}")) == victim
+    }
     # Enqueues wait for their replica (WAIT 1), so the replica that takes over has them all.
-    app = make_app(cluster.url, queues[0], wait_replicas=1, enqueue_timeout=3)
+    app = make_app(cluster.url, queue, wait_replicas=1, enqueue_timeout=3, partitions=partitions)
 
     @app.task(name="sample:sleep")  # run by the workers' sample app (tests/apps/sample.py)
     async def sleep(seconds: float) -> dict[str, int]:
         raise AssertionError("runs in the workers")
 
-    # A backlog on the victim's queue that the workers (2 x 8 at once, 50 ms each: about
-    # 300 jobs/s) are still working through when its primary dies.
-    acked: list[Any] = list(await sleep.enqueue_many([((0.05,), {}) for _ in range(2000)]))
-    env = sample_env(cluster.url, queues[0], 2.0)
-    qs = ",".join(queues)
-    procs.extend(WorkerProc(tmp_path, env, "-q", qs, "-c", "8", name=f"w{i}") for i in range(2))
+    # A backlog the workers are still working through when the primary dies (at 50 ms a job,
+    # 2 x 8 at once: about 300 jobs/s).
+    acked: list[Any] = []
+    for start in range(0, FAILOVER_JOBS, 10_000):
+        n = min(10_000, FAILOVER_JOBS - start)
+        acked.extend(await sleep.enqueue_many([((FAILOVER_SLEEP,), {}) for _ in range(n)]))
+    env = sample_env(cluster.url, queue, 2.0)
+    env["ASYNCQ_TEST_PARTITIONS"] = f"{queue}=8"
+    procs.extend(WorkerProc(tmp_path, env, "-c", "8", name=f"w{i}") for i in range(2))
     for p in procs:
         p.started(20)
     refused: list[str] = []
     stop = asyncio.Event()
-    producer = asyncio.create_task(_produce(sleep, acked, refused, stop, queues))
+    producer = asyncio.create_task(_produce(sleep, acked, refused, stop, [queue]))
     await asyncio.sleep(2)
     heir = cluster.replica_of(victim)
     killed_at = time.time()
@@ -169,13 +197,14 @@ async def test_workers_and_producers_follow_a_primary_killed_under_load(
     await asyncio.sleep(4)
     stop.set()
     await producer
-    lost, done = await _settle(acked, 60)
-    on_victim = [i for i in done if i.queue == queues[0] and (i.started_at or 0) > killed_at]
-    resumed_s = min(i.finished_at or 0 for i in on_victim) - killed_at
+    lost, done = await _settle(acked, 60 + FAILOVER_JOBS / 100)
+    after = [i for i in done if i.queue in on_victim and (i.started_at or 0) > killed_at]
+    resumed_s = min(i.finished_at or 0 for i in after) - killed_at
     print(
-        f"\nCLUSTER primary killed: {len(acked)} enqueues acknowledged (WAIT 1), {lost} lost;"
-        f" {len(refused)} refused meanwhile; the cluster promoted its replica in"
-        f" {failover_s:.1f} s; the victim's queue resumed {resumed_s:.1f} s after the kill"
+        f"\nCLUSTER primary killed: {len(acked)} enqueues acknowledged (WAIT 1) to 8 partitions"
+        f" ({len(on_victim)} on the victim), {lost} lost; {len(refused)} not acknowledged"
+        f" meanwhile; the cluster promoted its replica in {failover_s:.1f} s; the victim's"
+        f" partitions resumed {resumed_s:.1f} s after the kill"
     )
     assert lost == 0
     assert resumed_s <= 10, resumed_s

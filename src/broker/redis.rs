@@ -87,9 +87,9 @@ pub struct RedisBroker {
 /// as long as a lagging replica takes).
 struct Replicated {
     want: Replication,
-    /// Idle dedicated connections, each with the dead signal of the shared connection of its
-    /// time (after a failover, or once found silent, they are not reused).
-    idle: Mutex<Vec<(MultiplexedConnection, CancellationToken)>>,
+    /// Idle dedicated connections per node, each with the dead signal of the shared
+    /// connection of its time (after a failover, or once found silent, they are not reused).
+    idle: Mutex<HashMap<String, Vec<(MultiplexedConnection, CancellationToken)>>>,
 }
 
 impl RedisBroker {
@@ -253,8 +253,9 @@ impl RedisBroker {
     /// Run a write `call` on a dedicated connection, then `WAIT` for the replicas asked for.
     async fn run_replicated(&self, call: &Call, rep: &Replicated) -> Result<Value> {
         let key = call.slot_key();
+        let node = self.topo.node_of(key);
         let idle = loop {
-            match lock(&rep.idle).pop() {
+            match lock(&rep.idle).get_mut(&node).and_then(Vec::pop) {
                 Some((_, dead)) if dead.is_cancelled() => continue,
                 other => break other,
             }
@@ -263,7 +264,6 @@ impl RedisBroker {
             Some(pair) => pair,
             None => {
                 let dead = self.con_for(key).dead_signal();
-                let node = self.topo.node_of(key);
                 (self.topo.dial_blocking(&node).await?, dead)
             }
         };
@@ -284,13 +284,17 @@ impl RedisBroker {
         // blocking one): the shared connection's, plus the WAIT's own.
         let limit = RESPONSE_TIMEOUT + Duration::from_millis(timeout_ms);
         let (reply, acked) = match tokio::time::timeout(limit, write).await {
-            Ok(done) => done?,
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                self.topo.stale(); // MOVED (a slot migrated), or the node went away
+                return Err(e.into());
+            }
             Err(_) => {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply in time");
                 return Err(::redis::RedisError::from(e).into());
             }
         };
-        lock(&rep.idle).push((con, dead));
+        lock(&rep.idle).entry(node).or_default().push((con, dead));
         if acked < i64::from(replicas) {
             return Err(Error::NotReplicated {
                 acked,

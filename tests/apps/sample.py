@@ -6,6 +6,7 @@ Configured from the environment so a test can point a worker at its private redi
 - ``ASYNCQ_TEST_QUEUE``: default queue (default ``default``)
 - ``ASYNCQ_TEST_LEASE``: lease in seconds (default 2); the reaper runs every 0.2 s
 - ``ASYNCQ_TEST_LEDGER``: file every task appends ``start|done <job id> <attempt> <pid>`` to
+- ``ASYNCQ_TEST_PARTITIONS``: ``queue=n,...``, the app's partitioned queues
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ def note(what: str) -> None:
         fh.write(f"{what} {ctx.job_id} {ctx.attempt} {os.getpid()}\n")
 
 
-def build(url: str, queue: str, lease: float = 2.0) -> asyncq.App:
+def build(
+    url: str, queue: str, lease: float = 2.0, partitions: dict[str, int] | None = None
+) -> asyncq.App:
     """An App with the sample tasks registered under fixed names."""
-    app = asyncq.App(url, default_queue=queue, lease=lease, reaper=0.2)
+    app = asyncq.App(url, default_queue=queue, lease=lease, reaper=0.2, partitions=partitions)
 
     @app.task(name="sample:sleep")
     async def sleep(seconds: float) -> dict[str, int]:
@@ -59,4 +62,11 @@ app = build(
     os.environ.get("ASYNCQ_TEST_URL", "memory://sample"),
     os.environ.get("ASYNCQ_TEST_QUEUE", "default"),
     float(os.environ.get("ASYNCQ_TEST_LEASE", "2")),
+    {
+        name: int(n)
+        for name, _, n in (
+            pair.partition("=") for pair in os.environ.get("ASYNCQ_TEST_PARTITIONS", "").split(",")
+        )
+        if name
+    },
 )
