@@ -123,6 +123,10 @@ bench-main-deps: venv
 bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + floor, small N, < 1 min)
 	$(BIN)/python -m benches.run --quick $(BENCH_ARGS)
 
+.PHONY: bench-cluster
+bench-cluster: build-release ## one partitioned queue on a Redis Cluster of 1 vs 3 primaries: jobs/s, Redis CPU per primary
+	$(BIN)/python -m benches.cluster $(BENCH_ARGS)
+
 .PHONY: bench-growth
 bench-growth: build-release bench-deps ## how cost grows (workers, depth, queues, memory; peers too): writes benches/GROWTH.md
 	$(BIN)/python -m benches.growth $(BENCH_ARGS) > benches/GROWTH.md.new

@@ -99,6 +99,9 @@ class RedisCluster:
             else:
                 self.stop()
                 raise RuntimeError(f"cluster nodes would not start; see {self.dir}")
+        if primaries < 3:  # redis-cli --cluster create wants three: join them by hand
+            self._join_by_hand(primaries, replicas)
+            return
         out = subprocess.run(
             [
                 "redis-cli",
@@ -118,7 +121,21 @@ class RedisCluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
         self.wait_ok()
-        self.wait_synced()
+        if replicas:
+            self.wait_synced()
+
+    def _join_by_hand(self, primaries: int, replicas: int) -> None:
+        """One or two primaries without replicas (benchmarks): slots split evenly."""
+        if replicas:
+            self.stop()
+            raise ValueError("fewer than three primaries: no replicas")
+        step = 16384 // primaries
+        for i, port in enumerate(self.ports):
+            last = 16383 if i == primaries - 1 else (i + 1) * step - 1
+            cli(port, "CLUSTER", "ADDSLOTSRANGE", str(i * step), str(last))
+            if i:
+                cli(port, "CLUSTER", "MEET", "127.0.0.1", str(self.ports[0]))
+        self.wait_ok()
 
     def start(self, port: int) -> None:
         assert REDIS is not None
@@ -136,6 +153,10 @@ class RedisCluster:
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                # A node alone (a one-primary benchmark cluster) knows its address only when
+                # told: otherwise CLUSTER SLOTS names it "".
+                "--cluster-announce-ip",
+                "127.0.0.1",
                 # A primary silent for 2 s is failed over to its replica.
                 "--cluster-node-timeout",
                 "2000",

@@ -114,11 +114,16 @@ impl ClusterNodes {
                 ))
             }
         };
-        let slots = Arc::new(Mutex::new(read_slots(&mut con.clone()).await?));
+        let seed_host = match seed.addr() {
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let slots = Arc::new(Mutex::new(read_slots(&mut con.clone(), &seed_host).await?));
         let stale = Arc::new(Notify::new());
         let alive = Arc::new(());
         spawn_refresher(
             con.clone(),
+            seed_host,
             Arc::downgrade(&slots),
             stale.clone(),
             Arc::downgrade(&alive),
@@ -172,8 +177,9 @@ fn split_addr(addr: &str) -> Result<(String, u16)> {
     Ok((host.to_owned(), port))
 }
 
-/// `CLUSTER SLOTS` as a sorted [`SlotMap`] of primaries.
-async fn read_slots(con: &mut ClusterConnection) -> Result<SlotMap> {
+/// `CLUSTER SLOTS` as a sorted [`SlotMap`] of primaries. A node that does not know its own
+/// address names itself `""` (or `?`): then it is the seed's host, the one we reached it by.
+async fn read_slots(con: &mut ClusterConnection, seed_host: &str) -> Result<SlotMap> {
     let reply: Value = ::redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(con)
@@ -200,6 +206,11 @@ async fn read_slots(con: &mut ClusterConnection) -> Result<SlotMap> {
         let Some(Value::Int(port)) = primary.get(1) else {
             return Err(bad());
         };
+        let host = if host.is_empty() || host == "?" {
+            seed_host.to_owned()
+        } else {
+            host
+        };
         map.push((*first as u16, *last as u16, format!("{host}:{port}")));
     }
     map.sort();
@@ -210,6 +221,7 @@ async fn read_slots(con: &mut ClusterConnection) -> Result<SlotMap> {
 /// when the topology is dropped.
 fn spawn_refresher(
     mut con: ClusterConnection,
+    seed_host: String,
     slots: Weak<Mutex<SlotMap>>,
     stale: Arc<Notify>,
     alive: Weak<()>,
@@ -220,7 +232,7 @@ fn spawn_refresher(
             if alive.strong_count() == 0 {
                 return;
             }
-            if let Ok(map) = read_slots(&mut con).await {
+            if let Ok(map) = read_slots(&mut con, &seed_host).await {
                 match slots.upgrade() {
                     Some(slots) => *lock(&slots) = map,
                     None => return,
