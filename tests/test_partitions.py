@@ -218,3 +218,42 @@ async def test_the_cli_shows_and_manages_a_partitioned_queue_as_one(
     assert shown["queue"] == handles[4].queue
     purged = run_cli("asyncq", *url, "purge", queue, "--yes")
     assert "deleted 9 job(s)" in purged.stdout
+
+
+async def test_flows_schedules_and_a_task_wide_limit_work_on_a_partitioned_queue(
+    broker_url: str, queue: str
+) -> None:
+    app = make_app(broker_url, queue, partitions={queue: 4})
+    fired: list[float] = []
+    now = most = 0
+
+    @app.task()
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task()
+    async def tick() -> None:
+        fired.append(asyncio.get_running_loop().time())
+
+    @app.task(concurrency_limit=1)
+    async def single() -> None:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        await asyncio.sleep(0.005)
+        now -= 1
+
+    app.schedule(f"each-second-{queue}", tick, every=1)
+    singles = await single.enqueue_many([((), {}) for _ in range(12)])
+    # One limiter, so one partition: the limit holds exactly.
+    assert len({h.queue for h in singles}) == 1
+    async with running(app):
+        flow = await asyncq.chain(add.s(1, 2), add.s(10), add.s(100)).enqueue()
+        assert await flow.result(timeout=10) == 113
+        for h in singles:
+            await h.result(timeout=10)
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(fired) < 2:
+            assert asyncio.get_running_loop().time() < deadline, fired
+            await asyncio.sleep(0.05)
+    assert most == 1
