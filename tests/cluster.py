@@ -66,9 +66,55 @@ def _free(port: int) -> bool:
     return True
 
 
+def make_certs(into: Path) -> None:
+    """A throwaway authority (``ca.pem``) and a certificate it signed for 127.0.0.1
+    (``server.pem``, ``server.key``), made with the ``openssl`` command."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=into, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    (into / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=asyncq test CA",
+    )
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=asyncq node")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
+
+
+# Set by a TLS cluster (RedisCluster(tls=True)) for the redis-cli calls made on it.
+_TLS_ARGS: dict[int, list[str]] = {}
+
+
 def cli(port: int, *args: str, timeout: float = 10) -> str:
     out = subprocess.run(
-        ["redis-cli", "-p", str(port), *args],
+        ["redis-cli", "-p", str(port), *_TLS_ARGS.get(port, []), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -80,10 +126,13 @@ def cli(port: int, *args: str, timeout: float = 10) -> str:
 class RedisCluster:
     """Six nodes; ``url`` names three of them as seeds."""
 
-    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+    def __init__(self, primaries: int = 3, replicas: int = 1, tls: bool = False) -> None:
         if REDIS is None:
             raise RuntimeError("redis-server is not installed")
         self.dir = Path(tempfile.mkdtemp(prefix="asyncq-cluster-"))
+        self.tls = tls
+        if tls:  # every connection, the cluster bus and replication over TLS
+            make_certs(self.dir)
         self.ports: list[int] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         taken: set[int] = set()
@@ -105,6 +154,7 @@ class RedisCluster:
         out = subprocess.run(
             [
                 "redis-cli",
+                *self.tls_args,
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
@@ -137,16 +187,41 @@ class RedisCluster:
                 cli(port, "CLUSTER", "MEET", "127.0.0.1", str(self.ports[0]))
         self.wait_ok()
 
+    @property
+    def tls_args(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.dir / "ca.pem")] if self.tls else []
+
     def start(self, port: int) -> None:
         assert REDIS is not None
+        listen = ["--port", str(port)]
+        if self.tls:
+            d = self.dir
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(port),
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+                "--tls-cert-file",
+                str(d / "server.pem"),
+                "--tls-key-file",
+                str(d / "server.key"),
+                "--tls-ca-cert-file",
+                str(d / "ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]
+            _TLS_ARGS[port] = self.tls_args
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
         log = open(node_dir / "log", "ab")  # noqa: SIM115 (the process holds it)
         self.procs[port] = subprocess.Popen(
             [
                 REDIS,
-                "--port",
-                str(port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--cluster-enabled",
@@ -178,6 +253,11 @@ class RedisCluster:
         while time.monotonic() < deadline:
             if self.procs[port].poll() is not None:
                 return False
+            if self.tls:
+                if cli(port, "PING") == "PONG":
+                    return self.procs[port].poll() is None
+                time.sleep(0.05)
+                continue
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", port), timeout=0.2) as s,
@@ -196,6 +276,8 @@ class RedisCluster:
     @property
     def url(self) -> str:
         seeds = ",".join(f"127.0.0.1:{p}" for p in self.live_ports[:3])
+        if self.tls:
+            return f"rediss+cluster://{seeds}/?tls_ca={self.dir / 'ca.pem'}"
         return f"redis+cluster://{seeds}/"
 
     def primaries(self) -> list[int]:
@@ -255,6 +337,8 @@ class RedisCluster:
         proc.wait()
 
     def stop(self) -> None:
+        for port in self.ports:
+            _TLS_ARGS.pop(port, None)
         for proc in self.procs.values():
             proc.kill()
             proc.wait()

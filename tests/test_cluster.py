@@ -80,8 +80,9 @@ def test_a_bad_cluster_url_fails_where_it_is_written() -> None:
         ("redis+cluster:///", "no seed node"),
         ("redis+cluster://127.0.0.1/", "names no port"),
         ("redis+cluster://127.0.0.1:7000/3", "only db 0"),
-        ("redis+cluster://127.0.0.1:7000/?x=1", "options are not supported"),
-        ("rediss+cluster://127.0.0.1:7000/", "not supported yet"),
+        ("redis+cluster://127.0.0.1:7000/?x=1", '"x" is not supported'),
+        ("redis+cluster://127.0.0.1:7000/?tls_ca=/ca.pem", "with rediss"),
+        ("rediss+cluster://127.0.0.1:7000/?tls_ca=/nonexistent.pem", "cannot read tls_ca"),
     ]:
         with pytest.raises(ValueError, match=why):
             asyncq.App(url)
@@ -281,3 +282,31 @@ async def test_a_slot_migration_during_a_run_causes_no_error_in_user_code(
     # Nothing the workers did failed: every job succeeded on its first attempt or after a
     # lease expiry, never by raising.
     assert all(i.error is None for i in done)
+
+
+async def test_a_tls_cluster_runs_jobs_over_tls_only() -> None:
+    # Every node listens on TLS only (port 0 for plain TCP), and the cluster bus and
+    # replication run over TLS too: each connection asyncq makes (the cluster connection, a
+    # blocking wait, pub/sub, a WAIT's dedicated one) must come up with the URL's CA.
+    tls = RedisCluster(primaries=3, replicas=1, tls=True)
+    try:
+        queue = spread_queue(tls, 3, "tls")
+        app = make_app(tls.url, queue, partitions={queue: 3}, wait_replicas=1)
+
+        @app.task(name="cl:add")
+        async def add(x: int, y: int) -> int:
+            return x + y
+
+        async with running(app):
+            handles = await add.enqueue_many([((i, 1), {}) for i in range(6)])
+            assert [await h.result(timeout=10) for h in handles] == [i + 1 for i in range(6)]
+        plain = make_app(tls.url.replace("rediss+", "redis+").partition("?")[0], queue)
+
+        @plain.task(name="cl:add")
+        async def add2(x: int, y: int) -> int:
+            return x + y
+
+        with pytest.raises(asyncq.BrokerError):  # a plain connection to a TLS port
+            await add2.options().enqueue(1, 1)
+    finally:
+        tls.stop()

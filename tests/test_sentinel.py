@@ -54,7 +54,7 @@ async def test_a_sentinel_url_reaches_the_primary_and_runs_jobs(
         ("redis+sentinel://127.0.0.1:26379/mymaster/x", "bad db"),
         ("redis+sentinel://127.0.0.1:26379/mymaster/0?tls=1", "unknown option"),
         ("redis+sentinel:///mymaster", "no sentinel address"),
-        ("rediss+sentinel://127.0.0.1:26379/mymaster", "TLS to sentinels and cluster nodes"),
+        ("rediss+sentinel://127.0.0.1:26379/mymaster", "TLS to sentinels is not supported"),
     ],
 )
 def test_a_bad_sentinel_url_fails_where_it_is_written(url: str, why: str) -> None:

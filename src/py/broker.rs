@@ -84,22 +84,16 @@ fn validate_url(url: &str) -> Result<()> {
         "valkey+sentinel://",
         "redis+cluster://",
         "valkey+cluster://",
+        "rediss+cluster://",
+        "valkeys+cluster://",
     ]
     .iter()
     .any(|p| url.starts_with(p));
     if ok {
         broker::redis::check_url(url)
-    } else if [
-        "rediss+sentinel://",
-        "valkeys+sentinel://",
-        "rediss+cluster://",
-        "valkeys+cluster://",
-    ]
-    .iter()
-    .any(|p| url.starts_with(p))
-    {
+    } else if url.starts_with("rediss+sentinel://") || url.starts_with("valkeys+sentinel://") {
         Err(Error::BadUrl(format!(
-            "{url:?}: TLS to sentinels and cluster nodes is not supported yet; use redis+sentinel:// or redis+cluster:// on a trusted network"
+            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
         )))
     } else {
         Err(Error::BadUrl(format!(

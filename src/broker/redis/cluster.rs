@@ -1,5 +1,6 @@
 //! Redis Cluster as a [`Topology`]: `redis+cluster://[user:password@]host:port[,host:port...]/`
-//! names seed nodes; redis-rs' `cluster-async` connection routes every request by its key's
+//! names seed nodes (`rediss+cluster://` for TLS, with `?tls_ca=&tls_cert=&tls_key=` as for
+//! `rediss://`); redis-rs' `cluster-async` connection routes every request by its key's
 //! slot and follows `MOVED`, `ASK` and failovers by itself (it also reloads a script a node
 //! lacks: our calls fall back from `EVALSHA` to `EVAL` on `NOSCRIPT`, on whichever node).
 //!
@@ -20,14 +21,15 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo,
+    TlsCertificates, TlsMode, Value,
 };
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
-use super::topology::{Shared, Topology};
+use super::topology::{client_for, Shared, Topology};
 use crate::broker::keys;
 use crate::broker::watchdog::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::errors::{Error, Result};
@@ -39,7 +41,14 @@ const REFRESH_GAP: Duration = Duration::from_millis(200);
 
 /// Whether `url` names a Redis Cluster.
 pub(crate) fn is_cluster_url(url: &str) -> bool {
-    url.starts_with("redis+cluster://") || url.starts_with("valkey+cluster://")
+    [
+        "redis+cluster://",
+        "valkey+cluster://",
+        "rediss+cluster://",
+        "valkeys+cluster://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
 }
 
 /// Ranges of slots and the primary (`host:port`) that serves each, sorted by first slot.
@@ -47,8 +56,9 @@ type SlotMap = Vec<(u16, u16, String)>;
 
 pub(crate) struct ClusterNodes {
     con: ClusterConnection,
-    /// Credentials and db of the seed URL: every node is dialed with them.
-    seed: ConnectionInfo,
+    /// How the seed URL reaches a node (scheme, credentials, TLS files): every node is
+    /// dialed the same way.
+    dial: NodeUrl,
     slots: Arc<Mutex<SlotMap>>,
     stale: Arc<Notify>,
     /// Never cancelled: the cluster connection heals itself (see [`Shared::dead_signal`]).
@@ -57,18 +67,51 @@ pub(crate) struct ClusterNodes {
     _alive: Arc<()>,
 }
 
-/// The seed nodes of a cluster URL, each as a connection info carrying the URL's credentials.
-pub(crate) fn parse(url: &str) -> Result<Vec<ConnectionInfo>> {
+/// A node's URL, `<scheme>://<userinfo>host:port/0<query>`, as the seed URL would name it.
+struct NodeUrl {
+    scheme: &'static str,
+    userinfo: String,
+    query: String,
+}
+
+impl NodeUrl {
+    fn client(&self, addr: &str) -> Result<Client> {
+        let NodeUrl {
+            scheme,
+            userinfo,
+            query,
+        } = self;
+        client_for(&format!("{scheme}://{userinfo}{addr}/0{query}"))
+    }
+}
+
+/// The seed nodes of a cluster URL, each as a connection info carrying the URL's credentials
+/// (and TLS files), and how to reach any other node the same way.
+fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, NodeUrl)> {
     let bad = |why: String| {
         Error::BadUrl(format!(
             "{url:?}: {why} (expected redis+cluster://[user:password@]host:port[,host:port...]/)"
         ))
     };
-    let (_, rest) = url
+    let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| bad("no scheme".into()))?;
-    if rest.contains('?') {
-        return Err(bad("options are not supported on cluster URLs".into()));
+    let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, q)) => (rest, format!("?{q}")),
+        None => (rest, String::new()),
+    };
+    for pair in query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        if !tls || !["tls_ca", "tls_cert", "tls_key"].contains(&name) {
+            return Err(bad(format!(
+                "option {name:?} is not supported on cluster URLs (only tls_ca, tls_cert and tls_key, with rediss+cluster://)"
+            )));
+        }
     }
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if !matches!(path, "" | "0") {
@@ -80,32 +123,82 @@ pub(crate) fn parse(url: &str) -> Result<Vec<ConnectionInfo>> {
         Some((u, h)) => (format!("{u}@"), h),
         None => (String::new(), authority),
     };
+    let node = NodeUrl {
+        scheme: if tls { "rediss" } else { "redis" },
+        userinfo,
+        query,
+    };
     let mut seeds = Vec::new();
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
         if !host.contains(':') {
             return Err(bad(format!("{host:?} names no port")));
         }
-        let info = format!("redis://{userinfo}{host}/0")
-            .into_connection_info()
+        let client = node
+            .client(host)
             .map_err(|e| bad(format!("{host:?}: {e}")))?;
-        seeds.push(info);
+        seeds.push(client.get_connection_info().clone());
     }
     if seeds.is_empty() {
         return Err(bad("no seed node".into()));
     }
-    Ok(seeds)
+    Ok((seeds, node))
+}
+
+/// Check a cluster URL's shape (and read its TLS files) without connecting.
+pub(crate) fn parse(url: &str) -> Result<()> {
+    parse_nodes(url).map(|_| ())
+}
+
+/// The TLS files a cluster URL names, for the cluster client (each node's own connections
+/// get them through [`NodeUrl::client`]).
+fn certificates(url: &str) -> Result<Option<TlsCertificates>> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mut files: [Option<Vec<u8>>; 3] = [None, None, None];
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if let Some(i) = ["tls_ca", "tls_cert", "tls_key"]
+            .iter()
+            .position(|n| *n == name)
+        {
+            let read = std::fs::read(value).map_err(|e| {
+                Error::BadUrl(format!("{url:?}: cannot read {name} {value:?}: {e}"))
+            })?;
+            files[i] = Some(read);
+        }
+    }
+    let [root_cert, cert, key] = files;
+    let client_tls = match (cert, key) {
+        (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 impl ClusterNodes {
     /// Connect through the seed nodes `url` names and read the slot map. Returns the topology
     /// and a first blocking connection (to the node of the global keys).
     pub(crate) async fn connect(url: &str) -> Result<(ClusterNodes, MultiplexedConnection)> {
-        let seeds = parse(url)?;
+        let (seeds, dial) = parse_nodes(url)?;
         let seed = seeds[0].clone();
-        let client = ClusterClientBuilder::new(seeds)
+        let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT)
-            .build()?;
+            .response_timeout(RESPONSE_TIMEOUT);
+        if dial.scheme == "rediss" {
+            builder = builder.tls(TlsMode::Secure);
+            if let Some(certs) = certificates(url)? {
+                builder = builder.certs(certs);
+            }
+        }
+        let client = builder.build()?;
         let con = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
             Ok(con) => con?,
             Err(_) => {
@@ -130,7 +223,7 @@ impl ClusterNodes {
         );
         let nodes = ClusterNodes {
             con,
-            seed,
+            dial,
             slots,
             stale,
             never: CancellationToken::new(),
@@ -156,13 +249,10 @@ impl ClusterNodes {
         }
     }
 
-    /// A client for the node `host:port`, with the seed URL's credentials.
+    /// A client for the node `host:port`, reached as the seed URL reaches its nodes.
     fn client_for(&self, addr: &str) -> Result<Client> {
         let (host, port) = split_addr(addr)?;
-        let info = ConnectionAddr::Tcp(host, port)
-            .into_connection_info()?
-            .set_redis_settings(self.seed.redis_settings().clone());
-        Ok(Client::open(info)?)
+        self.dial.client(&format!("{host}:{port}"))
     }
 }
 
