@@ -21,6 +21,7 @@ import pytest
 import asyncq
 from tests.cluster import RedisCluster, cli, slot_of
 from tests.conftest import make_app, running
+from tests.failover import produce, settle
 from tests.procutil import WorkerProc, sample_env
 
 
@@ -100,39 +101,6 @@ async def test_an_unreachable_cluster_is_a_clear_broker_error() -> None:
     assert err.value.outcome_unknown is False
 
 
-async def _produce(
-    task: Any, acked: list[Any], refused: list[str], stop: asyncio.Event, queues: list[str]
-) -> None:
-    i = 0
-    while not stop.is_set():
-        try:
-            acked.append(await task.options(queue=queues[i % len(queues)]).enqueue(0.02))
-        except asyncq.BrokerError as e:
-            refused.append(str(e))
-            await asyncio.sleep(0.05)
-        i += 1
-        await asyncio.sleep(0.005)
-
-
-async def _settle(acked: list[Any], deadline_s: float) -> tuple[int, list[asyncq.JobInfo]]:
-    """Wait for every acknowledged job to succeed; returns how many are lost (unknown to the
-    cluster) and the infos of the rest. None may be stuck."""
-    lost = 0
-    done = []
-    deadline = time.monotonic() + deadline_s
-    for handle in acked:
-        info = await handle.info()
-        while info is not None and info.state != "succeeded" and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            info = await handle.info()
-        if info is None:
-            lost += 1
-            continue
-        assert info.state == "succeeded", (handle.id, info.state)
-        done.append(info)
-    return lost, done
-
-
 def spread_queue(cluster: RedisCluster, partitions: int, prefix: str) -> str:
     """A queue name whose partitions land on every primary."""
     owners = {p: cluster.slots_of(p) for p in cluster.primaries()}
@@ -183,7 +151,7 @@ async def test_workers_and_producers_follow_a_primary_killed_under_load(
         p.started(20)
     refused: list[str] = []
     stop = asyncio.Event()
-    producer = asyncio.create_task(_produce(sleep, acked, refused, stop, [queue]))
+    producer = asyncio.create_task(produce(sleep, acked, refused, stop, [queue], 0.02))
     await asyncio.sleep(2)
     heir = cluster.replica_of(victim)
     killed_at = time.time()
@@ -198,7 +166,7 @@ async def test_workers_and_producers_follow_a_primary_killed_under_load(
     await asyncio.sleep(4)
     stop.set()
     await producer
-    lost, done = await _settle(acked, 60 + FAILOVER_JOBS / 100)
+    lost, done = await settle(acked, 60 + FAILOVER_JOBS / 100)
     after = [i for i in done if i.queue in on_victim and (i.started_at or 0) > killed_at]
     resumed_s = min(i.finished_at or 0 for i in after) - killed_at
     print(
@@ -233,7 +201,7 @@ async def test_a_slot_migration_during_a_run_causes_no_error_in_user_code(
     acked: list[Any] = list(await sleep.enqueue_many([((0.02,), {}) for _ in range(500)]))
     refused: list[str] = []
     stop = asyncio.Event()
-    producer = asyncio.create_task(_produce(sleep, acked, refused, stop, [queue]))
+    producer = asyncio.create_task(produce(sleep, acked, refused, stop, [queue], 0.02))
     await asyncio.sleep(1)
 
     # The source's first 100 slots move to the target, the queue's among them, keys and all.
@@ -272,7 +240,7 @@ async def test_a_slot_migration_during_a_run_causes_no_error_in_user_code(
     await asyncio.sleep(2)
     stop.set()
     await producer
-    lost, done = await _settle(acked, 60)
+    lost, done = await settle(acked, 60)
     print(
         f"\nCLUSTER reshard of 100 slots, the queue's among them ({moved_s:.1f} s) during a run:"
         f" {len(acked)} enqueues, {len(refused)} refused, {lost} lost"

@@ -250,6 +250,9 @@ async def test_flows_schedules_and_a_task_wide_limit_work_on_a_partitioned_queue
     async with running(app):
         flow = await asyncq.chain(add.s(1, 2), add.s(10), add.s(100)).enqueue()
         assert await flow.result(timeout=10) == 113
+        # Found again by id alone: a flow's members, and a schedule's jobs, are in partition 0.
+        assert await app.job(flow.id).result(timeout=1) == 113
+        assert app.job("sched:each-second:1").queue == f"{queue}#0"
         for h in singles:
             await h.result(timeout=10)
         deadline = asyncio.get_running_loop().time() + 10

@@ -17,6 +17,7 @@ import pytest
 
 import asyncq
 from tests.conftest import make_app, running
+from tests.failover import produce, settle
 from tests.procutil import WorkerProc, sample_env
 from tests.sentinel import DATA_PASSWORD, SENTINEL_PASSWORD, SERVICE, Sentinels, cli
 
@@ -142,17 +143,7 @@ async def _failover_run(
         p.started(20)
     refused: list[str] = []
     stop = asyncio.Event()
-
-    async def produce() -> None:
-        while not stop.is_set():
-            try:
-                acked.append(await sleep.enqueue(0.05))
-            except asyncq.BrokerError as e:
-                refused.append(str(e))
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.01)
-
-    producer = asyncio.create_task(produce())
+    producer = asyncio.create_task(produce(sleep, acked, refused, stop, [queue], 0.05))
     await asyncio.sleep(2)
     killed_at = time.time()
     new_port = deployment.kill_primary()
@@ -161,23 +152,10 @@ async def _failover_run(
     await asyncio.sleep(4)
     stop.set()
     await producer
-
     # Every acknowledged job runs to its end, or is counted lost when the new primary never
-    # heard of it. None may be stuck: the reaper re-runs what was leased on the old primary.
-    lost = 0
-    deadline = time.monotonic() + 60
-    leased_after: list[asyncq.JobInfo] = []
-    for handle in acked:
-        info = await handle.info()
-        while info is not None and info.state != "succeeded" and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            info = await handle.info()
-        if info is None:
-            lost += 1
-            continue
-        assert info.state == "succeeded", (handle.id, info.state)
-        if info.started_at is not None and info.started_at > killed_at:
-            leased_after.append(info)
+    # heard of it.
+    lost, done = await settle(acked, 60)
+    leased_after = [i for i in done if i.started_at is not None and i.started_at > killed_at]
     # Consumption resumed: the first job the new primary leased finished this long after the
     # primary died (it includes the sentinels' 1 s down-after and their election).
     resumed_s = min(i.finished_at or 0 for i in leased_after) - killed_at

@@ -292,6 +292,13 @@ def _policy(p: str | None) -> Policy | None:
 # ---- compiling a flow into members ---------------------------------------------------------
 
 
+def _fresh_id(sig: Signature[Any]) -> str:
+    """A new member id; on a partitioned queue it names partition 0, where flows go."""
+    queue = sig.opts.queue or sig.task.config.queue
+    partitioned = sig.task.app.partitions.count(queue) > 1
+    return f"{uuid.uuid4().hex}.p0" if partitioned else uuid.uuid4().hex
+
+
 class _Node:
     """One member: a signature with its id, the members it waits on and those waiting on it."""
 
@@ -306,7 +313,7 @@ class _Node:
         edge_policy: Policy | None = None,
     ) -> None:
         self.sig = sig
-        self.id = sig.opts.job_id or uuid.uuid4().hex
+        self.id = sig.opts.job_id or _fresh_id(sig)
         self.parents = parents
         self.mode = mode
         self.policy = policy

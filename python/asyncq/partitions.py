@@ -8,8 +8,9 @@ claim and wake list); this module decides which partition a job goes to, and whe
 is to be found:
 
 - A job's id names its partition. Ids made for a partitioned queue end in ``.p<n>``
-  (``3f2a...c1.p5``); any other id (one the caller chose with ``options(job_id=...)``) belongs
-  to partition ``crc32(id) % n``. So ``app.job(id, "orders")`` finds the job without asking
+  (``3f2a...c1.p5``); a schedule's jobs (``sched:<name>:<ms>``) are in partition 0; any other
+  id (one the caller chose with ``options(job_id=...)``) belongs to partition
+  ``crc32(id) % n``. So ``app.job(id, "orders")`` finds the job without asking
   every partition, and resending an id reaches the partition that holds it.
 - Jobs that must meet in one partition go to the partition of what they share: an idempotency
   key (``key=``, ``unique``, ``throttle``, ``debounce``: deduplication holds), a
@@ -84,6 +85,8 @@ class Partitions:
         made = _MADE.fullmatch(job_id)
         if made and int(made.group(1)) < n:
             return physical(queue, int(made.group(1)))
+        if job_id.startswith("sched:"):  # a schedule fires into partition 0
+            return physical(queue, 0)
         return physical(queue, _index(job_id, n))
 
     def route(

@@ -20,6 +20,8 @@ from .context import mark_cancel_requested
 from .schedule import Scheduler
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._core import ConsumerEvent, Job
     from .app import App
 
@@ -423,7 +425,7 @@ class Worker:
         if lane.siblings:
             lane.fetching = n
             try:
-                jobs = await Worker._fetch_now(lane, n, threads, processes)
+                jobs = await Worker._lease(lane, lane.consumer.fetch_now(n, threads, processes))
             finally:
                 lane.fetching = 0
             if len(jobs) < n:
@@ -431,18 +433,12 @@ class Worker:
             if not jobs:
                 await lane.consumer.wait_ready()
             return jobs
-        batch = asyncio.ensure_future(lane.consumer.fetch(n, threads, processes))
-        try:
-            return await batch
-        except asyncio.CancelledError:
-            if batch.done() and not batch.cancelled() and batch.exception() is None:
-                for job in batch.result():
-                    lane.consumer.release(job)
-            raise
+        return await Worker._lease(lane, lane.consumer.fetch(n, threads, processes))
 
     @staticmethod
-    async def _fetch_now(lane: Lane, n: int, threads: int, processes: int) -> list[Job]:
-        batch = asyncio.ensure_future(lane.consumer.fetch_now(n, threads, processes))
+    async def _lease(lane: Lane, fetch: Awaitable[list[Job]]) -> list[Job]:
+        """Await a fetch; a batch that arrived as this task was cancelled goes back."""
+        batch = asyncio.ensure_future(fetch)
         try:
             return await batch
         except asyncio.CancelledError:

@@ -295,11 +295,7 @@ impl PyConsumer {
         processes: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let consumer = self.inner.clone();
-        let want = Want {
-            jobs: max,
-            threads,
-            processes,
-        };
+        let want = want(max, threads, processes);
         awaitable_ok(py, async move {
             let jobs = consumer.fetch(want).await;
             Batch { jobs, consumer }
@@ -317,11 +313,7 @@ impl PyConsumer {
         processes: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let consumer = self.inner.clone();
-        let want = Want {
-            jobs: max,
-            threads,
-            processes,
-        };
+        let want = want(max, threads, processes);
         awaitable_ok(py, async move {
             let jobs = consumer.fetch_now(want).await;
             Batch { jobs, consumer }
@@ -476,5 +468,14 @@ impl PyConsumer {
         d.set_item("inflight", self.inner.inflight_leases().len())?;
         d.set_item("prefetched", self.inner.prefetched())?;
         Ok(d)
+    }
+}
+
+/// What a fetch from Python asks for.
+fn want(max: usize, threads: Option<usize>, processes: Option<usize>) -> Want {
+    Want {
+        jobs: max,
+        threads,
+        processes,
     }
 }

@@ -21,15 +21,14 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo,
-    TlsCertificates, TlsMode, Value,
+    Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, TlsCertificates, TlsMode, Value,
 };
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
-use super::topology::{client_for, Shared, Topology};
+use super::topology::{client_for, dial, Shared, Topology};
 use crate::broker::keys;
 use crate::broker::watchdog::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::errors::{Error, Result};
@@ -331,16 +330,6 @@ fn spawn_refresher(
             tokio::time::sleep(REFRESH_GAP).await;
         }
     });
-}
-
-async fn dial(client: &Client) -> Result<MultiplexedConnection> {
-    // No response timeout: BLPOP legitimately stays silent for its whole timeout.
-    let config = AsyncConnectionConfig::new()
-        .set_response_timeout(None)
-        .set_connection_timeout(Some(CONNECT_TIMEOUT));
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?)
 }
 
 #[async_trait]

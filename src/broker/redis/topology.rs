@@ -377,7 +377,8 @@ pub(crate) fn client_for(url: &str) -> Result<Client> {
     Client::build_with_tls(plain, certs).map_err(|e| bad(e.to_string()))
 }
 
-async fn dial(client: &Client) -> Result<MultiplexedConnection> {
+/// A dedicated connection from `client`, for blocking commands and single writers.
+pub(super) async fn dial(client: &Client) -> Result<MultiplexedConnection> {
     // No response timeout: BLPOP legitimately stays silent for its whole timeout.
     let config = AsyncConnectionConfig::new()
         .set_response_timeout(None)
