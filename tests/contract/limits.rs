@@ -98,8 +98,8 @@ async fn a_full_limiter_parks_its_group_and_other_jobs_go_on(c: Ctx) {
 
 async fn a_rate_limiter_spaces_starts_and_wakes_its_group_when_due(c: Ctx) {
     let b = &c.b;
-    c.freeze(); // memory://: only `pass` moves the clock
-    // 10 per second, no burst: one start per 100 ms.
+    // memory://: only `pass` moves the clock. 10 per second, no burst: one start per 100 ms.
+    c.freeze();
     declare(b, "t:r", "r=10 p=1000 b=0").await;
     let jobs = (0..3).map(|i| grouped(&format!("r{i}"), "r", "", &["t:r"]));
     b.enqueue(Q, jobs.collect()).await.unwrap();
