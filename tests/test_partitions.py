@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections import Counter
 
 import pytest
@@ -260,3 +261,24 @@ async def test_flows_schedules_and_a_task_wide_limit_work_on_a_partitioned_queue
             assert asyncio.get_running_loop().time() < deadline, fired
             await asyncio.sleep(0.05)
     assert most == 1
+
+
+async def test_sync_jobs_on_a_partitioned_queue_start_as_threads_free_up(
+    broker_url: str, queue: str
+) -> None:
+    app = make_app(broker_url, queue, partitions={queue: 4})
+
+    @app.task()
+    def block(seconds: float) -> None:  # a plain function: runs in the worker's thread pool
+        time.sleep(seconds)
+
+    handles = await block.enqueue_many([((0.05,), {}) for _ in range(12)])
+    started = time.monotonic()
+    async with running(app, queues={queue: 4}, threads=1, idle_wait=5.0):
+        for h in handles:
+            await h.result(timeout=30)
+    took = time.monotonic() - started
+    # One thread, 12 x 50 ms: 0.6 s of work (0.7 s measured). A partition's lane that finds
+    # its ready job waiting for a thread must not sit out the 5 s idle wait for its queue's
+    # next wake-up, several times over. (8 s: a margin for a busy machine.)
+    assert took < 8, took
