@@ -56,3 +56,12 @@ def test_the_limits_example_keeps_its_limits_and_takes_turns() -> None:
     # when the first fetch comes before small's group; 6 when after).
     first = int(turns.removeprefix("turns: small's 3 calls started among the first ").split()[0])
     assert first <= 7, turns
+
+
+def test_the_partitions_example_spreads_emails_and_keeps_each_account_together() -> None:
+    spread, *accounts = run_example("examples.partitions").splitlines()
+    assert spread == "emails per partition: work#0 2, work#1 2, work#2 2, work#3 2"
+    assert len(accounts) == 3
+    for line in accounts:
+        assert line.endswith("ran in order [0, 1, 2, 3, 4]"), line
+        assert ": all in work#" in line, line
