@@ -282,3 +282,31 @@ async def test_sync_jobs_on_a_partitioned_queue_start_as_threads_free_up(
     # its ready job waiting for a thread must not sit out the 5 s idle wait for its queue's
     # next wake-up, several times over. (8 s: a margin for a busy machine.)
     assert took < 8, took
+
+
+async def test_a_limit_override_reaches_every_partition(
+    redis_server: RedisServer, queue: str
+) -> None:
+    app = make_app(redis_server.url, queue, partitions={queue: 3})
+
+    @app.task(name="part:capped", concurrency_limit=5)
+    async def capped(i: int) -> int:
+        return i
+
+    await capped.enqueue_many([((i,), {}) for i in range(3)])
+    for part in app.partitions.names(queue):  # what a worker declares at start
+        await app.broker.set_limits(part, "declare", sorted(app.limit_families(queue).items()))
+    url = ("--url", redis_server.url)
+    out = run_cli(
+        "asyncq", *url, "limits", "set", "part:capped", "concurrency_limit=2", "--queue", queue
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [
+        json.loads(line)
+        for line in run_cli(
+            "asyncq", *url, "limits", "--queue", queue, "--json"
+        ).stdout.splitlines()
+    ]
+    assert {(r["queue"], r["effective"]["concurrency_limit"]) for r in rows} == {
+        (part, 2) for part in app.partitions.names(queue)
+    }

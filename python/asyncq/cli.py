@@ -753,24 +753,31 @@ def _limit_record(row: LimitRow) -> dict[str, Any]:
 
 
 def _worker_queues(info: str) -> list[str]:
+    """The queues a worker's registration names, each partition of a partitioned one too."""
     try:
-        queues = json.loads(info).get("queues")
+        record = json.loads(info)
+        queues, parts = record.get("queues"), record.get("partitions")
     except (ValueError, AttributeError):
         return []
-    return [q for q in queues if isinstance(q, str)] if isinstance(queues, dict) else []
+    names = [q for q in queues if isinstance(q, str)] if isinstance(queues, dict) else []
+    return names + ([p for p in parts if isinstance(p, str)] if isinstance(parts, list) else [])
 
 
 async def _limit_queues(broker: Broker, args: argparse.Namespace) -> list[str]:
     """``--queue``, else every queue known: enqueued to, served by a live worker (which
     declared its limits there), or used by ``--app``'s tasks."""
-    if args.queue:
-        return [args.queue]
     queues = set(await broker.queues())
     for _, info, _ in await broker.workers():
         queues.update(_worker_queues(info))
     if args.app:
-        queues.update(load_app(args.app).queues())
-    return sorted(queues)
+        app = load_app(args.app)
+        for queue in app.queues():
+            queues.update(app.partitions.names(queue))
+    # A partitioned queue stands for each of its partitions (where its limits live).
+    grouped = by_logical(queues)
+    if args.queue:
+        return [args.queue] if "#" in args.queue else grouped.get(args.queue, [args.queue])
+    return [part for parts in grouped.values() for part in parts]
 
 
 def _whole(option: str, value: str) -> int:

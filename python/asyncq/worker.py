@@ -347,6 +347,8 @@ class Worker:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "queues": self.queues,
+                # What it fetches from: each partition of a partitioned queue.
+                "partitions": [lane.queue for lane in self._lanes if lane.siblings],
                 "started_at": self.stats.started_at,
             }
         )
