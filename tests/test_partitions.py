@@ -293,20 +293,15 @@ async def test_a_limit_override_reaches_every_partition(
     async def capped(i: int) -> int:
         return i
 
-    await capped.enqueue_many([((i,), {}) for i in range(3)])
-    for part in app.partitions.names(queue):  # what a worker declares at start
-        await app.broker.set_limits(part, "declare", sorted(app.limit_families(queue).items()))
     url = ("--url", redis_server.url)
-    out = run_cli(
-        "asyncq", *url, "limits", "set", "part:capped", "concurrency_limit=2", "--queue", queue
-    )
-    assert out.returncode == 0, out.stderr
-    rows = [
-        json.loads(line)
-        for line in run_cli(
-            "asyncq", *url, "limits", "--queue", queue, "--json"
-        ).stdout.splitlines()
-    ]
+    # A running worker declares the task's limits in every partition, and registers them.
+    async with running(app):
+        out = run_cli(
+            "asyncq", *url, "limits", "set", "part:capped", "concurrency_limit=2", "--queue", queue
+        )
+        assert out.returncode == 0, out.stderr
+        listing = run_cli("asyncq", *url, "limits", "--queue", queue, "--json")
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
     assert {(r["queue"], r["effective"]["concurrency_limit"]) for r in rows} == {
         (part, 2) for part in app.partitions.names(queue)
     }

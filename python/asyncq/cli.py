@@ -763,9 +763,13 @@ def _worker_queues(info: str) -> list[str]:
     return names + ([p for p in parts if isinstance(p, str)] if isinstance(parts, list) else [])
 
 
-async def _limit_queues(broker: Broker, args: argparse.Namespace) -> list[str]:
-    """``--queue``, else every queue known: enqueued to, served by a live worker (which
-    declared its limits there), or used by ``--app``'s tasks."""
+async def _limit_queues(
+    broker: Broker, args: argparse.Namespace, queue: str | None = None
+) -> list[str]:
+    """``queue`` (default ``--queue``), else every queue known: enqueued to, served by a live
+    worker (which declared its limits there), or used by ``--app``'s tasks. A partitioned
+    queue stands for each of its partitions known so."""
+    queue = queue or args.queue
     queues = set(await broker.queues())
     for _, info, _ in await broker.workers():
         queues.update(_worker_queues(info))
@@ -775,8 +779,8 @@ async def _limit_queues(broker: Broker, args: argparse.Namespace) -> list[str]:
             queues.update(app.partitions.names(queue))
     # A partitioned queue stands for each of its partitions (where its limits live).
     grouped = by_logical(queues)
-    if args.queue:
-        return [args.queue] if "#" in args.queue else grouped.get(args.queue, [args.queue])
+    if queue:
+        return [queue] if "#" in queue else grouped.get(queue, [queue])
     return [part for parts in grouped.values() for part in parts]
 
 
@@ -864,10 +868,11 @@ async def _family_rows(broker: Broker, args: argparse.Namespace, family: str) ->
         if queue and queue != family[1:]:
             raise UsageError(f"{family} is the limiter of queue {family[1:]!r}, not {queue!r}")
         queue = family[1:]
-    rows = await limit_rows(broker, [queue] if queue else await _limit_queues(broker, args))
+    parts = await _limit_queues(broker, args, queue)
+    rows = await limit_rows(broker, parts)
     mine = [r for r in rows if r.family == family]
     if mine or queue:
-        return mine or [LimitRow(queue, family, "", "", 0, 0, 0)]
+        return mine or [LimitRow(part, family, "", "", 0, 0, 0) for part in parts]
     known = sorted({r.family for r in rows})
     raise UsageError(
         f"no queue declares limiter family {family!r}{suggest(family, known)} (workers declare "
