@@ -20,15 +20,13 @@ use ::redis::aio::{MultiplexedConnection, PubSub};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use ::redis::{
-    Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, TlsCertificates, TlsMode, Value,
-};
+use ::redis::{Client, Cmd, ConnectionAddr, ConnectionInfo, TlsCertificates, TlsMode, Value};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
-use super::topology::{client_for, dial, Shared, Topology};
+use super::topology::{client_with, dial, split_tls, Shared, Topology};
 use crate::broker::keys;
 use crate::broker::watchdog::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::errors::{Error, Result};
@@ -70,7 +68,8 @@ pub(crate) struct ClusterNodes {
 struct NodeUrl {
     scheme: &'static str,
     userinfo: String,
-    query: String,
+    /// The URL's TLS files, read once (every node's connections use them).
+    certs: Option<TlsCertificates>,
 }
 
 impl NodeUrl {
@@ -78,9 +77,9 @@ impl NodeUrl {
         let NodeUrl {
             scheme,
             userinfo,
-            query,
+            certs,
         } = self;
-        client_for(&format!("{scheme}://{userinfo}{addr}/0{query}"))
+        client_with(&format!("{scheme}://{userinfo}{addr}/0"), certs.clone())
     }
 }
 
@@ -112,6 +111,7 @@ fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, NodeUrl)> {
             )));
         }
     }
+    let (_, certs) = split_tls(url)?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if !matches!(path, "" | "0") {
         return Err(bad(format!(
@@ -125,7 +125,7 @@ fn parse_nodes(url: &str) -> Result<(Vec<ConnectionInfo>, NodeUrl)> {
     let node = NodeUrl {
         scheme: if tls { "rediss" } else { "redis" },
         userinfo,
-        query,
+        certs,
     };
     let mut seeds = Vec::new();
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
@@ -148,40 +148,6 @@ pub(crate) fn parse(url: &str) -> Result<()> {
     parse_nodes(url).map(|_| ())
 }
 
-/// The TLS files a cluster URL names, for the cluster client (each node's own connections
-/// get them through [`NodeUrl::client`]).
-fn certificates(url: &str) -> Result<Option<TlsCertificates>> {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    let mut files: [Option<Vec<u8>>; 3] = [None, None, None];
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if let Some(i) = ["tls_ca", "tls_cert", "tls_key"]
-            .iter()
-            .position(|n| *n == name)
-        {
-            let read = std::fs::read(value).map_err(|e| {
-                Error::BadUrl(format!("{url:?}: cannot read {name} {value:?}: {e}"))
-            })?;
-            files[i] = Some(read);
-        }
-    }
-    let [root_cert, cert, key] = files;
-    let client_tls = match (cert, key) {
-        (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
-            client_cert,
-            client_key,
-        }),
-        _ => None,
-    };
-    if root_cert.is_none() && client_tls.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(TlsCertificates {
-        client_tls,
-        root_cert,
-    }))
-}
-
 impl ClusterNodes {
     /// Connect through the seed nodes `url` names and read the slot map. Returns the topology
     /// and a first blocking connection (to the node of the global keys).
@@ -193,7 +159,7 @@ impl ClusterNodes {
             .response_timeout(RESPONSE_TIMEOUT);
         if dial.scheme == "rediss" {
             builder = builder.tls(TlsMode::Secure);
-            if let Some(certs) = certificates(url)? {
+            if let Some(certs) = dial.certs.clone() {
                 builder = builder.certs(certs);
             }
         }

@@ -327,12 +327,34 @@ const TLS_PARAMS: [&str; 3] = ["tls_ca", "tls_cert", "tls_key"];
 /// A client for `url`, with the TLS files its query names read and handed to rustls.
 /// `rediss://host:6380/0?tls_ca=/etc/asyncq/ca.pem&tls_cert=/etc/asyncq/client.pem&tls_key=...`
 pub(crate) fn client_for(url: &str) -> Result<Client> {
+    let (plain, certs) = split_tls(url)?;
+    client_with(&plain, certs)
+}
+
+/// A client for `plain` (a URL without TLS files), with `certs` when given: they need a
+/// `rediss://` or `valkeys://` URL.
+pub(crate) fn client_with(plain: &str, certs: Option<::redis::TlsCertificates>) -> Result<Client> {
     // rustls needs a process-wide crypto provider; redis-rs enables none. Installing fails
     // only when one is installed already (by the application), which is as good.
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+    let bad = |why: String| Error::BadUrl(format!("{plain:?}: {why}"));
+    let Some(certs) = certs else {
+        return Client::open(plain).map_err(|e| bad(e.to_string()));
+    };
+    if !(plain.starts_with("rediss://") || plain.starts_with("valkeys://")) {
+        return Err(bad(
+            "tls_ca, tls_cert and tls_key need a rediss:// or valkeys:// URL".into(),
+        ));
+    }
+    Client::build_with_tls(plain, certs).map_err(|e| bad(e.to_string()))
+}
+
+/// `url` without the TLS files its query names, and those files, read (None when it names
+/// none).
+pub(crate) fn split_tls(url: &str) -> Result<(String, Option<::redis::TlsCertificates>)> {
     let bad = |why: String| Error::BadUrl(format!("{url:?}: {why}"));
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut files: [Option<Vec<u8>>; 3] = [None, None, None];
@@ -355,12 +377,7 @@ pub(crate) fn client_for(url: &str) -> Result<Client> {
     };
     let [ca, cert, key] = files;
     if ca.is_none() && cert.is_none() && key.is_none() {
-        return Client::open(plain).map_err(|e| bad(e.to_string()));
-    }
-    if !(base.starts_with("rediss://") || base.starts_with("valkeys://")) {
-        return Err(bad(
-            "tls_ca, tls_cert and tls_key need a rediss:// or valkeys:// URL".into(),
-        ));
+        return Ok((plain, None));
     }
     let client_tls = match (cert, key) {
         (Some(client_cert), Some(client_key)) => Some(::redis::ClientTlsConfig {
@@ -374,7 +391,7 @@ pub(crate) fn client_for(url: &str) -> Result<Client> {
         client_tls,
         root_cert: ca,
     };
-    Client::build_with_tls(plain, certs).map_err(|e| bad(e.to_string()))
+    Ok((plain, Some(certs)))
 }
 
 /// A dedicated connection from `client`, for blocking commands and single writers.
