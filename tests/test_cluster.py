@@ -115,6 +115,48 @@ def spread_queue(cluster: RedisCluster, partitions: int, prefix: str) -> str:
     raise AssertionError("no such queue name")
 
 
+def _clients(port: int) -> list[dict[str, str]]:
+    """``CLIENT LIST`` of the node at ``port``, one dict of fields per client."""
+    lines = cli(port, "CLIENT", "LIST").splitlines()
+    return [dict(f.split("=", 1) for f in line.split() if "=" in f) for line in lines]
+
+
+async def test_an_idle_worker_waits_on_each_node_once_and_wakes_at_once(
+    cluster: RedisCluster,
+) -> None:
+    # A cluster of this test's own, so that every client on it is this test's.
+    queue = spread_queue(cluster, 12, "idle")
+    app = make_app(cluster.url, queue, partitions={queue: 12})
+    per_node: dict[int, int] = {}
+    for p in range(12):
+        port = owner(cluster, slot_of(f"{{{queue}#{p}}}"))
+        per_node[port] = per_node.get(port, 0) + 1
+
+    @app.task(name="cl:echo")
+    async def echo(x: int) -> int:
+        return x
+
+    async with running(app, queues={queue: 4}):
+        await asyncio.sleep(1.0)  # idle: every partition's lane has fetched nothing and waits
+        for port, partitions in per_node.items():
+            clients = _clients(port)
+            # No BLPOP anywhere: a cluster BLPOP keeps to one slot, so it would take a
+            # connection per partition.
+            assert not [c for c in clients if c.get("cmd") == "blpop"], (port, clients)
+            # One subscription connection per node hears the node's every partition.
+            subscribers = [c for c in clients if int(c.get("ssub", "0")) > 0]
+            assert [int(c["ssub"]) for c in subscribers] == [partitions], (port, clients)
+        # Each job lands on an idle partition and is woken by its note, not found by the
+        # fallback look every 1.5 s: twenty one after another would take ~15 s that way and
+        # take well under a second here; 8 s leaves room for a loaded machine.
+        began = time.monotonic()
+        for i in range(20):
+            assert await (await echo.enqueue(i)).result(timeout=10) == i
+        took = time.monotonic() - began
+        print(f"\nCLUSTER idle worker: 20 jobs one after another in {took:.2f} s")
+        assert took < 8.0, took
+
+
 # `make cluster-failover` runs the kill test at the issue's scale: 100,000 short jobs.
 FAILOVER_JOBS = int(os.environ.get("ASYNCQ_FAILOVER_JOBS", "2000"))
 FAILOVER_SLEEP = float(os.environ.get("ASYNCQ_FAILOVER_SLEEP", "0.05"))

@@ -80,3 +80,36 @@ def test_security_md_shows_the_acls_the_tests_use() -> None:
     doc = (ACL.parent / "security.md").read_text()
     for user in ("producer", "worker"):
         assert (ACL / f"{user}.acl").read_text().strip() in doc
+
+
+async def test_an_enqueue_under_the_producer_acl_sends_the_wake_note(
+    acl_server: RedisServer, queue: str
+) -> None:
+    # Workers on a Redis Cluster hear of new jobs by this note (SPUBLISH on the wake list's
+    # shard channel, see docs/scaling.md); the script sends it as the producer, so the
+    # producer ACL must allow it, or cluster workers would wait for their 1.5 s look.
+    producer = make_app(acl_user(acl_server, "producer"), queue)
+    acl_user(acl_server, "worker")
+    add = producer.task(name="acl:add")(_add)
+    channel = f"asyncq:{{{queue}#0}}:wake"
+    sub = await asyncio.create_subprocess_exec(
+        "redis-cli", "-p", str(acl_server.port), "--user", "worker", "--pass", "worker-secret",
+        "--no-auth-warning", "SSUBSCRIBE", channel, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert sub.stdout is not None
+    try:
+        heard: list[str] = []
+
+        async def line() -> str:
+            assert sub.stdout is not None
+            got = (await asyncio.wait_for(sub.stdout.readline(), 10)).decode().strip()
+            heard.append(got)
+            return got
+
+        while await line() != "1":  # "ssubscribe", the channel, 1 subscription: confirmed
+            pass
+        await add.enqueue(1, 2)
+        assert [await line() for _ in range(3)] == ["smessage", channel, "1"], heard
+    finally:
+        sub.kill()
+        await sub.wait()

@@ -2,8 +2,8 @@
 //! [`super::keys`], scripts are run through [`super::scripts`], and connections come from a
 //! [`Topology`] (see [`topology`]: one primary, fixed or named by sentinels; and [`cluster`]).
 //!
-//! Normal commands share one multiplexed, auto-reconnecting connection per node. `wait_any`
-//! blocks in `BLPOP`, which would stall every request queued behind it on a multiplexed
+//! Normal commands share one multiplexed, auto-reconnecting connection per node. On a cluster,
+//! `wait_any` listens to sharded pub/sub (see [`shard_wakes`]); elsewhere it blocks in `BLPOP`, which would stall every request queued behind it on a multiplexed
 //! connection, so waits use dedicated connections instead: one per node for a whole process,
 //! since the engine (`crate::engine`) waits on every queue of a node in one `BLPOP` over their
 //! wake lists. When the set of queues to wait on changes, the engine interrupts the wait, and
@@ -37,11 +37,13 @@ use tokio_util::sync::CancellationToken;
 mod cluster;
 mod done_feed;
 mod listing;
+mod shard_wakes;
 pub(crate) mod topology;
 
 pub(crate) use topology::check_url;
 
 use done_feed::DoneFeed;
+use shard_wakes::ShardWakes;
 use tokio::sync::oneshot;
 use topology::{Shared, SingleNode, Topology};
 
@@ -75,6 +77,8 @@ pub struct RedisBroker {
     done: DoneFeed,
     /// Idle dedicated connections for blocking waits, per node.
     waiters: Mutex<HashMap<String, Vec<Blocking>>>,
+    /// On a cluster, waits listen to sharded pub/sub instead of blocking in `BLPOP`.
+    shard_wakes: Option<ShardWakes>,
     /// Queues already added to the global queue set by this instance.
     known_queues: Mutex<HashSet<String>>,
     /// Replicas an enqueue waits for, with the connections such enqueues are written on.
@@ -111,16 +115,19 @@ impl RedisBroker {
 
     /// Like [`RedisBroker::open`], returning the concrete type.
     pub async fn connect(url: &str) -> Result<RedisBroker> {
-        let (topo, first): (Arc<dyn Topology>, _) = if cluster::is_cluster_url(url) {
+        let (topo, first, shard_wakes): (Arc<dyn Topology>, _, _) = if cluster::is_cluster_url(url)
+        {
             let (topo, first) = cluster::ClusterNodes::connect(url).await?;
-            (Arc::new(topo), first)
+            let wakes = topo.shard_wakes()?;
+            (Arc::new(topo), first, Some(wakes))
         } else {
             let (topo, first) = SingleNode::connect(url).await?;
-            (Arc::new(topo), first)
+            (Arc::new(topo), first, None)
         };
         let broker = RedisBroker {
             done: DoneFeed::start(topo.clone()),
             topo,
+            shard_wakes,
             waiters: Mutex::default(),
             known_queues: Mutex::new(HashSet::new()),
             replication: None,
@@ -341,7 +348,12 @@ impl ScriptRunner for RedisBroker {
 calls::scripted_broker!(RedisBroker {
 
     fn node_of(&self, queue: &str) -> Result<String> {
-        Ok(self.topo.node_of(&QueueKeys::new(queue)?.wake()))
+        let node = self.topo.node_of(&QueueKeys::new(queue)?.wake());
+        if self.shard_wakes.is_some() {
+            // One subscription per node hears every slot there: group waits by node alone.
+            return Ok(node.split_once('#').map_or(node.clone(), |(n, _)| n.to_owned()));
+        }
+        Ok(node)
     }
 
     async fn watch_end(&self, queue: &str, id: &str) -> Result<oneshot::Receiver<()>> {
@@ -370,6 +382,11 @@ calls::scripted_broker!(RedisBroker {
         };
         if interrupt.is_cancelled() {
             return Ok(Vec::new()); // nothing sent, so nothing to unblock
+        }
+        if let Some(shard) = &self.shard_wakes {
+            let timeout = Duration::from_millis(timeout_ms);
+            let woken = shard.wait_any(&wakes, timeout, interrupt).await?;
+            return Ok(woken.into_iter().map(|i| queues[i].clone()).collect());
         }
         if timeout_ms == 0 {
             // BLPOP 0 would block forever; a zero timeout only consumes pending wake-ups.

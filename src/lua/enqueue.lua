@@ -111,8 +111,6 @@ if #now_ready > 0 then redis.call('ZADD', ready, unpack(now_ready)) end
 if #later > 0 then redis.call('ZADD', scheduled, unpack(later)) end
 
 -- Wake even for scheduled jobs: a waiter may be sleeping past the new job's due time.
-if created > 0 and redis.call('LLEN', wake) == 0 then
-  redis.call('RPUSH', wake, 1)
-end
+if created > 0 then push_wake(wake) end
 tell_all(prefix, now)
 return out

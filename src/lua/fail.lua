@@ -96,6 +96,6 @@ if failed > 0 then redis.call('HINCRBY', stats, 'failed', failed) end
 commit_frees(prefix, now)
 ended(prefix, over)
 -- A retry may be due before a sleeping waiter's timeout: wake it to recompute.
-if retrying > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+if retrying > 0 then push_wake(wake) end
 tell_all(prefix, now)
 return out

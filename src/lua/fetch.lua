@@ -281,8 +281,6 @@ if first[1] then
   if wait < 2 ^ 53 then out[1] = math.max(0, wait) end
 end
 -- Jobs remain: pass the wake-up on so another idle worker takes them.
-if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
-  redis.call('RPUSH', wake, 1)
-end
+if redis.call('ZCARD', ready) > 0 then push_wake(wake) end
 tell_all(prefix, now)
 return out

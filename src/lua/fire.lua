@@ -64,7 +64,7 @@ if redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
     to_ready(prefix, id, rs, g)
     tell(prefix, 'queued', id)
   end
-  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+  push_wake(wake)
   tell_all(prefix, now)
 end
 redis.call('HSET', cron, 'job', id)

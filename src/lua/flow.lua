@@ -51,6 +51,6 @@ for i = 3, #ARGV, 13 do
   end
 end
 
-if woken and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+if woken then push_wake(wake) end
 tell_all(prefix, now)
 return out

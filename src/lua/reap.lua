@@ -105,6 +105,6 @@ end
 
 commit_frees(prefix, now)
 ended(prefix, buried)
-if requeued + #due > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+if requeued + #due > 0 then push_wake(wake) end
 tell_all(prefix, now)
 return {requeued, died, 1}

@@ -84,6 +84,6 @@ end
 
 commit_frees(prefix, now)
 -- Woken for a snooze too: a waiter may be sleeping past its due time.
-if released > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+if released > 0 then push_wake(wake) end
 tell_all(prefix, now)
 return out

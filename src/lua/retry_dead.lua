@@ -42,7 +42,7 @@ for _, id in ipairs(ids) do
   end
 end
 
-if moved > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+if moved > 0 then push_wake(wake) end
 if moved > 0 then
   local _, now = redis_now()
   tell_all(prefix, now)

@@ -10,8 +10,9 @@
 //! key) and node commands (`CLIENT UNBLOCK`) go to the right node. Every key of one call shares
 //! a hash tag (see `keys.rs`), so one key decides where the call goes.
 //!
-//! Node names from [`Topology::node_of`] are `host:port#slot`: a blocking `BLPOP` over several
-//! keys must keep to one slot, so waits are grouped per slot, not per node.
+//! Node names from [`Topology::node_of`] are `host:port#slot`: a command on several keys must
+//! keep to one slot. Waits for work do not block at all here: they listen to sharded pub/sub,
+//! one connection per node for every queue and partition there (see [`super::shard_wakes`]).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -20,12 +21,15 @@ use ::redis::aio::{MultiplexedConnection, PubSub};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use ::redis::{Client, Cmd, ConnectionAddr, ConnectionInfo, TlsCertificates, TlsMode, Value};
+use ::redis::{
+    Client, Cmd, ConnectionAddr, ConnectionInfo, ProtocolVersion, TlsCertificates, TlsMode, Value,
+};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
+use super::shard_wakes::ShardWakes;
 use super::topology::{client_with, dial, split_tls, Shared, Topology};
 use crate::broker::keys;
 use crate::broker::watchdog::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
@@ -53,6 +57,8 @@ type SlotMap = Vec<(u16, u16, String)>;
 
 pub(crate) struct ClusterNodes {
     con: ClusterConnection,
+    /// The seed nodes, for the wake-up connection (see [`ClusterNodes::shard_wakes`]).
+    seeds: Vec<ConnectionInfo>,
     /// How the seed URL reaches a node (scheme, credentials, TLS files): every node is
     /// dialed the same way.
     dial: NodeUrl,
@@ -154,16 +160,7 @@ impl ClusterNodes {
     pub(crate) async fn connect(url: &str) -> Result<(ClusterNodes, MultiplexedConnection)> {
         let (seeds, dial) = parse_nodes(url)?;
         let seed = seeds[0].clone();
-        let mut builder = ClusterClientBuilder::new(seeds)
-            .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT);
-        if dial.scheme == "rediss" {
-            builder = builder.tls(TlsMode::Secure);
-            if let Some(certs) = dial.certs.clone() {
-                builder = builder.certs(certs);
-            }
-        }
-        let client = builder.build()?;
+        let client = builder(&seeds, &dial).build()?;
         let con = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await {
             Ok(con) => con?,
             Err(_) => {
@@ -188,6 +185,7 @@ impl ClusterNodes {
         );
         let nodes = ClusterNodes {
             con,
+            seeds,
             dial,
             slots,
             stale,
@@ -196,6 +194,17 @@ impl ClusterNodes {
         };
         let first = nodes.dial_blocking(&nodes.node_of(keys::QUEUES)).await?;
         Ok((nodes, first))
+    }
+
+    /// Wake-ups over sharded pub/sub, on a cluster connection of their own (RESP3, which
+    /// carries the pushes); it connects at the first wait.
+    pub(crate) fn shard_wakes(&self) -> Result<ShardWakes> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = builder(&self.seeds, &self.dial)
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .build()?;
+        Ok(ShardWakes::new(client, rx))
     }
 
     /// The primary (`host:port`) serving `slot`, as last read.
@@ -219,6 +228,20 @@ impl ClusterNodes {
         let (host, port) = split_addr(addr)?;
         self.dial.client(&format!("{host}:{port}"))
     }
+}
+
+/// A client builder for the cluster the seeds belong to, reached as `dial` says.
+fn builder(seeds: &[ConnectionInfo], dial: &NodeUrl) -> ClusterClientBuilder {
+    let mut builder = ClusterClientBuilder::new(seeds.to_vec())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT);
+    if dial.scheme == "rediss" {
+        builder = builder.tls(TlsMode::Secure);
+        if let Some(certs) = dial.certs.clone() {
+            builder = builder.certs(certs);
+        }
+    }
+    builder
 }
 
 fn split_addr(addr: &str) -> Result<(String, u16)> {

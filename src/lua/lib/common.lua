@@ -267,9 +267,21 @@ local function due_at(prefix, inst, when)
   if not cur or when < cur then redis.call('ZADD', k, when, inst) end
 end
 
+-- The one way a queue's waiters are woken. A token goes in the wake list (at most one: an
+-- idle worker's BLPOP takes it, or the fetch that finds jobs left puts it back), and a note
+-- goes out on the shard channel of the same name, for workers on a Redis Cluster: a BLPOP
+-- there must keep to one slot, so they hear every queue of a node on one subscription and
+-- then race for the token with LPOP. SPUBLISH costs nothing without subscribers; a server
+-- older than 7.0 refuses it, which pcall keeps from failing the script.
+local function push_wake(wake)
+  if redis.call('LLEN', wake) == 0 then
+    redis.call('RPUSH', wake, 1)
+    redis.pcall('SPUBLISH', wake, 1)
+  end
+end
+
 local function wake_one(prefix)
-  local wake = prefix .. 'wake'
-  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+  push_wake(prefix .. 'wake')
 end
 
 -- Put group `gid` in ready, behind everything in its first job's priority band (a fresh
@@ -502,7 +514,7 @@ local function deliver(prefix, ready, wake, child, idx, kind, v, parent, now)
   redis.call('HSET', ck, 's', 'queued', 'in', input)
   tell(prefix, 'queued', child)
   to_ready(prefix, child, c[4], c[6])
-  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+  push_wake(wake)
   redis.call('DEL', ik)
   return nil
 end
