@@ -678,6 +678,17 @@ pub struct QueueCounts {
     /// Lifetime counters.
     pub succeeded_total: u64,
     pub failed_total: u64,
+    /// Paused (see [`Broker::pause`]): nothing is leased from it.
+    pub paused: bool,
+}
+
+/// What [`Broker::delete_job`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// Running: refused (cancel it first).
+    Running,
+    NotFound,
 }
 
 /// A worker's registration, refreshed by its heartbeat.
@@ -808,6 +819,12 @@ pub trait Broker: Send + Sync {
     async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64>;
     /// Delete every queued, scheduled and dead job of the queue. Returns how many.
     async fn purge(&self, queue: &str) -> Result<u64>;
+    /// Pause (`true`) or resume a queue: while paused, nothing is leased from it; resuming
+    /// wakes its idle workers. True when the state changed.
+    async fn pause(&self, queue: &str, paused: bool) -> Result<bool>;
+    /// Delete a job that is not running (its record, key and set entries); a pending one is
+    /// first withdrawn as a cancel would (its waiters are told, flow dependents fail).
+    async fn delete_job(&self, queue: &str, id: &str) -> Result<DeleteOutcome>;
     async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()>;
     async fn unregister_worker(&self, id: &str) -> Result<()>;
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;

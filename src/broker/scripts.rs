@@ -53,6 +53,8 @@ pub enum ScriptId {
     Watch,
     Limits,
     Listing,
+    Pause,
+    Delete,
 }
 
 macro_rules! script {
@@ -71,7 +73,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 20] = [
+pub static REGISTRY: [ScriptDef; 22] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 5),
@@ -92,6 +94,8 @@ pub static REGISTRY: [ScriptDef; 20] = [
     script!("watch", 1),
     script!("limits", 1),
     script!("listing", 1),
+    script!("pause", 2),
+    script!("delete", 5),
 ];
 
 /// SHA1 of each script, computed once.

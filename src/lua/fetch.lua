@@ -46,6 +46,9 @@ local prefix, max, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local slots = {thread = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local t, now = redis_now()
 
+-- A paused queue (pause.lua) leases nothing, and does not pass the wake-up on.
+if redis.call('EXISTS', prefix .. 'paused') == 1 then return {-1, 0} end
+
 -- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
 local function dead_letter(jk, id, field, value)
   redis.call('HSET', jk, 's', 'dead', 'x', corrupt(field, value), 'f', now)

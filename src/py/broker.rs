@@ -546,6 +546,7 @@ impl PyBroker {
                 ("dead", c.dead),
                 ("succeeded_total", c.succeeded_total),
                 ("failed_total", c.failed_total),
+                ("paused", u64::from(c.paused)),
             ]
             .into_iter()
             .collect::<std::collections::HashMap<_, _>>())
@@ -624,6 +625,37 @@ impl PyBroker {
     fn purge<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();
         awaitable(py, async move { h.get().await?.purge(&queue).await })
+    }
+
+    /// Pause (`paused=True`) or resume a queue; true when the state changed.
+    fn pause<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        paused: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(
+            py,
+            async move { h.get().await?.pause(&queue, paused).await },
+        )
+    }
+
+    /// Delete a job that is not running: `"deleted"`, `"running"` (refused) or `"missing"`.
+    fn delete_job<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            Ok(match h.get().await?.delete_job(&queue, &id).await? {
+                crate::broker::DeleteOutcome::Deleted => "deleted",
+                crate::broker::DeleteOutcome::Running => "running",
+                crate::broker::DeleteOutcome::NotFound => "missing",
+            })
+        })
     }
 
     fn register_worker<'py>(
