@@ -100,6 +100,8 @@ pub enum Prefetch {
 pub struct Fetched {
     pub job: Leased,
     pub timeout_s: Option<f64>,
+    /// The envelope's headers (`m.h`): trace context and the like.
+    pub headers: Vec<(String, String)>,
     /// Where the validated envelope's parts lie in `job.payload`.
     pub spans: Spans,
 }
@@ -734,13 +736,21 @@ impl Shared {
                     "unknown_task".to_string(),
                     format!("no task named {:?} is registered in this worker", env.task),
                 )),
-                Ok(env) => Ok((env.meta.timeout_s, env.spans(&job.payload))),
+                Ok(env) => {
+                    let spans = env.spans(&job.payload);
+                    Ok((env.meta, spans))
+                }
             };
             // A timeout stops lease extension a little after the task should have ended, so a
             // hung thread cannot hold a job forever.
-            let extend_until = verdict.as_ref().ok().and_then(|(t, _)| *t).map(|t| {
-                now + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(sh.cfg.lease_ms)
-            });
+            let extend_until = verdict
+                .as_ref()
+                .ok()
+                .and_then(|(m, _)| m.timeout_s)
+                .map(|t| {
+                    now + Duration::from_secs_f64(t.max(0.0))
+                        + Duration::from_millis(sh.cfg.lease_ms)
+                });
             inflight.insert(
                 job.id.clone(),
                 InFlight {
@@ -751,9 +761,10 @@ impl Shared {
                 },
             );
             match verdict {
-                Ok((timeout_s, spans)) => good.push(Fetched {
+                Ok((meta, spans)) => good.push(Fetched {
                     job,
-                    timeout_s,
+                    timeout_s: meta.timeout_s,
+                    headers: meta.headers,
                     spans,
                 }),
                 Err((reason, message)) => poisoned.push((job, reason, message)),

@@ -136,6 +136,8 @@ pub struct EnqueueOptions {
     /// Fresh ids made by the caller, one per item (a partitioned queue's ids name their
     /// partition, see `asyncq.partitions`); None: made here.
     fresh_ids: Option<Vec<String>>,
+    /// String headers carried in the envelope (`m.h`) to the worker: trace context.
+    headers: Option<std::collections::HashMap<String, String>>,
 }
 
 /// The job id of each item: the caller's (for exactly one item), the fresh ones the caller
@@ -187,6 +189,7 @@ fn build_jobs(
         ref fresh_ids,
         ref executor,
         ref groups,
+        ref headers,
     } = *opts;
     if groups.as_ref().is_some_and(|g| g.len() != items.len()) {
         return Err(Error::Invalid(format!(
@@ -207,7 +210,13 @@ fn build_jobs(
             "priority must be between 0 and {MAX_PRIORITY}, got {priority}"
         )));
     }
-    let meta = Meta { timeout_s: timeout };
+    let mut headers: Vec<(String, String)> =
+        headers.clone().unwrap_or_default().into_iter().collect();
+    headers.sort(); // the same envelope bytes for the same call
+    let meta = Meta {
+        timeout_s: timeout,
+        headers,
+    };
     let ids = job_ids(job_id.as_deref(), fresh_ids.as_deref(), items.len())?;
     let mut jobs = Vec::with_capacity(items.len());
     for (i, (item, id)) in items.iter().zip(ids).enumerate() {
