@@ -153,6 +153,12 @@ def _seconds(text: str) -> float:
     return n
 
 
+def _tcp_port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0 to 65535), got {text}")
+    return int(text)
+
+
 # ---- asyncq-worker ---------------------------------------------------------------------------
 
 
@@ -191,6 +197,15 @@ def worker_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="fire the app's periodic schedules from this worker too (default: on)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_tcp_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: App.metrics_port)",
+    )
+    p.add_argument(
+        "--metrics-host", metavar="HOST", help="interface for --metrics-port (default 0.0.0.0)"
     )
     p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
     p.add_argument("--log-format", default=None, choices=LOG_FORMATS)
@@ -264,6 +279,8 @@ async def _worker(args: argparse.Namespace) -> int:
         grace=settings.get("grace", 30.0),
         prefetch=settings.get("prefetch"),
         scheduler=settings.get("scheduler", True),
+        metrics_port=settings.get("metrics_port"),
+        metrics_host=settings.get("metrics_host"),
     )
     if settings.get("wait_for_redis"):
         await wait_for_broker(app.broker, settings["wait_for_redis"])

@@ -11,6 +11,12 @@ pub mod redis;
 pub mod scripts;
 mod watchdog;
 
+/// Shared broker connections this process replaced so far (found silent, or a failover moved
+/// the primary): `asyncq_reconnects_total`.
+pub fn reconnects() -> u64 {
+    watchdog::REPLACED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -239,6 +245,9 @@ pub struct Leased {
     /// A flow member's input: what its parents delivered (one encoded value, or an encoded
     /// list), prepended to its positional arguments. None for other jobs.
     pub input: Option<Vec<u8>>,
+    /// How long it waited to be leased: since it was enqueued, or fell due (a delay, a retry),
+    /// by the broker's clock (`asyncq_job_wait_seconds`).
+    pub waited_ms: u64,
 }
 
 /// Result of one fetch call.

@@ -955,6 +955,50 @@ impl PyBroker {
         })
     }
 
+    /// Serve Prometheus metrics on `host:port` (0: any free port) for `queues`, the queues this
+    /// process consumes (jobs per state and limiters are read from Redis for them at each
+    /// scrape, cached for a second). Counting starts now: call it before starting consumers.
+    fn serve_metrics<'py>(
+        &self,
+        py: Python<'py>,
+        host: String,
+        port: u16,
+        queues: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let engine = h.engine().await?;
+            let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+                .await
+                .map_err(|e| {
+                    Error::Invalid(format!("cannot serve metrics on {host}:{port}: {e}"))
+                })?;
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+            let exporter = crate::metrics::Exporter::new(engine, queues);
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                exporter.clone(),
+                stop.clone(),
+            ));
+            Ok(crate::py::metrics::PyMetricsServer::new(
+                exporter, stop, port,
+            ))
+        })
+    }
+
+    /// Record the event loop's lag (seconds) for `asyncq_event_loop_lag_seconds`; ignored
+    /// until metrics are served.
+    fn set_loop_lag(&self, seconds: f64) {
+        if let Some(connected) = self.handle.cell.get() {
+            if let Some(m) = connected.engine.metrics() {
+                let us = (seconds.max(0.0) * 1e6) as u64;
+                m.loop_lag_us
+                    .store(us, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     /// What this process's engine on this broker did (`engine`: waits, wake-ups, reaps, ...)
     /// and, per queue, what every consumer it ran there did (`queues`). Empty before the
     /// broker connected.
