@@ -5,7 +5,9 @@ verdicts, the histograms, the gauges read from Redis."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -198,3 +200,21 @@ def test_a_port_in_use_is_a_clear_error(redis_server: RedisServer, queue: str) -
         worker = app.worker(handle_signals=False)
         with pytest.raises(ValueError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             asyncio.run(worker.run())
+
+
+async def test_the_grafana_dashboard_asks_only_for_series_a_worker_serves(queue: str) -> None:
+    # docs/grafana/asyncq.json: every metric its queries name is in a real scrape.
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "asyncq.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    asked = {m for e in exprs for m in re.findall(r"\basyncq_[a-z_]+", e)}
+    app = make_app("memory://", queue, metrics_port=0, metrics_host="127.0.0.1")
+
+    @app.task(name="m:limited", concurrency_limit=5)
+    async def limited() -> None:
+        return None
+
+    async with running(app) as worker:
+        await (await limited.enqueue()).result(timeout=10)
+        assert worker.metrics_port is not None
+        served = {name for name, _ in samples(await asyncio.to_thread(scrape, worker.metrics_port))}
+    assert asked and asked <= served, asked - served
