@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from ._core import Broker
+from ._core import Broker, new_job_ids
 from ._hookloop import HookLoop
 from .backoff import Exponential
 from .events import QueueEvents
@@ -173,6 +173,7 @@ class App:
         fair_key: str | Callable[..., object] | None = None,
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
+        id_prefix: str | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -195,6 +196,7 @@ class App:
         fair_key: str | Callable[..., object] | None = None,
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
+        id_prefix: str | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
@@ -225,6 +227,9 @@ class App:
             fair_weights: Jobs per turn for some values of ``fair_key`` (a mapping, or a
                 callable over the value; default 1).
             ordered_key: Jobs with the same value of this key run one at a time, in order.
+            id_prefix: Its fresh job ids read ``<id_prefix>_<id>`` (``invoice_06f3h2k9qd...``):
+                1 to 24 ASCII letters, digits or '-'. Ids are short and sort by creation time
+                either way.
 
         Returns:
             The :class:`Task`, or a decorator producing it.
@@ -243,6 +248,8 @@ class App:
         grouped = (rate_limit, concurrency_limit, fair_key, fair_weights, ordered_key)
         if burst and rate_limit is None:
             raise ValueError("burst goes with rate_limit")
+        if id_prefix is not None:
+            new_job_ids(1, id_prefix)  # raises ValueError naming what is wrong with it
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{f.__module__}:{f.__qualname__}"
@@ -269,6 +276,7 @@ class App:
                 priority=priority,
                 result_ttl=result_ttl,
                 executor=resolve_executor(f, executor),
+                id_prefix=id_prefix,
             )
             return self._register(Task(self, f, config))
 
