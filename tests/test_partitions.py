@@ -220,6 +220,15 @@ async def test_the_cli_shows_and_manages_a_partitioned_queue_as_one(
     purged = run_cli("asyncq", *url, "purge", queue, "--yes")
     assert "deleted 9 job(s)" in purged.stdout
 
+    # Without --app, `asyncq enqueue` learns the partitions from Redis (and live workers):
+    # the job lands in one of them with an id naming it, so the App finds it by id.
+    made = run_cli("asyncq", *url, "enqueue", "part:noop", "--queue", queue, "--args", "[7]")
+    assert made.returncode == 0, made.stderr
+    job_id = made.stdout.strip()
+    assert re.fullmatch(r"[0-9a-z]{20}\.p[0-2]", job_id), job_id
+    async with running(app):
+        assert await app.job(job_id, queue).result(timeout=10) == 7
+
 
 async def test_flows_schedules_and_a_task_wide_limit_work_on_a_partitioned_queue(
     broker_url: str, queue: str
