@@ -32,7 +32,7 @@ from ._config import (
 from ._core import Broker, BrokerError, JobInfo, __version__, new_job_ids
 from .app import App
 from .errors import AsyncqError
-from .limits import parse_rate, parse_settings, settings_parts, settings_text
+from .limits import parse_rate, parse_settings, settings_parts
 from .log import configure_logging
 from .schedule import ScheduleInfo, Scheduler, schedule_infos
 from .task import CoreOptions, Task
@@ -930,10 +930,12 @@ async def _set_limits(broker: Broker, family: str, rows: list[LimitRow], options
             "no override"
         )
     new = limit_override(options)
+    # The parts to change; the script merges them into the override (`-`: drop the part).
+    change = " ".join(f"{k}={'-' if v is None else v}" for k, v in new.items())
     for row in rows:
-        merged = parse_settings(row.override) | new
-        text = settings_text({k: v for k, v in merged.items() if v is not None})
-        changed = await broker.set_limits(row.queue, "set", [(family, text)])
+        changed = await broker.set_limits(row.queue, "set", [(family, change)])
+        after = [r for r in await limit_rows(broker, [row.queue]) if r.family == family]
+        text = after[0].override if after else ""
         if not row.declared:
             print(
                 f"note: no worker declared {family} in queue {row.queue!r} yet; the override "
