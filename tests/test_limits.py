@@ -181,9 +181,13 @@ async def test_one_tenants_backlog_does_not_delay_another_tenant(
         # samples is their second largest: one stall of a busy machine (CI beside a busy core
         # saw 27 ms behind vs 14 ms alone) can land on either side. What this guards against,
         # b's jobs waiting behind a's backlog, costs seconds in every measurement; a stall
-        # does not repeat. So a second measurement decides when the first is over the bound.
-        if p99["behind"] > p99["alone"] + 0.010:
-            p99 = await measure(1)
+        # does not repeat. So another measurement decides when one is over the bound, up to
+        # four in all: a clean-clone CI run on a machine with both cores busy saw two in a row
+        # over it (36 vs 24 ms), while broken isolation is over it in every one.
+        for trial in range(1, 4):
+            if p99["behind"] <= p99["alone"] + 0.010:
+                break
+            p99 = await measure(trial)
     assert p99["behind"] <= p99["alone"] + 0.010, p99
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from ._core import Broker, new_job_ids
 from ._hookloop import HookLoop
@@ -20,6 +20,9 @@ from .partitions import Partitions
 from .schedule import Catchup, Overlap, Schedule
 from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .testing import Enqueued
 
 __all__ = ["App"]
 
@@ -454,6 +457,26 @@ class App:
             An async iterator of :class:`~asyncq.Event` and async context manager.
         """
         return QueueEvents(self.broker, queue or self.default_queue)
+
+    async def drain(self, *, timeout: float = 30.0) -> int:
+        """Run every job that can run now, on a ``memory://`` app's virtual clock (testing;
+        see :func:`asyncq.testing.drain`). Returns how many runs ended."""
+        from .testing import drain  # noqa: PLC0415 - only tests need it
+
+        return await drain(self, timeout=timeout)
+
+    def drain_sync(self, *, timeout: float = 30.0) -> int:
+        """:meth:`drain` from synchronous code."""
+        from .testing import drain_sync  # noqa: PLC0415 - only tests need it
+
+        return drain_sync(self, timeout=timeout)
+
+    async def enqueued(self, task: Task[..., Any] | str | None = None) -> list[Enqueued]:
+        """The jobs waiting in this app's queues, of ``task`` when given (testing; see
+        :func:`asyncq.testing.enqueued`)."""
+        from .testing import enqueued  # noqa: PLC0415 - only tests need it
+
+        return await enqueued(self, task)
 
     def queues(self) -> list[str]:
         """Queues the registered tasks use."""

@@ -1014,5 +1014,6 @@ pub(super) fn parse_counts(replies: Vec<Value>) -> Result<super::QueueCounts> {
         succeeded_total: ok.unwrap_or(0),
         failed_total: failed.unwrap_or(0),
         paused,
+        ready,
     })
 }

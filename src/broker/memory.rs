@@ -136,17 +136,20 @@ impl MemoryBroker {
         system.saturating_add(skew)
     }
 
-    /// Move this broker's clock forward (a test hook, public for the contract suite in
-    /// `tests/contract/`; nothing else calls it).
+    /// Move this broker's clock forward (a test hook: the contract suite in `tests/contract/`
+    /// and `asyncq.testing`'s virtual clock).
     #[doc(hidden)]
     pub fn advance(&self, ms: u64) {
         self.skew_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     /// Stop this broker's clock at now; from here on only [`Self::advance`] moves it (a test
-    /// hook, like `advance`).
+    /// hook, like `advance`). Freezing a frozen clock leaves it where it stands.
     #[doc(hidden)]
     pub fn freeze(&self) {
+        if self.frozen_us.load(Ordering::Relaxed) != 0 {
+            return;
+        }
         let now = self
             .clock_us()
             .saturating_sub(self.skew_ms.load(Ordering::Relaxed) * 1000);
@@ -271,6 +274,10 @@ impl ScriptRunner for MemoryBroker {
 }
 
 calls::scripted_broker!(MemoryBroker {
+
+    fn as_memory(&self) -> Option<&MemoryBroker> {
+        Some(self)
+    }
 
     fn node_of(&self, queue: &str) -> Result<String> {
         QueueKeys::new(queue)?;

@@ -689,6 +689,9 @@ pub struct QueueCounts {
     pub failed_total: u64,
     /// Paused (see [`Broker::pause`]): nothing is leased from it.
     pub paused: bool,
+    /// Members of the ready set: jobs, and groups with a job to offer, that a fetch would
+    /// look at now (parked groups and scheduled jobs are not among them).
+    pub ready: u64,
 }
 
 /// What [`Broker::delete_job`] did.
@@ -742,6 +745,11 @@ pub trait Broker: Send + Sync {
     ) -> Result<Vec<String>>;
     /// The node that holds `queue`: waits on queues of one node can share one `wait_any`.
     fn node_of(&self, queue: &str) -> Result<String>;
+    /// The in-process broker behind `memory://`, whose clock tests may stop and move
+    /// (`asyncq.testing`); None for every other broker.
+    fn as_memory(&self) -> Option<&memory::MemoryBroker> {
+        None
+    }
     /// Get ready to hear that job `id` of `queue` ended (succeeded, dead or cancelled): once
     /// this returns, an ending is not missed. The receiver fires on the ending, or errs when
     /// notifications may have been lost (then read the state again). See [`done`].

@@ -102,6 +102,10 @@ fn validate_url(url: &str) -> Result<()> {
     }
 }
 
+fn not_memory() -> Error {
+    Error::Invalid("a virtual clock needs the memory:// broker (Redis keeps its own time)".into())
+}
+
 fn ms(seconds: f64) -> u64 {
     (seconds.max(0.0) * 1000.0).round() as u64
 }
@@ -580,6 +584,7 @@ impl PyBroker {
                 ("succeeded_total", c.succeeded_total),
                 ("failed_total", c.failed_total),
                 ("paused", u64::from(c.paused)),
+                ("ready", c.ready),
             ]
             .into_iter()
             .collect::<std::collections::HashMap<_, _>>())
@@ -1008,6 +1013,49 @@ impl PyBroker {
             Ok(crate::py::metrics::PyMetricsServer::new(
                 exporter, stop, port,
             ))
+        })
+    }
+
+    /// Promote `queue`'s due scheduled jobs and wake its limiters whose time came, leasing
+    /// nothing (a fetch of 0 jobs): what `asyncq.testing.drain` looks with.
+    fn promote<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let want = broker::Want {
+                jobs: 0,
+                threads: None,
+                processes: None,
+            };
+            h.get().await?.fetch(&queue, want, 1, "promote").await?;
+            Ok(())
+        })
+    }
+
+    /// Stop a `memory://` broker's clock (`asyncq.testing`'s virtual clock): from now on only
+    /// `advance_clock` moves it. Shared by every App on the same `memory://` name.
+    fn freeze_clock<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let broker = h.get().await?;
+            let memory = broker.as_memory().ok_or_else(not_memory)?;
+            memory.freeze();
+            Ok(())
+        })
+    }
+
+    /// Move a `memory://` broker's clock forward by `seconds`.
+    fn advance_clock<'py>(&self, py: Python<'py>, seconds: f64) -> PyResult<Bound<'py, PyAny>> {
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "the clock only moves forward: seconds must be >= 0, got {seconds}"
+            )));
+        }
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let broker = h.get().await?;
+            let memory = broker.as_memory().ok_or_else(not_memory)?;
+            memory.advance(ms(seconds));
+            Ok(())
         })
     }
 

@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::broker::JobInfo;
-use crate::codec::{decode_value, parse_envelope, ErrorRecord};
+use crate::codec::{decode_args, decode_value, parse_envelope, ErrorRecord};
 
 fn secs(ms: Option<u64>) -> Option<f64> {
     ms.map(|m| m as f64 / 1000.0)
@@ -74,6 +74,27 @@ impl PyJobInfo {
         parse_envelope(&self.info.payload, usize::MAX)
             .ok()
             .map(|e| e.task.to_string())
+    }
+    /// The job's positional arguments, or None when the payload cannot be read.
+    #[getter]
+    fn args<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let env = parse_envelope(&self.info.payload, usize::MAX).ok()?;
+        let (args, _) = decode_args(py, &env).ok()?;
+        Some(args.into_any())
+    }
+    /// The job's keyword arguments, or None when the payload cannot be read.
+    #[getter]
+    fn kwargs<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let env = parse_envelope(&self.info.payload, usize::MAX).ok()?;
+        let (_, kwargs) = decode_args(py, &env).ok()?;
+        Some(kwargs.into_any())
+    }
+    /// The envelope's string headers (trace context), empty when none or unreadable.
+    #[getter]
+    fn headers(&self) -> Vec<(String, String)> {
+        parse_envelope(&self.info.payload, usize::MAX)
+            .map(|e| e.meta.headers)
+            .unwrap_or_default()
     }
     /// Progress reports, oldest first, as `(at, fraction, message | None)` (at most the last 32).
     #[getter]
