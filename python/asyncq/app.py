@@ -18,7 +18,7 @@ from .limits import settings as limit_settings
 from .middleware import Middleware, call_hook
 from .partitions import Partitions
 from .schedule import Catchup, Overlap, Schedule
-from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
+from .task import EnqueueOptions, Redactor, Task, TaskConfig, resolve_executor
 from .worker import Worker
 
 __all__ = ["App"]
@@ -162,6 +162,8 @@ class App:
         fair_key: str | Callable[..., object] | None = None,
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
+        sensitive: bool = False,
+        redact: Redactor | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -184,6 +186,8 @@ class App:
         fair_key: str | Callable[..., object] | None = None,
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
+        sensitive: bool = False,
+        redact: Redactor | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
@@ -214,6 +218,9 @@ class App:
             fair_weights: Jobs per turn for some values of ``fair_key`` (a mapping, or a
                 callable over the value; default 1).
             ordered_key: Jobs with the same value of this key run one at a time, in order.
+            sensitive: Never show its jobs' arguments in the dashboard.
+            redact: ``(args, kwargs) -> (args, kwargs)``: what the dashboard shows of a job's
+                arguments instead of them (mask a password, drop a field).
 
         Returns:
             The :class:`Task`, or a decorator producing it.
@@ -232,6 +239,8 @@ class App:
         grouped = (rate_limit, concurrency_limit, fair_key, fair_weights, ordered_key)
         if burst and rate_limit is None:
             raise ValueError("burst goes with rate_limit")
+        if redact is not None and not callable(redact):
+            raise ValueError("redact must be a callable (args, kwargs) -> (args, kwargs)")
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{f.__module__}:{f.__qualname__}"
@@ -258,6 +267,8 @@ class App:
                 priority=priority,
                 result_ttl=result_ttl,
                 executor=resolve_executor(f, executor),
+                sensitive=sensitive,
+                redact=redact,
             )
             return self._register(Task(self, f, config))
 
