@@ -31,6 +31,9 @@ RUNNING_SHOWN = 100
 HIDDEN_SENSITIVE = "hidden: the task is marked sensitive"
 HIDDEN_UNKNOWN = "hidden: the dashboard was not given the app that defines this task (--app)"
 UNAVAILABLE = "not available: this asyncq core does not return job arguments"
+HIDDEN_REDACT_TEXT = (
+    "hidden: the task has a redact hook, and a schedule keeps its arguments as text"
+)
 
 
 class Unreachable(Exception):
@@ -193,12 +196,11 @@ class Source:
         for s in await self.call(schedule_infos(self.broker, parts)):
             d = dict(s.definition)
             task = d.get("task")
-            if "args" in d or "kwargs" in d:
-                shown = self.shown_args(task if isinstance(task, str) else None, None)
-                if shown["hidden"]:
-                    d.pop("args", None)
-                    d.pop("kwargs", None)
-                    d["args_hidden"] = shown["hidden"]
+            hidden = self._hidden(task if isinstance(task, str) else None, text=True)
+            if hidden and ("args" in d or "kwargs" in d):
+                d.pop("args", None)
+                d.pop("kwargs", None)
+                d["args_hidden"] = hidden
             out.append(
                 {
                     "name": s.name,
@@ -300,27 +302,33 @@ class Source:
         """The App's task registered as ``name`` (None without an App or such a task)."""
         return self.app.tasks.get(name) if self.app is not None and name else None
 
+    def _hidden(self, task_name: str | None, text: bool = False) -> str | None:
+        """Why a job of ``task_name`` has its arguments hidden (None: they may be shown).
+        ``text``: they are only known as text (a schedule's), so no redact hook can apply."""
+        task = self.task_of(task_name)
+        if task is not None and task.config.sensitive:
+            return HIDDEN_SENSITIVE
+        if task is None and not self.show_args:
+            return HIDDEN_UNKNOWN
+        if text and task is not None and task.config.redact is not None:
+            return HIDDEN_REDACT_TEXT
+        return None
+
     def shown_args(self, task_name: str | None, raw: tuple[Any, Any] | None) -> dict[str, Any]:
         """A job's arguments as the dashboard may show them: ``{"args", "kwargs", "hidden"}``,
         where ``hidden`` says why they are not shown (None when they are)."""
-        task = self.task_of(task_name)
-        if task is not None and task.config.sensitive:
-            return {"args": None, "kwargs": None, "hidden": HIDDEN_SENSITIVE}
-        if task is None and not self.show_args:
-            return {"args": None, "kwargs": None, "hidden": HIDDEN_UNKNOWN}
-        if raw is None:
-            return {"args": None, "kwargs": None, "hidden": UNAVAILABLE}
+        hidden = self._hidden(task_name) or (UNAVAILABLE if raw is None else None)
+        if hidden or raw is None:
+            return {"args": None, "kwargs": None, "hidden": hidden}
         args, kwargs = tuple(raw[0] or ()), dict(raw[1] or {})
+        task = self.task_of(task_name)
         if task is not None and task.config.redact is not None:
             try:
                 shown_a, shown_k = task.config.redact(args, kwargs)
                 args, kwargs = tuple(shown_a), dict(shown_k)
             except Exception as exc:  # a broken hook must hide the arguments, not show them
-                return {
-                    "args": None,
-                    "kwargs": None,
-                    "hidden": f"hidden: redact hook failed ({exc!r})",
-                }
+                why = f"hidden: the redact hook failed ({type(exc).__name__})"
+                return {"args": None, "kwargs": None, "hidden": why}
         return {"args": _jsonable(list(args)), "kwargs": _jsonable(kwargs), "hidden": None}
 
 
