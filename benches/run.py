@@ -43,12 +43,14 @@ VENVS = {
 ADAPTER_VENV = {
     "asyncq": "main",
     "asyncq_limited": "main",
+    "asyncq_metrics": "main",
     "floor": "main",
     "ardiq": "peers312",
 }
 PACKAGES = {
     "asyncq": ["asyncq", "redis", "uvloop"],
     "asyncq_limited": ["asyncq", "redis", "uvloop"],
+    "asyncq_metrics": ["asyncq", "redis", "uvloop"],
     "floor": ["redis", "hiredis", "uvloop"],
     "saq": ["saq"],
     "streaq": ["streaq"],

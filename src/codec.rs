@@ -6,7 +6,7 @@
 //! Decimal→ext 6 (`str(d)`). Subclasses of int/str/float/list/dict travel as their base type.
 //!
 //! The envelope is a msgpack map: `v` version, `t` task name, `a` args array, `k` kwargs map,
-//! optional `m` meta map (`to` = timeout seconds). `z` and `s` are reserved; readers ignore
+//! optional `m` meta map (`to` = timeout seconds, `h` = string headers such as W3C trace context). `z` and `s` are reserved; readers ignore
 //! unknown keys. [`parse_envelope`] validates everything without the GIL, so [`decode_args`]
 //! only runs on data known to be well-formed. With signing keys configured, an `s` entry (last in
 //! the map) carries an HMAC-SHA256 of the envelope without it; see [`sign`] and [`verify`].
@@ -72,6 +72,9 @@ mod classes {
 pub struct Meta {
     /// `to`: how long one run may take, in seconds.
     pub timeout_s: Option<f64>,
+    /// `h`: string headers the producer attached (W3C trace context: `traceparent`,
+    /// `tracestate`), handed to the worker as they came; empty when absent.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why an envelope cannot be run. A poisoned job is never retried: the bytes will not change.
@@ -153,7 +156,11 @@ pub fn encode_envelope(
     let mut buf = Vec::with_capacity(128);
     done(rmp::encode::write_map_len(
         &mut buf,
-        if meta.timeout_s.is_some() { 5 } else { 4 },
+        if meta.timeout_s.is_some() || !meta.headers.is_empty() {
+            5
+        } else {
+            4
+        },
     ));
     put_str(&mut buf, "v");
     done(rmp::encode::write_uint(&mut buf, ENVELOPE_VERSION));
@@ -163,11 +170,25 @@ pub fn encode_envelope(
     encode_args(&mut buf, args, arg_names)?;
     put_str(&mut buf, "k");
     encode_kwargs(&mut buf, kwargs)?;
-    if let Some(timeout) = meta.timeout_s {
+    let meta_len = u32::from(meta.timeout_s.is_some()) + u32::from(!meta.headers.is_empty());
+    if meta_len > 0 {
         put_str(&mut buf, "m");
-        done(rmp::encode::write_map_len(&mut buf, 1));
-        put_str(&mut buf, "to");
-        done(rmp::encode::write_f64(&mut buf, timeout));
+        done(rmp::encode::write_map_len(&mut buf, meta_len));
+        if let Some(timeout) = meta.timeout_s {
+            put_str(&mut buf, "to");
+            done(rmp::encode::write_f64(&mut buf, timeout));
+        }
+        if !meta.headers.is_empty() {
+            put_str(&mut buf, "h");
+            done(rmp::encode::write_map_len(
+                &mut buf,
+                meta.headers.len() as u32,
+            ));
+            for (name, value) in &meta.headers {
+                put_str(&mut buf, name);
+                put_str(&mut buf, value);
+            }
+        }
     }
     if buf.len() > max_size {
         return Err(Error::Oversized {
@@ -408,9 +429,25 @@ fn parse_meta(raw: Option<&[u8]>) -> Result<Meta, String> {
                 Item::UInt(u) => Some(u as f64),
                 other => return Err(format!("timeout `to` is not a number: {other:?}")),
             };
+        } else if key == Item::Str("h") {
+            meta.headers = parse_headers(&raw[start..rd.pos()])?;
         }
     }
     Ok(meta)
+}
+
+/// The headers map `h`: string names to string values.
+fn parse_headers(raw: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut rd = Reader::new(raw);
+    let Item::Map(n) = rd.next()? else {
+        return Err("headers `h` are not a map".into());
+    };
+    (0..n)
+        .map(|_| match (rd.next()?, rd.next()?) {
+            (Item::Str(name), Item::Str(value)) => Ok((name.to_owned(), value.to_owned())),
+            other => Err(format!("a header is not a string pair: {other:?}")),
+        })
+        .collect()
 }
 
 /// Validates an envelope without touching Python. Afterwards [`decode_args`] meets only

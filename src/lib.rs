@@ -8,6 +8,7 @@ pub mod codec;
 pub mod consumer;
 pub mod engine;
 pub mod errors;
+pub mod metrics;
 pub mod producer;
 pub mod py;
 pub mod runtime;
@@ -34,5 +35,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::consumer::PyJob>()?;
     m.add_class::<py::info::PyJobInfo>()?;
     m.add_class::<py::events::PyEventStream>()?;
+    m.add_class::<py::metrics::PyMetricsServer>()?;
     Ok(())
 }

@@ -488,6 +488,35 @@ async def test_purge_without_a_terminal_needs_yes(redis_server: RedisServer, que
     assert (await app.broker.counts(queue))["queued"] == 1, "nothing was deleted"
 
 
+async def test_pause_holds_every_partition_until_resume(
+    redis_server: RedisServer, queue: str, tmp_path: Path, procs: list[WorkerProc]
+) -> None:
+    url = redis_server.url
+    app = sample.build(url, queue, partitions={queue: 2})
+    add = app.tasks["sample:add"]
+    await add.enqueue(0, 0)  # the queue (both partitions) exists before the worker starts
+    env = dict(sample_env(url, queue), ASYNCQ_TEST_PARTITIONS=f"{queue}=2")
+    worker = WorkerProc(tmp_path, env)
+    procs.append(worker)
+    worker.started()
+    out = run_cli("asyncq", "--url", url, "pause", queue)
+    assert out.returncode == 0 and out.stdout.strip() == f"paused {queue!r}", out
+    assert (
+        run_cli("asyncq", "--url", url, "pause", queue)
+        .stdout.strip()
+        .endswith("was already paused")
+    )
+    handles = [await add.enqueue(i, 1) for i in range(4)]  # round-robin: both partitions
+    # Held: the worker is idle and would run them within milliseconds otherwise.
+    time.sleep(1.0)
+    assert {await h.status() for h in handles} == {"queued"}
+    info = run_cli("asyncq", "--url", url, "info").stdout
+    assert f"{queue}" in info and "(paused)" in info, info
+    out = run_cli("asyncq", "--url", url, "resume", queue)
+    assert out.returncode == 0 and out.stdout.strip() == f"resumed {queue!r}", out
+    assert [await h.result(timeout=10) for h in handles] == [1, 2, 3, 4]
+
+
 # ---- asyncq-worker --wait-for-redis (point 11) ---------------------------------------------------
 
 

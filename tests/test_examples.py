@@ -65,3 +65,12 @@ def test_the_partitions_example_spreads_emails_and_keeps_each_account_together()
     for line in accounts:
         assert line.endswith("ran in order [0, 1, 2, 3, 4]"), line
         assert ": all in work#" in line, line
+
+
+def test_the_metrics_example_prints_what_a_scrape_counted() -> None:
+    lines = run_example("examples.metrics").splitlines()
+    assert lines[:3] == ["3", "7", "failed"]
+    assert sorted(lines[3:]) == [
+        'asyncq_jobs_total{queue="default",task="example:add",outcome="succeeded"} 2',
+        'asyncq_jobs_total{queue="default",task="example:fail",outcome="failed"} 1',
+    ]

@@ -3,6 +3,7 @@
 NAMES = [
     "asyncq",
     "asyncq_limited",
+    "asyncq_metrics",
     "floor",
     "saq",
     "streaq",

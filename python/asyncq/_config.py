@@ -139,6 +139,14 @@ def _queues(key: str, value: object) -> QueueSpec:
     )
 
 
+def _port(key: str, value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise UsageError(f"{key} must be a TCP port (0 to 65535), got {value!r}")
+    return value
+
+
 #: Every key of the ``[worker]`` table and the check its value must pass.
 CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "app": _text,
@@ -154,6 +162,8 @@ CONFIG_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
     "wait_for_redis": _seconds,
+    "metrics_port": _port,
+    "metrics_host": _text,
 }
 
 

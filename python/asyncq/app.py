@@ -74,6 +74,11 @@ class App:
             several primaries. Jobs go round-robin, or by ``options(partition_key=...)``, key
             or group; workers serve every partition. Every producer and worker of the queue
             must use the same count (see docs/scaling.md).
+        metrics_port: Serve Prometheus metrics on this port from every worker of this app
+            (``asyncq-worker --metrics-port`` overrides it; 0 picks a free port); None: off,
+            and nothing is counted (see docs/operations.md).
+        metrics_host: Where the metrics server listens: every interface by default, as
+            Prometheus scrapes from elsewhere; ``127.0.0.1`` keeps it local.
 
     Raises:
         ValueError: The URL is not a supported broker URL, or ``enqueue_timeout`` is not
@@ -98,6 +103,8 @@ class App:
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
         partitions: Mapping[str, int] | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
@@ -114,6 +121,10 @@ class App:
         )
         self.enqueue_timeout = enqueue_timeout
         self.partitions = Partitions(partitions)
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be a TCP port (0 to 65535), got {metrics_port}")
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self.default_queue = default_queue
         self.lease = lease
         self.heartbeat = heartbeat if heartbeat is not None else lease / 3

@@ -153,6 +153,12 @@ def _seconds(text: str) -> float:
     return n
 
 
+def _tcp_port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0 to 65535), got {text}")
+    return int(text)
+
+
 # ---- asyncq-worker ---------------------------------------------------------------------------
 
 
@@ -191,6 +197,15 @@ def worker_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="fire the app's periodic schedules from this worker too (default: on)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_tcp_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: App.metrics_port)",
+    )
+    p.add_argument(
+        "--metrics-host", metavar="HOST", help="interface for --metrics-port (default 0.0.0.0)"
     )
     p.add_argument("--log-level", default=None, choices=LOG_LEVELS)
     p.add_argument("--log-format", default=None, choices=LOG_FORMATS)
@@ -264,6 +279,8 @@ async def _worker(args: argparse.Namespace) -> int:
         grace=settings.get("grace", 30.0),
         prefetch=settings.get("prefetch"),
         scheduler=settings.get("scheduler", True),
+        metrics_port=settings.get("metrics_port"),
+        metrics_host=settings.get("metrics_host"),
     )
     if settings.get("wait_for_redis"):
         await wait_for_broker(app.broker, settings["wait_for_redis"])
@@ -325,6 +342,11 @@ def admin_parser() -> argparse.ArgumentParser:
     purge = sub.add_parser("purge", help="delete queued, scheduled and dead jobs of a queue")
     purge.add_argument("queue")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for verb, what in (("pause", "stop leasing"), ("resume", "start leasing again")):
+        queue_cmd = sub.add_parser(
+            verb, help=f"{what} the jobs of a queue (every partition; running jobs run on)"
+        )
+        queue_cmd.add_argument("queue")
     sched = sub.add_parser(
         "schedules", help="list periodic schedules, or pause, resume or remove one"
     )
@@ -421,7 +443,8 @@ async def _info(broker: Broker, _: argparse.Namespace) -> int:
     for queue, parts in by_logical(queues).items():
         each = [await broker.counts(p) for p in parts]
         total = {c: sum(counts.get(c, 0) for counts in each) for c in cols}
-        print(f"{queue:<24}" + "".join(f"{total[c]:>16}" for c in cols))
+        paused = "  (paused)" if any(counts.get("paused") for counts in each) else ""
+        print(f"{queue:<24}" + "".join(f"{total[c]:>16}" for c in cols) + paused)
         if len(parts) > 1:  # a partitioned queue: its partitions below it
             for part, counts in zip(parts, each, strict=True):
                 label = f"  #{part.rpartition('#')[2]}"
@@ -605,6 +628,15 @@ async def _purge(broker: Broker, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _pause(broker: Broker, args: argparse.Namespace) -> int:
+    pause = args.command == "pause"
+    parts = await _known_queues(broker, args, args.queue)
+    changed = [await broker.pause(part, pause) for part in parts]
+    done = "paused" if pause else "resumed"
+    print(f"{done} {args.queue!r}" if any(changed) else f"{args.queue!r} was already {done}")
+    return 0
+
+
 async def _schedule_queues(broker: Broker, args: argparse.Namespace) -> list[str]:
     if args.queue:
         return [args.queue]
@@ -777,12 +809,13 @@ def _worker_queues(info: str) -> list[str]:
     return names + ([p for p in parts if isinstance(p, str)] if isinstance(parts, list) else [])
 
 
-async def _limit_queues(
+async def _known_queues(
     broker: Broker, args: argparse.Namespace, queue: str | None = None
 ) -> list[str]:
     """``queue`` (default ``--queue``), else every queue known: enqueued to, served by a live
     worker (which declared its limits there), or used by ``--app``'s tasks. A partitioned
-    queue stands for each of its partitions known so."""
+    queue stands for each of its partitions known so (a worker serving it registers every
+    partition, enqueued to or not)."""
     queue = queue or args.queue
     queues = set(await broker.queues())
     for _, info, _ in await broker.workers():
@@ -882,7 +915,7 @@ async def _family_rows(broker: Broker, args: argparse.Namespace, family: str) ->
         if queue and queue != family[1:]:
             raise UsageError(f"{family} is the limiter of queue {family[1:]!r}, not {queue!r}")
         queue = family[1:]
-    parts = await _limit_queues(broker, args, queue)
+    parts = await _known_queues(broker, args, queue)
     rows = await limit_rows(broker, parts)
     mine = [r for r in rows if r.family == family]
     if mine or queue:
@@ -941,7 +974,7 @@ async def _limits(broker: Broker, args: argparse.Namespace) -> int:
     if args.action == "list":
         if args.name or args.options:
             raise UsageError("asyncq limits [list] takes no name; did you mean limits set?")
-        rows = await limit_rows(broker, await _limit_queues(broker, args))
+        rows = await limit_rows(broker, await _known_queues(broker, args))
         if args.json:
             for row in rows:
                 print(json.dumps(_limit_record(row)))
@@ -984,6 +1017,8 @@ _COMMANDS: dict[str, Callable[[Broker, argparse.Namespace], Coroutine[Any, Any, 
     "enqueue": _enqueue,
     "retry": _retry,
     "purge": _purge,
+    "pause": _pause,
+    "resume": _pause,
     "schedules": _schedules,
     "limits": _limits,
     "scheduler": _scheduler,

@@ -182,6 +182,8 @@ class CoreOptions:
             key (``Grouping.spec``); None when its jobs have no group.
         fresh_ids: New ids for the jobs, one each (a partitioned queue's name their
             partition: ``asyncq.partitions``); None lets the core make them.
+        headers: String headers carried in the envelope to the worker (``Job.headers``):
+            W3C trace context (``asyncq.tracing``); None for none.
     """
 
     max_attempts: int = 1
@@ -198,6 +200,7 @@ class CoreOptions:
     executor: str = "async"
     groups: list[str] | None = None
     fresh_ids: list[str] | None = None
+    headers: dict[str, str] | None = None
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._core import SHORT_JOB_S, BrokerError
+from ._core import SHORT_JOB_S, AsyncqError, BrokerError, MetricsServer
 from ._runner import Lane, Runner
 from .context import mark_cancel_requested
 from .schedule import Scheduler
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("asyncq.worker")
+
+#: Seconds between two looks at the event loop's lag (with metrics on).
+LAG_PROBE = 1.0
 
 # Consumer events: kind -> (log level, event field, message over %(queue)s and %(detail)s).
 _EVENTS: dict[str, tuple[int, str, str]] = {
@@ -112,6 +115,10 @@ class Worker:
         scheduler: Fire the app's periodic schedules from this worker too (see
             :meth:`asyncq.App.schedule`); any number of workers may, each fire time is
             enqueued once.
+        metrics_port: Serve Prometheus metrics at ``http://<host>:<port>/metrics`` while
+            running (default ``App.metrics_port``; None: off). 0 picks a free port, which
+            :attr:`metrics_port` then holds.
+        metrics_host: The interface it listens on (default ``App.metrics_host``).
     """
 
     def __init__(
@@ -128,6 +135,8 @@ class Worker:
         idle_wait: float = 5.0,
         prefetch: bool | None = None,
         scheduler: bool = True,
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -153,6 +162,9 @@ class Worker:
         self._epoch: str | None = None
         self._run_id: str | None = None
         self.ready = asyncio.Event()
+        self.metrics_port = metrics_port if metrics_port is not None else app.metrics_port
+        self.metrics_host = metrics_host or app.metrics_host
+        self._metrics: MetricsServer | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -175,8 +187,12 @@ class Worker:
         """
         await self._check_server()
         await self._declare_limits()
+        if self.metrics_port is not None:  # before the lanes: their consumers count from the start
+            await self._serve_metrics(self.metrics_port)
         await self._open_lanes()
         background: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._register_loop())]
+        if self._metrics is not None:
+            background.append(asyncio.ensure_future(self._measure_loop_lag()))
         for lane in self._lanes:
             background.append(asyncio.ensure_future(self._consume(lane)))
             background.append(asyncio.ensure_future(self._watch(lane)))
@@ -191,7 +207,29 @@ class Worker:
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(background)
+            try:
+                await self._shutdown(background)
+            finally:
+                if self._metrics is not None:
+                    self._metrics.close()
+
+    async def _serve_metrics(self, port: int) -> None:
+        parts = [p for q in self.queues for p in self.app.partitions.names(q)]
+        try:
+            self._metrics = await self.app.broker.serve_metrics(self.metrics_host, port, parts)
+        except AsyncqError as exc:  # a port in use: say so before anything runs
+            raise ValueError(str(exc)) from exc
+        self.metrics_port = self._metrics.port
+        log.info("metrics at http://%s:%d/metrics", self.metrics_host, self.metrics_port)
+
+    async def _measure_loop_lag(self) -> None:
+        """How late the event loop runs a timer, once a second: a loop held up by blocking
+        code in an async task shows here before anywhere else."""
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            asked = loop.time()
+            await asyncio.sleep(LAG_PROBE)
+            self.app.broker.set_loop_lag(max(0.0, loop.time() - asked - LAG_PROBE))
 
     def _on_background_done(self, fut: asyncio.Future[Any]) -> None:
         """A consuming loop must never end on its own: if one crashes, stop the whole worker

@@ -108,6 +108,14 @@ macro_rules! scripted_broker {
                 $crate::broker::calls::purge(self, queue).await
             }
 
+            async fn pause(&self, queue: &str, paused: bool) -> $crate::errors::Result<bool> {
+                $crate::broker::calls::pause(self, queue, paused).await
+            }
+
+            async fn delete_job(&self, queue: &str, id: &str) -> $crate::errors::Result<$crate::broker::DeleteOutcome> {
+                $crate::broker::calls::delete_job(self, queue, id).await
+            }
+
             async fn fire(&self, queue: &str, fire: $crate::broker::Fire) -> $crate::errors::Result<$crate::broker::FireOutcome> {
                 $crate::broker::calls::fire(self, queue, fire).await
             }
@@ -641,6 +649,38 @@ pub(crate) async fn purge<R: ScriptRunner + ?Sized>(r: &R, queue: &str) -> Resul
     }
 }
 
+pub(crate) async fn pause<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    paused: bool,
+) -> Result<bool> {
+    let k = QueueKeys::new(queue)?;
+    let mut call = Call::new(ScriptId::Pause, vec![k.paused(), k.wake()]);
+    call.arg(if paused { "pause" } else { "resume" });
+    Ok(value_i64(&r.run(&call).await?, "pause")? == 1)
+}
+
+pub(crate) async fn delete_job<R: ScriptRunner + ?Sized>(
+    r: &R,
+    queue: &str,
+    id: &str,
+) -> Result<super::DeleteOutcome> {
+    let k = QueueKeys::new(queue)?;
+    let keys = vec![k.ready(), k.scheduled(), k.dead(), k.wake(), k.outbox()];
+    let mut call = Call::new(ScriptId::Delete, keys);
+    call.arg(k.prefix()).arg(id);
+    match value_i64(&r.run(&call).await?, "delete")? {
+        1 => Ok(super::DeleteOutcome::Deleted),
+        11 => {
+            relay(r, queue).await?; // a deleted flow member's children in other queues
+            Ok(super::DeleteOutcome::Deleted)
+        }
+        2 => Ok(super::DeleteOutcome::Running),
+        -2 => Ok(super::DeleteOutcome::NotFound),
+        code => Err(protocol("delete", format!("unexpected code {code}"))),
+    }
+}
+
 pub(crate) async fn fire<R: ScriptRunner + ?Sized>(
     r: &R,
     queue: &str,
@@ -944,6 +984,7 @@ pub(super) fn counts_cmds(queue: &str) -> Result<Vec<redis::Cmd>> {
             .arg("jobs")
             .arg("ready")
             .clone(),
+        redis::cmd("EXISTS").arg(k.paused()).clone(),
     ])
 }
 
@@ -957,8 +998,9 @@ pub(super) fn parse_counts(replies: Vec<Value>) -> Result<super::QueueCounts> {
         Option<u64>,
         Option<u64>,
         (Option<i64>, Option<i64>),
+        bool,
     );
-    let (scheduled, ready, running, dead, ok, failed, (grouped, groups)): Reply =
+    let (scheduled, ready, running, dead, ok, failed, (grouped, groups), paused): Reply =
         redis::from_redis_value(Value::Array(replies))
             .map_err(|e| protocol("counts", e.to_string()))?;
     // Ready holds one member per group in it; the group sets hold the grouped jobs.
@@ -971,5 +1013,6 @@ pub(super) fn parse_counts(replies: Vec<Value>) -> Result<super::QueueCounts> {
         dead,
         succeeded_total: ok.unwrap_or(0),
         failed_total: failed.unwrap_or(0),
+        paused,
     })
 }

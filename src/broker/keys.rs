@@ -162,6 +162,11 @@ impl QueueKeys {
         self.key(WAKE)
     }
 
+    /// STRING that exists while the queue is paused (see `pause.lua`); value: since when (ms).
+    pub fn paused(&self) -> String {
+        self.key("paused")
+    }
+
     /// HASH of lifetime counters `succeeded` and `failed`.
     pub fn stats(&self) -> String {
         self.key("stats")

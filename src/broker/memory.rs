@@ -237,9 +237,14 @@ impl MemoryBroker {
             ::redis::cmd("ZCARD").arg(k.ready()).clone(),
             first(k.scheduled()),
             first(k.limdue()),
+            ::redis::cmd("EXISTS").arg(k.paused()).clone(),
         ]);
-        type Look = (u64, Vec<(String, f64)>, Vec<(String, f64)>);
-        let (ready, due, lim_due): Look = decode(Value::Array(look.ok()?)).ok()?;
+        type Look = (u64, Vec<(String, f64)>, Vec<(String, f64)>, bool);
+        let (ready, due, lim_due, paused): Look = decode(Value::Array(look.ok()?)).ok()?;
+        if paused {
+            // Nothing is leased until resumed, and resuming wakes the list.
+            return Some((waiter, timeout_ms));
+        }
         if ready > 0 {
             return None;
         }

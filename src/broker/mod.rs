@@ -11,6 +11,12 @@ pub mod redis;
 pub mod scripts;
 mod watchdog;
 
+/// Shared broker connections this process replaced so far (found silent, or a failover moved
+/// the primary): `asyncq_reconnects_total`.
+pub fn reconnects() -> u64 {
+    watchdog::REPLACED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -239,6 +245,9 @@ pub struct Leased {
     /// A flow member's input: what its parents delivered (one encoded value, or an encoded
     /// list), prepended to its positional arguments. None for other jobs.
     pub input: Option<Vec<u8>>,
+    /// How long it waited to be leased: since it was enqueued, or fell due (a delay, a retry),
+    /// by the broker's clock (`asyncq_job_wait_seconds`).
+    pub waited_ms: u64,
 }
 
 /// Result of one fetch call.
@@ -678,6 +687,17 @@ pub struct QueueCounts {
     /// Lifetime counters.
     pub succeeded_total: u64,
     pub failed_total: u64,
+    /// Paused (see [`Broker::pause`]): nothing is leased from it.
+    pub paused: bool,
+}
+
+/// What [`Broker::delete_job`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// Running: refused (cancel it first).
+    Running,
+    NotFound,
 }
 
 /// A worker's registration, refreshed by its heartbeat.
@@ -808,6 +828,12 @@ pub trait Broker: Send + Sync {
     async fn retry_dead(&self, queue: &str, ids: Option<Vec<String>>) -> Result<u64>;
     /// Delete every queued, scheduled and dead job of the queue. Returns how many.
     async fn purge(&self, queue: &str) -> Result<u64>;
+    /// Pause (`true`) or resume a queue: while paused, nothing is leased from it; resuming
+    /// wakes its idle workers. True when the state changed.
+    async fn pause(&self, queue: &str, paused: bool) -> Result<bool>;
+    /// Delete a job that is not running (its record, key and set entries); a pending one is
+    /// first withdrawn as a cancel would (its waiters are told, flow dependents fail).
+    async fn delete_job(&self, queue: &str, id: &str) -> Result<DeleteOutcome>;
     async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()>;
     async fn unregister_worker(&self, id: &str) -> Result<()>;
     async fn workers(&self) -> Result<Vec<WorkerInfo>>;

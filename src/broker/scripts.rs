@@ -53,6 +53,8 @@ pub enum ScriptId {
     Watch,
     Limits,
     Listing,
+    Pause,
+    Delete,
 }
 
 macro_rules! script {
@@ -71,7 +73,7 @@ macro_rules! script {
 }
 
 /// Every script, in [`ScriptId`] order.
-pub static REGISTRY: [ScriptDef; 20] = [
+pub static REGISTRY: [ScriptDef; 22] = [
     script!("enqueue", 4),
     script!("fetch", 5),
     script!("ack", 5),
@@ -92,6 +94,8 @@ pub static REGISTRY: [ScriptDef; 20] = [
     script!("watch", 1),
     script!("limits", 1),
     script!("listing", 1),
+    script!("pause", 2),
+    script!("delete", 5),
 ];
 
 /// SHA1 of each script, computed once.
@@ -252,7 +256,7 @@ pub(crate) fn u64_of(n: i64, script: &'static str) -> Result<u64> {
     u64::try_from(n).map_err(|_| protocol(script, format!("{n} out of range")))
 }
 
-/// Parse the fetch reply: next_due, then 6 values per leased job.
+/// Parse the fetch reply: next_due, then 8 values per leased job.
 pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
     const S: &str = "fetch";
     let mut items = value_array(reply, S)?.into_iter();
@@ -269,18 +273,19 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
         S,
     )? == 1;
     let rest: Vec<Value> = items.collect();
-    if rest.len() % 7 != 0 {
+    if rest.len() % 8 != 0 {
         return Err(protocol(
             S,
-            format!("{} values is not a multiple of 7", rest.len()),
+            format!("{} values is not a multiple of 8", rest.len()),
         ));
     }
-    let mut jobs = Vec::with_capacity(rest.len() / 7);
+    let mut jobs = Vec::with_capacity(rest.len() / 8);
     let mut it = rest.into_iter();
-    // The length is a multiple of 7: each job's values are all there.
+    // The length is a multiple of 8: each job's values are all there.
     while let Some(id) = it.next() {
         let mut next = || it.next().unwrap_or(Value::Nil);
         let (p, a, m, t, e, input) = (next(), next(), next(), next(), next(), next());
+        let waited = next();
         jobs.push(Leased {
             id: value_string(id, S)?,
             payload: value_bytes(p, S)?,
@@ -292,6 +297,7 @@ pub(crate) fn parse_fetch(reply: Value) -> Result<FetchOutcome> {
                 Value::Nil => None,
                 v => Some(value_bytes(v, S)?),
             },
+            waited_ms: u64_of(value_i64(&waited, S)?, S)?,
         });
     }
     let next_due_us = u64::try_from(next_due).ok();

@@ -193,6 +193,10 @@ impl ConnectionLike for Watched {
     }
 }
 
+/// Shared connections replaced in this process (silent, or their server no longer the
+/// primary): `asyncq_reconnects_total`.
+pub static REPLACED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Ping the shared connection every [`PING_EVERY`]; when it stays silent for [`SILENCE`] (or the
 /// ping fails with an I/O error), or `endpoint` says its server is no longer the one to use,
 /// fail everything waiting on it and dial until a fresh one is up, then swap it in. Ends when
@@ -217,6 +221,7 @@ pub(crate) fn spawn_watchdog(endpoint: Arc<dyn Endpoint>, slot: Weak<Mutex<Watch
                 Some(current) => *lock(&current) = fresh,
                 None => return,
             }
+            REPLACED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     });
 }

@@ -135,6 +135,7 @@ fn envelope_round_trips() {
         let (args, kwargs) = envelope_parts(g);
         let meta = Meta {
             timeout_s: Some(2.5),
+            headers: vec![],
         };
         let bytes = encode_envelope("app.send", &args, Some(&kwargs), &meta, &[], 1 << 20).unwrap();
         let env = parse_envelope(&bytes, 1 << 20).unwrap();
@@ -142,6 +143,40 @@ fn envelope_round_trips() {
         let (a, k) = decode_args(g.py(), &env).unwrap();
         assert!(same(g, &args, &a) && same(g, &kwargs, &k));
     });
+}
+
+#[test]
+fn headers_travel_in_the_meta_map_with_or_without_a_timeout() {
+    with_py(|g| {
+        let (args, kwargs) = envelope_parts(g);
+        let trace = (
+            "traceparent".to_owned(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+        );
+        for timeout_s in [None, Some(1.0)] {
+            let meta = Meta {
+                timeout_s,
+                headers: vec![trace.clone(), ("tracestate".into(), "a=1".into())],
+            };
+            let bytes = encode_envelope("t", &args, Some(&kwargs), &meta, &[], 1 << 20).unwrap();
+            let env = parse_envelope(&bytes, 1 << 20).unwrap();
+            assert_eq!(env.meta, meta);
+        }
+    });
+}
+
+#[test]
+fn a_header_that_is_not_a_string_pair_is_a_bad_payload() {
+    // {v: 1, t: "t", m: {h: {"a": 1}}}
+    let mut bytes = vec![
+        0x83, 0xa1, b'v', 0x01, 0xa1, b't', 0xa1, b't', 0xa1, b'm', 0x81,
+    ];
+    bytes.extend([0xa1, b'h', 0x81, 0xa1, b'a', 0x01]);
+    let err = parse_envelope(&bytes, 1 << 20).unwrap_err();
+    assert!(
+        matches!(&err, Poison::BadPayload(m) if m.contains("not a string pair")),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ use crate::broker::{
 use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::engine::{Engine, Tick};
 use crate::errors::Error;
+use crate::metrics::{self, QueueMetrics, TaskMetrics};
 
 mod tasks;
 
@@ -100,6 +101,8 @@ pub enum Prefetch {
 pub struct Fetched {
     pub job: Leased,
     pub timeout_s: Option<f64>,
+    /// The envelope's headers (`m.h`): trace context and the like.
+    pub headers: Vec<(String, String)>,
     /// Where the validated envelope's parts lie in `job.payload`.
     pub spans: Spans,
 }
@@ -159,6 +162,11 @@ struct InFlight {
     settled: bool,
     /// When the job was leased (its run time feeds `Shared::run_us`).
     since: Instant,
+    /// Its task's metrics, when metrics are on; and whether it is poison (its outcome is
+    /// then `dead`, not `failed`).
+    task: Option<(Arc<TaskMetrics>, bool)>,
+    /// How long it ran, once its outcome was queued after a run.
+    ran_s: Option<f64>,
 }
 
 /// How long a cancel request heard before its job was admitted is remembered.
@@ -222,6 +230,8 @@ struct Shared {
     /// canceller (through `recheck`) to ask the broker.
     cancel_hints: Mutex<HashMap<String, Instant>>,
     recheck: mpsc::UnboundedSender<String>,
+    /// This queue's Prometheus counters, when the engine's metrics were on at start.
+    metrics: Option<Arc<QueueMetrics>>,
 }
 
 /// One queue's consumer. Create it inside the tokio runtime.
@@ -283,6 +293,7 @@ impl Consumer {
             broker: engine.broker().clone(),
             engine: engine.clone(),
             totals: engine.queue_stats(&cfg.queue),
+            metrics: engine.metrics().map(|m| m.queue(&cfg.queue)),
             run_us: AtomicU64::new(u64::MAX),
             cfg,
             inflight: Mutex::new(HashMap::new()),
@@ -716,6 +727,9 @@ impl Shared {
         let leased_any = !jobs.is_empty();
         let mut good = Vec::with_capacity(jobs.len());
         let mut poisoned = Vec::new();
+        if let Some(qm) = &sh.metrics {
+            qm.fetched(jobs.iter().map(|j| j.waited_ms));
+        }
         let mut inflight = sh.inflight.lock().unwrap();
         for job in jobs {
             // Size first (cheap), then the signature, and only then the structure.
@@ -728,32 +742,53 @@ impl Shared {
             })
             .and_then(|()| verify(&job.payload, &sh.cfg.signing_keys))
             .and_then(|()| parse_envelope(&job.payload, limit));
+            let task = sh.metrics.as_ref().map(|qm| {
+                let name = parsed.as_ref().map_or("(unknown)", |env| env.task);
+                let runnable = parsed
+                    .as_ref()
+                    .is_ok_and(|env| sh.cfg.tasks.contains(env.task));
+                (qm.task(name), !runnable)
+            });
             let verdict = match parsed {
                 Err(p) => Err((p.reason().to_string(), p.message())),
                 Ok(env) if !sh.cfg.tasks.contains(env.task) => Err((
                     "unknown_task".to_string(),
                     format!("no task named {:?} is registered in this worker", env.task),
                 )),
-                Ok(env) => Ok((env.meta.timeout_s, env.spans(&job.payload))),
+                Ok(env) => {
+                    let spans = env.spans(&job.payload);
+                    Ok((env.meta, spans))
+                }
             };
             // A timeout stops lease extension a little after the task should have ended, so a
             // hung thread cannot hold a job forever.
-            let extend_until = verdict.as_ref().ok().and_then(|(t, _)| *t).map(|t| {
-                now + Duration::from_secs_f64(t.max(0.0)) + Duration::from_millis(sh.cfg.lease_ms)
-            });
-            inflight.insert(
+            let extend_until = verdict
+                .as_ref()
+                .ok()
+                .and_then(|(m, _)| m.timeout_s)
+                .map(|t| {
+                    now + Duration::from_secs_f64(t.max(0.0))
+                        + Duration::from_millis(sh.cfg.lease_ms)
+                });
+            let fresh = inflight.insert(
                 job.id.clone(),
                 InFlight {
                     token: job.token,
                     extend_until,
                     settled: false,
                     since: now,
+                    task,
+                    ran_s: None,
                 },
             );
+            if let (None, Some(qm)) = (fresh, &sh.metrics) {
+                qm.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
             match verdict {
-                Ok((timeout_s, spans)) => good.push(Fetched {
+                Ok((meta, spans)) => good.push(Fetched {
                     job,
-                    timeout_s,
+                    timeout_s: meta.timeout_s,
+                    headers: meta.headers,
                     spans,
                 }),
                 Err((reason, message)) => poisoned.push((job, reason, message)),
@@ -839,6 +874,7 @@ impl Shared {
         }
         f.settled = true;
         if ran {
+            f.ran_s = Some(f.since.elapsed().as_secs_f64());
             // A moving average over about the last 8 runs.
             let took = f.since.elapsed().as_micros().min(u128::from(u32::MAX)) as u64;
             let old = self.run_us.load(Ordering::Relaxed);
@@ -928,8 +964,35 @@ impl Shared {
 
     fn forget(&self, ids: impl Iterator<Item = String>) {
         let mut inflight = self.inflight.lock().unwrap();
+        let mut gone = 0;
         for id in ids {
-            inflight.remove(&id);
+            gone += i64::from(inflight.remove(&id).is_some());
+        }
+        if let Some(qm) = &self.metrics {
+            qm.in_flight.fetch_sub(gone, Ordering::Relaxed);
+        }
+    }
+
+    /// Count the outcomes the broker accepted (`ended`: id and outcome) in the metrics.
+    fn record_ended<'a>(&self, ended: impl Iterator<Item = (&'a String, metrics::Outcome)>) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let inflight = self.inflight.lock().unwrap();
+        for (id, outcome) in ended {
+            if let Some(InFlight {
+                task: Some((task, poison)),
+                ran_s,
+                ..
+            }) = inflight.get(id)
+            {
+                let outcome = if *poison {
+                    metrics::Outcome::Dead
+                } else {
+                    outcome
+                };
+                task.ended(outcome, *ran_s);
+            }
         }
     }
 

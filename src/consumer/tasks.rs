@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::{Event, Msg, Outcome, Shared, Stats, MAX_FLUSH};
 use crate::backoff::Redial;
 use crate::broker::{FailOutcome, Lease, ProgressReport, ReapClaim};
+use crate::metrics::Outcome as Ended;
 
 /// Drains the outcome channel: whatever piled up while the previous flush was on the wire goes
 /// out in the next call, so batches grow with load without a timer adding latency.
@@ -62,6 +63,7 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let ids: Vec<String> = acks.iter().map(|a| a.lease.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.ack(q, acks.clone())).await;
+        sh.record_ended(accepted(&ids, &res, |_| Some(Ended::Succeeded)));
         sh.settle(ids, res.iter().copied(), |s| &s.acked);
     }
     if !fails.is_empty() {
@@ -69,6 +71,12 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.fail(q, fails.clone())).await;
         let ok = res.iter().map(|o| *o != FailOutcome::Stale);
+        sh.record_ended(accepted(&ids, &res, |o| match o {
+            FailOutcome::Retrying => Some(Ended::Retried),
+            FailOutcome::Dead => Some(Ended::Failed),
+            FailOutcome::Cancelled => Some(Ended::Cancelled),
+            FailOutcome::Stale => None,
+        }));
         sh.settle(ids, ok, |s| &s.failed);
         for (tx, verdict) in verdicts.into_iter().zip(res) {
             if let Some(tx) = tx {
@@ -80,16 +88,47 @@ async fn flush_batch(sh: &Shared, batch: Vec<Msg>) {
         let ids: Vec<String> = releases.iter().map(|l| l.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.release(q, releases.clone())).await;
+        sh.record_ended(accepted(&ids, &res, |_| Some(Ended::Released)));
         sh.settle(ids, res.iter().copied(), |s| &s.released);
     }
     if !snoozes.is_empty() {
         let ids: Vec<String> = snoozes.iter().map(|s| s.lease.id.clone()).collect();
         let q = &sh.cfg.queue;
         let res = retry(sh, || sh.broker.snooze(q, snoozes.clone())).await;
+        sh.record_ended(accepted(&ids, &res, |_| Some(Ended::Released)));
         sh.settle(ids, res.iter().copied(), |s| &s.snoozed);
     }
     for tx in waiters {
         let _ = tx.send(());
+    }
+}
+
+/// The ids whose verdict `res` the broker accepted, each with the outcome `outcome` names for
+/// it (`bool` verdicts: accepted when true; others: when `outcome` names one).
+fn accepted<'a, V: Verdict>(
+    ids: &'a [String],
+    res: &'a [V],
+    outcome: impl Fn(&V) -> Option<Ended> + 'a,
+) -> impl Iterator<Item = (&'a String, Ended)> + 'a {
+    ids.iter()
+        .zip(res)
+        .filter(|(_, v)| v.accepted())
+        .filter_map(move |(id, v)| outcome(v).map(|o| (id, o)))
+}
+
+trait Verdict {
+    fn accepted(&self) -> bool;
+}
+
+impl Verdict for bool {
+    fn accepted(&self) -> bool {
+        *self
+    }
+}
+
+impl Verdict for FailOutcome {
+    fn accepted(&self) -> bool {
+        *self != FailOutcome::Stale
     }
 }
 
@@ -168,6 +207,12 @@ async fn heartbeat(sh: &Shared, leases: Vec<Lease>) {
     {
         Ok(out) => {
             sh.set_health(Ok(()));
+            if let Some(qm) = &sh.metrics {
+                let refused = out.lost.len() + out.gone.len();
+                let kept = sent.len().saturating_sub(refused + out.finished.len());
+                qm.renewed.fetch_add(kept as u64, Ordering::Relaxed);
+                qm.lost.fetch_add(refused as u64, Ordering::Relaxed);
+            }
             for id in out.lost {
                 refused(sh, &sent, id, Event::Lost);
             }

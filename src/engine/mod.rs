@@ -76,6 +76,8 @@ struct Inner {
     waiters: Mutex<HashMap<String, Arc<Waiter>>>,
     queue_stats: Mutex<HashMap<String, Arc<Stats>>>,
     counters: Arc<Counters>,
+    /// Prometheus counters, once enabled (see [`Engine::enable_metrics`]).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// Cancelled when the last handle goes: every waiter and tick ends.
     stop: CancellationToken,
 }
@@ -111,6 +113,7 @@ impl Engine {
             waiters: Mutex::default(),
             queue_stats: Mutex::default(),
             counters: Arc::default(),
+            metrics: std::sync::OnceLock::new(),
             stop: CancellationToken::new(),
         };
         Engine {
@@ -120,6 +123,17 @@ impl Engine {
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
+    }
+
+    /// Start counting Prometheus metrics (idempotent). Consumers started from now on count;
+    /// so a worker enables them before it starts its consumers.
+    pub fn enable_metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.inner.metrics.get_or_init(Arc::default).clone()
+    }
+
+    /// The metrics, if enabled.
+    pub fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        self.inner.metrics.get().cloned()
     }
 
     /// This engine's id, as written into the claims it takes.

@@ -24,19 +24,14 @@ local jk = prefix .. 'job:' .. id
 local st = redis.call('HMGET', jk, 's', 'g')
 local state = st[1]
 if not state then return -2 end
-if state == 'queued' or state == 'scheduled' or state == 'failed' or state == 'waiting' then
+if pending(state) then
   local _, now = redis_now()
   local err = cmsgpack.pack({type = 'JobCancelled', traceback = '', reason = 'cancelled',
     message = 'cancelled before it ran'})
   redis.call('HSET', jk, 's', 'cancelled', 'f', now)
-  unready(prefix, id, st[2])
-  redis.call('ZREM', scheduled, id)
-  redis.call('DEL', prefix .. 'in:' .. id)
   redis.call('PEXPIRE', jk, ttl)
-  ended(prefix, {id})
+  withdraw(prefix, ready, scheduled, wake, outbox, id, st[2], err, now)
   tell(prefix, 'cancelled', id)
-  local fo = redis.call('HGET', jk, 'fo')
-  if fo then follow_up(prefix, ready, wake, outbox, id, fo, false, err, now) end
   tell_all(prefix, now)
   return 1
 end

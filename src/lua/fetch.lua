@@ -34,9 +34,10 @@
 --
 -- Output: flat array: next_due (MICROseconds until the earliest scheduled job is due, -1: none;
 --         microseconds so the worker's timer is not rounded to a whole ms), held (1: a job
---         was passed over for want of a slot of its kind, 0: none), then per leased job 7 values:
+--         was passed over for want of a slot of its kind, 0: none), then per leased job 8 values:
 --         id, payload, attempt, max_attempts, token, enqueued_ms, input (a flow member's
---         parents' results, encoded, or nil)
+--         parents' results, encoded, or nil), waited_ms (now minus the later of its enqueue
+--         and due times, by Redis' clock)
 -- Errors: none (ids in ready or scheduled whose job hash vanished are dropped silently;
 --         corrupt records are dead-lettered, see above)
 
@@ -45,6 +46,9 @@ local prefix, max, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 -- Slots left per executor kind; a kind absent here (async) is not bounded.
 local slots = {thread = tonumber(ARGV[5]), process = tonumber(ARGV[6])}
 local t, now = redis_now()
+
+-- A paused queue (pause.lua) leases nothing, and does not pass the wake-up on.
+if redis.call('EXISTS', prefix .. 'paused') == 1 then return {-1, 0} end
 
 -- Dead-letter a record whose `field` cannot be read (`value`: what it holds, false if absent).
 local function dead_letter(jk, id, field, value)
@@ -96,7 +100,7 @@ local told_here = watching(prefix)
 -- Two commands per job; tables are filled by index (no `#` per append).
 local function lease_job(id, L)
   local jk = jp .. id
-  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex', 'in')
+  local j = redis.call('HMGET', jk, 'p', 'a', 'm', 'e', 't', 'sl', 'ex', 'in', 'd')
   local num = {true, whole(j[2]), whole(j[3]), whole(j[4]), whole(j[5]), 0}
   if j[6] then num[6] = whole(j[6]) end
   local bad = nil
@@ -130,7 +134,12 @@ local function lease_job(id, L)
   out[n + 1], out[n + 2], out[n + 3] = id, j[1], attempt
   out[n + 4], out[n + 5], out[n + 6] = num[3], token, num[4]
   out[n + 7] = j[8] -- a flow member's input (false: none, a nil reply)
-  n = n + 7
+  -- How long it waited: since it was enqueued, or since it fell due (a delay, a retry).
+  local since = num[4]
+  local d = tonumber(j[9])
+  if d and d > since then since = d end
+  out[n + 8] = math.max(0, now - since)
+  n = n + 8
   if suspect then return 'last' end
   return 'ok'
 end

@@ -136,6 +136,8 @@ pub struct EnqueueOptions {
     /// Fresh ids made by the caller, one per item (a partitioned queue's ids name their
     /// partition, see `asyncq.partitions`); None: made here.
     fresh_ids: Option<Vec<String>>,
+    /// String headers carried in the envelope (`m.h`) to the worker: trace context.
+    headers: Option<std::collections::HashMap<String, String>>,
 }
 
 /// The job id of each item: the caller's (for exactly one item), the fresh ones the caller
@@ -187,6 +189,7 @@ fn build_jobs(
         ref fresh_ids,
         ref executor,
         ref groups,
+        ref headers,
     } = *opts;
     if groups.as_ref().is_some_and(|g| g.len() != items.len()) {
         return Err(Error::Invalid(format!(
@@ -207,7 +210,13 @@ fn build_jobs(
             "priority must be between 0 and {MAX_PRIORITY}, got {priority}"
         )));
     }
-    let meta = Meta { timeout_s: timeout };
+    let mut headers: Vec<(String, String)> =
+        headers.clone().unwrap_or_default().into_iter().collect();
+    headers.sort(); // the same envelope bytes for the same call
+    let meta = Meta {
+        timeout_s: timeout,
+        headers,
+    };
     let ids = job_ids(job_id.as_deref(), fresh_ids.as_deref(), items.len())?;
     let mut jobs = Vec::with_capacity(items.len());
     for (i, (item, id)) in items.iter().zip(ids).enumerate() {
@@ -546,6 +555,7 @@ impl PyBroker {
                 ("dead", c.dead),
                 ("succeeded_total", c.succeeded_total),
                 ("failed_total", c.failed_total),
+                ("paused", u64::from(c.paused)),
             ]
             .into_iter()
             .collect::<std::collections::HashMap<_, _>>())
@@ -624,6 +634,37 @@ impl PyBroker {
     fn purge<'py>(&self, py: Python<'py>, queue: String) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();
         awaitable(py, async move { h.get().await?.purge(&queue).await })
+    }
+
+    /// Pause (`paused=True`) or resume a queue; true when the state changed.
+    fn pause<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        paused: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(
+            py,
+            async move { h.get().await?.pause(&queue, paused).await },
+        )
+    }
+
+    /// Delete a job that is not running: `"deleted"`, `"running"` (refused) or `"missing"`.
+    fn delete_job<'py>(
+        &self,
+        py: Python<'py>,
+        queue: String,
+        id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            Ok(match h.get().await?.delete_job(&queue, &id).await? {
+                crate::broker::DeleteOutcome::Deleted => "deleted",
+                crate::broker::DeleteOutcome::Running => "running",
+                crate::broker::DeleteOutcome::NotFound => "missing",
+            })
+        })
     }
 
     fn register_worker<'py>(
@@ -912,6 +953,50 @@ impl PyBroker {
         awaitable(py, async move {
             Ok(h.get().await?.now_ms().await? as f64 / 1000.0)
         })
+    }
+
+    /// Serve Prometheus metrics on `host:port` (0: any free port) for `queues`, the queues this
+    /// process consumes (jobs per state and limiters are read from Redis for them at each
+    /// scrape, cached for a second). Counting starts now: call it before starting consumers.
+    fn serve_metrics<'py>(
+        &self,
+        py: Python<'py>,
+        host: String,
+        port: u16,
+        queues: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = self.handle.clone();
+        awaitable(py, async move {
+            let engine = h.engine().await?;
+            let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+                .await
+                .map_err(|e| {
+                    Error::Invalid(format!("cannot serve metrics on {host}:{port}: {e}"))
+                })?;
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+            let exporter = crate::metrics::Exporter::new(engine, queues);
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                exporter.clone(),
+                stop.clone(),
+            ));
+            Ok(crate::py::metrics::PyMetricsServer::new(
+                exporter, stop, port,
+            ))
+        })
+    }
+
+    /// Record the event loop's lag (seconds) for `asyncq_event_loop_lag_seconds`; ignored
+    /// until metrics are served.
+    fn set_loop_lag(&self, seconds: f64) {
+        if let Some(connected) = self.handle.cell.get() {
+            if let Some(m) = connected.engine.metrics() {
+                let us = (seconds.max(0.0) * 1e6) as u64;
+                m.loop_lag_us
+                    .store(us, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// What this process's engine on this broker did (`engine`: waits, wake-ups, reaps, ...)

@@ -43,6 +43,8 @@ pub struct PyJob {
     /// Seconds, from the task's options at enqueue time.
     #[pyo3(get)]
     timeout: Option<f64>,
+    /// The envelope's string headers (trace context), as the producer attached them.
+    headers: Vec<(String, String)>,
     /// Set by the first outcome queued for this job; later ones are ignored.
     settled: AtomicBool,
     /// Where an abandoned job's failure goes (weak: a job must not keep its consumer alive).
@@ -51,6 +53,16 @@ pub struct PyJob {
 
 #[pymethods]
 impl PyJob {
+    /// The envelope's string headers (trace context), as a new dict.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (name, value) in &self.headers {
+            out.set_item(name, value)?;
+        }
+        Ok(out)
+    }
+
     /// Report progress: `fraction` done, from 0.0 to 1.0, and an optional note. Sent in the
     /// background with the consumer's next flush (never blocks; callable from any thread);
     /// dropped once this job's outcome was queued, or when its lease turns out stale.
@@ -160,6 +172,7 @@ fn to_job(py: Python<'_>, queue: &str, f: &Fetched, consumer: Weak<Consumer>) ->
         token: f.job.token,
         enqueued_at: f.job.enqueued_ms as f64 / 1000.0,
         timeout: f.timeout_s,
+        headers: f.headers.clone(),
         settled: AtomicBool::new(false),
         consumer,
     })

@@ -4,3 +4,4 @@ pub mod broker;
 pub mod consumer;
 pub mod events;
 pub mod info;
+pub mod metrics;

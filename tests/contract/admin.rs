@@ -2,6 +2,7 @@
 //! and the expiry of finished records.
 
 use _core::broker::*;
+use tokio_util::sync::CancellationToken;
 
 use crate::contract;
 use crate::harness::*;
@@ -13,6 +14,8 @@ contract!(
     retry_dead_some_then_all_in_original_order,
     retry_dead_requeues_with_fresh_attempts,
     purge_deletes_waiting_and_dead_jobs_but_not_running_ones,
+    a_paused_queue_leases_nothing_until_resumed,
+    delete_removes_a_job_in_any_state_but_running,
     queues_are_listed_once_enqueued_to,
     workers_are_listed_until_their_ttl,
     job_ids_pages_each_state_set_and_jobs_reads_a_batch,
@@ -143,6 +146,82 @@ async fn purge_deletes_waiting_and_dead_jobs_but_not_running_ones(c: Ctx) {
         b.ack(Q, vec![ack_of(&running.jobs[0], b"")]).await.unwrap(),
         [true]
     );
+}
+
+async fn a_paused_queue_leases_nothing_until_resumed(c: Ctx) {
+    let b = &c.b;
+    b.enqueue(Q, vec![job("run", 9), job("a", 1), job("b", 1)])
+        .await
+        .unwrap();
+    let running = fetch(b, 1).await;
+    assert!(b.pause(Q, true).await.unwrap());
+    assert!(!b.pause(Q, true).await.unwrap(), "already paused");
+    assert!(b.counts(Q).await.unwrap().paused);
+    b.enqueue(Q, vec![job("c", 1)]).await.unwrap();
+    assert!(
+        fetch(b, 10).await.jobs.is_empty(),
+        "nothing leased while paused"
+    );
+    // The job that was running when the queue was paused ends as usual.
+    assert_eq!(
+        b.ack(Q, vec![ack_of(&running.jobs[0], b"")]).await.unwrap(),
+        [true]
+    );
+    // Resuming leaves a wake token: an idle worker takes the queue up at once.
+    let (queues, never) = ([Q.to_owned()], CancellationToken::new());
+    let _ = b.wait_any(&queues, 0, &never).await;
+    assert!(b.pause(Q, false).await.unwrap());
+    assert!(!b.pause(Q, false).await.unwrap(), "not paused");
+    assert!(!b.counts(Q).await.unwrap().paused);
+    assert_eq!(b.wait_any(&queues, 0, &never).await.unwrap(), [Q]);
+    assert_eq!(ids(&fetch(b, 10).await), ["a", "b", "c"]);
+}
+
+async fn delete_removes_a_job_in_any_state_but_running(c: Ctx) {
+    let b = &c.b;
+    make_dead(b, &["dead"]).await;
+    let later = NewJob {
+        delay_ms: Some(60_000),
+        ..job("later", 1)
+    };
+    let keyed = NewJob {
+        key: Some("k".into()),
+        ..job("keyed", 1)
+    };
+    b.enqueue(Q, vec![job("run", 9), job("done", 8), keyed, later])
+        .await
+        .unwrap();
+    let got = fetch(b, 2).await;
+    b.ack(Q, vec![ack_of(&got.jobs[1], b"")]).await.unwrap();
+    use DeleteOutcome::*;
+    for (id, expected) in [
+        ("dead", Deleted),
+        ("done", Deleted),
+        ("keyed", Deleted),
+        ("later", Deleted),
+        ("run", Running),
+        ("later", NotFound),
+        ("missing", NotFound),
+    ] {
+        assert_eq!(b.delete_job(Q, id).await.unwrap(), expected, "{id}");
+    }
+    for id in ["dead", "done", "keyed", "later"] {
+        assert!(b.job(Q, id).await.unwrap().is_none(), "{id}");
+    }
+    let counts = b.counts(Q).await.unwrap();
+    assert_eq!(
+        (counts.queued, counts.scheduled, counts.dead, counts.running),
+        (0, 0, 0, 1)
+    );
+    let again = b.enqueue(
+        Q,
+        vec![NewJob {
+            key: Some("k".into()),
+            ..job("new", 1)
+        }],
+    );
+    assert!(again.await.unwrap()[0].created, "the key went with the job");
+    assert_eq!(state(b, "run").await, JobState::Running);
 }
 
 async fn queues_are_listed_once_enqueued_to(c: Ctx) {

@@ -127,6 +127,12 @@ impl Broker for HeldFetch {
     async fn purge(&self, queue: &str) -> Result<u64> {
         self.inner.purge(queue).await
     }
+    async fn pause(&self, queue: &str, paused: bool) -> Result<bool> {
+        self.inner.pause(queue, paused).await
+    }
+    async fn delete_job(&self, queue: &str, id: &str) -> Result<DeleteOutcome> {
+        self.inner.delete_job(queue, id).await
+    }
     async fn register_worker(&self, worker: &WorkerInfo, ttl_ms: u64) -> Result<()> {
         self.inner.register_worker(worker, ttl_ms).await
     }

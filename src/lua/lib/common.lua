@@ -555,3 +555,22 @@ local function follow_up(prefix, ready, wake, outbox, id, fo, ok, value, now)
   end
   return queued
 end
+
+-- Take pending job `id` (queued, scheduled, failed awaiting a retry, or waiting on its flow
+-- parents; `g` its group spec) out of every set, and tell whoever waits on it that it ended:
+-- result waiters, and the flow members waiting on it, with error record `err` (under policy
+-- 'fail' they do not run either). The caller records what it became (cancel.lua) or deletes
+-- it (delete.lua).
+local function withdraw(prefix, ready, scheduled, wake, outbox, id, g, err, now)
+  unready(prefix, id, g)
+  redis.call('ZREM', scheduled, id)
+  redis.call('DEL', prefix .. 'in:' .. id)
+  ended(prefix, {id})
+  local fo = redis.call('HGET', prefix .. 'job:' .. id, 'fo')
+  if fo then follow_up(prefix, ready, wake, outbox, id, fo, false, err, now) end
+end
+
+-- Whether `state` is one of a job that has not run yet or waits to run again.
+local function pending(state)
+  return state == 'queued' or state == 'scheduled' or state == 'failed' or state == 'waiting'
+end
