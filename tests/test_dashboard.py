@@ -21,18 +21,12 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import asyncq
-from asyncq._core import Broker
 from asyncq.dashboard import check_bind, create_app
 from asyncq.dashboard._data import HIDDEN_SENSITIVE, HIDDEN_UNKNOWN, Source
 from tests.conftest import RedisServer, free_port, make_app, running
 from tests.procutil import ROOT, await_until, wait_until
 
 pytest.importorskip("starlette")
-
-HAS_PAUSE = hasattr(Broker, "pause")
-HAS_DELETE = hasattr(Broker, "delete_job")
-needs_pause = pytest.mark.skipif(not HAS_PAUSE, reason="needs Broker.pause (core primitive)")
-needs_delete = pytest.mark.skipif(not HAS_DELETE, reason="needs Broker.delete_job (core primitive)")
 
 
 def sample_app(url: str, queue: str, **kwargs: Any) -> asyncq.App:
@@ -287,7 +281,6 @@ async def test_cancel_a_queued_and_a_running_job(redis_server: RedisServer, queu
             )
 
 
-@needs_pause
 async def test_pause_and_resume_a_queue(redis_server: RedisServer, queue: str) -> None:
     app = sample_app(redis_server.url, queue)
     async with dashboard(app) as c:
@@ -303,7 +296,6 @@ async def test_pause_and_resume_a_queue(redis_server: RedisServer, queue: str) -
         assert (await queue_row(c, queue))["paused"] is False
 
 
-@needs_delete
 async def test_delete_a_job(redis_server: RedisServer, queue: str) -> None:
     app = sample_app(redis_server.url, queue)
     h = await app.tasks["d:add"].enqueue(1, 1)
