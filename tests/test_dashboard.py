@@ -10,13 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -24,6 +22,7 @@ import asyncq
 from asyncq.dashboard import check_bind, create_app
 from asyncq.dashboard._data import HIDDEN_SENSITIVE, HIDDEN_UNKNOWN, Source
 from tests.conftest import RedisServer, free_port, make_app, running
+from tests.dashutil import Served
 from tests.procutil import ROOT, await_until, wait_until
 
 pytest.importorskip("starlette")
@@ -495,28 +494,6 @@ async def test_partitioned_queue_is_shown_whole_and_per_partition(
         assert (await act(c, "purge", queue=orders)).json()["message"] == (
             f"deleted 6 job(s) of {orders}"
         )
-
-
-class Served:
-    """A dashboard served by uvicorn on a free loopback port, in a thread."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        wait_until(lambda: self.server.started, 15, "uvicorn to start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 @pytest.fixture

@@ -212,6 +212,7 @@ async function render() {
       const [path, query] = location.hash.replace(/^#/, "").split("?");
       const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
       const params = new URLSearchParams(query || "");
+      if (parts[0] !== "queue") $("#view").dataset.page = "";
       if (parts[0] === "queue" && parts[1]) await viewQueue(parts[1], params);
       else if (parts[0] === "job" && parts[2]) await viewJob(parts[1], parts[2]);
       else viewOverview();
