@@ -368,13 +368,17 @@ def _timeline(info: JobInfo) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = [{"at": info.enqueued_at, "what": "enqueued"}]
     if info.due_at is not None and info.due_at > info.enqueued_at + 0.001:
         events.append({"at": info.due_at, "what": "due"})
+    final = info.state in ("succeeded", "dead", "cancelled")
     if info.started_at is not None:
-        events.append({"at": info.started_at, "what": f"started (attempt {info.attempts})"})
+        # A job retried from the dead-letter queue keeps its last run's times until it runs.
+        run = f"started (attempt {info.attempts})" if info.attempts else "last run started"
+        events.append({"at": info.started_at, "what": run})
     for at, fraction, message in info.progress:
         note = f": {message}" if message else ""
         events.append({"at": at, "what": f"progress {fraction:.0%}{note}"})
     if info.finished_at is not None:
-        events.append({"at": info.finished_at, "what": f"finished: {info.state}"})
+        end = f"finished: {info.state}" if final else "last run ended"
+        events.append({"at": info.finished_at, "what": end})
     return sorted(events, key=lambda e: e["at"])
 
 

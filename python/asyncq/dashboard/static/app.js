@@ -137,7 +137,8 @@ function jobRow(j) {
     acts.push(`<button data-act="cancel" data-queue="${esc(j.queue)}" data-id="${esc(j.id)}">Cancel</button>`);
   if (j.state !== "running")
     acts.push(`<button class="danger" data-act="delete" data-queue="${esc(j.queue)}" data-id="${esc(j.id)}" data-ask="Delete job ${esc(j.id)}?">Delete</button>`);
-  return `<tr data-job="${esc(j.id)}"><td><a href="#/job/${enc(j.queue)}/${enc(j.id)}"><code>${esc(j.id)}</code></a></td>` +
+  const part = j.queue.includes("#") ? ` <span class="muted">#${esc(j.queue.split("#")[1])}</span>` : "";
+  return `<tr data-job="${esc(j.id)}"><td><a href="#/job/${enc(j.queue)}/${enc(j.id)}"><code>${esc(j.id)}</code></a>${part}</td>` +
     `<td>${esc(j.task)}</td><td>${state(j.state)}</td><td class="n">${j.attempts}/${j.max_attempts}</td>` +
     `<td>${when(j.enqueued_at)}</td><td>${esc(j.error)}</td><td>${acts.join(" ")}</td></tr>`;
 }
@@ -159,8 +160,10 @@ async function viewQueue(name, params) {
       `<button data-act="retry" data-queue="${esc(name)}" data-ask="Retry every dead job of ${esc(name)}?">Retry all dead</button>` +
       `<button class="danger" data-act="purge" data-queue="${esc(name)}" data-ask="Delete every queued, scheduled and dead job of ${esc(name)}?">Purge</button></div>` +
       `<div class="tabs" id="tabs"></div><form id="filter"><input name="task" placeholder="task contains" value="${esc(task)}"> <button>Filter</button></form>` +
-      `<div id="jobs">Loading…</div><div id="pager"></div>`;
+      `<div id="jobs">Loading…</div><div id="pager"></div><h2>Schedules</h2><div id="qsched"></div>`;
   }
+  const mine = (overview.schedules || []).filter((s) => s.queue.split("#")[0] === name);
+  setHTML($("#qsched"), scheduleTable(mine));
   setHTML($("#qhead"), queueTable([q]));
   setHTML($("#pausebtn"), `<button data-act="${pause}" data-queue="${esc(name)}">${q.paused ? "Resume queue" : "Pause queue"}</button>`);
   setHTML($("#tabs"), tabs);
@@ -186,13 +189,15 @@ async function viewJob(queue, id) {
     d.why.map((w) => `<li data-why="${esc(w.kind)}"><span class="kind">${esc(w.kind)}</span>: ${esc(w.text)}</li>`).join("") + "</ul>" : "";
   const args = d.args.hidden ? `<p class="muted" id="args">${esc(d.args.hidden)}</p>` :
     `<div id="args">${json({args: d.args.args, kwargs: d.args.kwargs})}</div>`;
-  const err = j.error ? `<h2>Error</h2><p><b>${esc(j.error.type)}</b>: ${esc(j.error.message)} ${j.error.reason ? `[${esc(j.error.reason)}]` : ""}</p>` +
+  const err = j.error ? `<h2>${["dead", "failed"].includes(j.state) ? "Error" : "Last error"}</h2><p><b>${esc(j.error.type)}</b>: ${esc(j.error.message)} ${j.error.reason ? `[${esc(j.error.reason)}]` : ""}</p>` +
     (j.error.traceback ? `<pre id="traceback">${esc(j.error.traceback)}</pre>` : "") : "";
-  const timeline = d.timeline.map((e) => `<tr><td>${esc(new Date(e.at * 1000).toISOString())}</td><td>${esc(e.what)}</td></tr>`).join("");
+  const timeline = d.timeline.map((e) => `<tr><td>${esc(new Date(e.at * 1000).toISOString())}</td>` +
+    `<td class="muted">${esc(ago(e.at))}</td><td>${esc(e.what)}</td></tr>`).join("");
   setHTML($("#view"), `<h1>Job <code>${esc(j.id)}</code></h1>` +
     `<p><a href="#/queue/${enc(base)}?state=${["queued", "scheduled", "running", "dead"].includes(j.state) ? j.state : "queued"}">← queue ${esc(base)}</a></p>` +
     `<dl><dt>state</dt><dd id="jobstate">${state(j.state)}</dd><dt>task</dt><dd>${esc(j.task)}</dd><dt>queue</dt><dd>${esc(j.queue)}</dd>` +
-    `<dt>attempts</dt><dd>${j.attempts} of ${j.max_attempts}</dd><dt>priority</dt><dd>${j.priority}</dd><dt>worker</dt><dd>${esc(j.worker)}</dd>` +
+    `<dt>enqueued</dt><dd>${when(j.enqueued_at)}</dd>` + (j.due_at ? `<dt>due</dt><dd>${when(j.due_at)}</dd>` : "") +
+    `<dt>attempts</dt><dd>${j.attempts} of ${j.max_attempts}</dd><dt>priority</dt><dd>${j.priority}</dd><dt>${j.state === "running" ? "worker" : "last worker"}</dt><dd>${esc(j.worker)}</dd>` +
     (d.flow ? `<dt>flow</dt><dd>${esc(d.flow.text)}</dd>` : "") + `</dl>` +
     `<div class="actions">${jobRow(j).match(/<button[\s\S]*?<\/button>/g)?.join("") || ""}</div>` +
     why + `<h2>Arguments</h2>${args}` + (j.result != null ? `<h2>Result</h2>${json(j.result)}` : "") + err +
