@@ -597,3 +597,21 @@ def test_cli_serves_the_dashboard(redis_server: RedisServer, tmp_path: Any) -> N
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_the_mount_example_serves_the_dashboard_under_its_prefix() -> None:
+    from examples import dashboard_mount as example  # noqa: PLC0415 (memory:// app at import)
+
+    transport = httpx.ASGITransport(app=example.site)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        assert "dashboard is at /asyncq/" in (await c.get("/")).text
+        assert '<base href="/asyncq/">' in (await c.get("/asyncq/")).text
+        h = await example.charge.enqueue("4111", 5)
+        d = await c.get("/asyncq/api/job", params={"queue": "shop", "id": h.id})
+        assert d.json()["args"]["hidden"] == HIDDEN_SENSITIVE
+        shown = example.app.tasks[example.sign_up.name]
+        assert shown.config.redact is not None
+        assert shown.config.redact(("ada@example.com", "pw"), {}) == (
+            ["ada@example.com", "***"],
+            {},
+        )

@@ -105,6 +105,8 @@ async def _state(app: asyncq.App, queue: str, job_id: str, state: str) -> bool:
 async def _scenario(page: Any, app: asyncq.App, url: str, queue: str, dead: list[Any]) -> None:
     billing = f"{queue}-billing"
     shots = shoot_dir()
+    nightly = app.schedule("nightly-report", "ui:add", cron="0 3 * * *", args=(1, 2))
+    await app.broker.sync_schedule(nightly.queue, nightly.name, nightly.definition())
     long = await app.tasks["ui:sleep"].enqueue(60)
     await (
         app.tasks["ui:add"]
@@ -122,7 +124,18 @@ async def _scenario(page: Any, app: asyncq.App, url: str, queue: str, dead: list
     # Live: a job enqueued now shows up in the counts without a reload.
     await app.tasks["ui:add"].options(delay=3600).enqueue(1, 2)
     await expect(row.locator('td[data-count="scheduled"]')).to_have_text("1", timeout=WAIT)
+    sched = page.locator('#schedules tr[data-schedule="nightly-report"]')
+    await sched.locator('button[data-act="schedule_pause"]').click()
+    await expect(sched).to_contain_text("paused", timeout=WAIT)
+    await sched.locator('button[data-act="schedule_resume"]').click()
+    await expect(sched.locator('button[data-act="schedule_pause"]')).to_be_visible(timeout=WAIT)
     if shots:
+        # Some traffic for the throughput lines (the pauses shape the picture, nothing waits
+        # on them).
+        orders = app.tasks["ui:add"].options(queue=f"{queue}-orders")
+        for n in range(1, 12):
+            await orders.enqueue_many([((i, i), {}) for i in range(n * 5)])
+            await asyncio.sleep(0.25)
         await page.screenshot(path=str(shots / "dashboard-queues.png"), full_page=True)
 
     # Filter the dead jobs of the billing queue by task, open one: args hidden, error shown.
