@@ -564,6 +564,9 @@ async def test_mounted_in_another_asgi_app(redis_server: RedisServer, queue: str
         assert r.json()["message"] == f"deleted 1 job(s) of {queue}"
         c.headers.pop("Authorization")
         assert (await c.get("/ops/asyncq/api/overview")).status_code == 401
+        page = await c.get("/ops/asyncq/")
+        assert page.status_code == 303 and page.headers["location"] == "/ops/asyncq/login"
+        assert (await c.get("/ops/asyncq/login")).status_code == 200
 
 
 def test_cli_serves_the_dashboard(redis_server: RedisServer, tmp_path: Any) -> None:

@@ -14,16 +14,16 @@ Needs the ``web`` extra (``pip install asyncq[web]``: Starlette and uvicorn).
 
 from __future__ import annotations
 
+try:
+    from starlette.applications import Starlette
+except ImportError as exc:  # pragma: no cover (the extra is missing)
+    raise ImportError("the asyncq dashboard needs Starlette: pip install 'asyncq[web]'") from exc
+
 from ..app import App
 from ._data import Source, Unreachable
 from ._live import Hub
 from ._security import Auth, Guard, is_loopback
 from ._web import build
-
-try:
-    from starlette.applications import Starlette
-except ImportError as exc:  # pragma: no cover (the extra is missing)
-    raise ImportError("the asyncq dashboard needs Starlette: pip install 'asyncq[web]'") from exc
 
 __all__ = ["Auth", "Unreachable", "check_bind", "create_app", "serve"]
 

@@ -13,7 +13,10 @@ from typing import Any
 
 from ._data import Source, Unreachable
 
-__all__ = ["Hub"]
+__all__ = ["IDLE", "Hub"]
+
+#: Seconds the sampler keeps going after the last request, with no event stream open.
+IDLE = 60.0
 
 
 class Hub:
@@ -36,9 +39,14 @@ class Hub:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._seen = 0.0
+        #: Event streams open now (each keeps the sampler going).
+        self.streams = 0
 
     def start(self) -> None:
-        """Start sampling on the running loop, once (a mounted app gets no lifespan events)."""
+        """Sample on the running loop until nobody has looked for ``IDLE`` seconds (started
+        by requests, not lifespan events: a mounted app gets none)."""
+        self._seen = time.monotonic()
         if self._task is None or self._task.done():
             self._changed = asyncio.Event()
             self._poke = asyncio.Event()
@@ -57,7 +65,7 @@ class Hub:
         self._poke.set()
 
     async def _run(self) -> None:
-        while True:
+        while self.streams or time.monotonic() - self._seen < IDLE:
             await self.sample()
             await _wait(self._poke, self.every)
             self._poke.clear()

@@ -294,15 +294,19 @@ async def _stream(hub: Hub) -> AsyncIterator[str]:
     """Server-sent events: the overview now, then again each time it changes."""
     loop = asyncio.get_running_loop()
     end = loop.time() + STREAM_FOR
-    if not hub.snapshot:
-        await hub.sample()
-    version = hub.version
-    yield "retry: 1000\n\n"
-    yield f"event: overview\ndata: {json.dumps(hub.snapshot)}\n\n"
-    while loop.time() < end:
-        seen = await hub.changed(version, KEEPALIVE)
-        if seen == version:
-            yield ": keep-alive\n\n"
-            continue
-        version = seen
+    hub.streams += 1
+    try:
+        if not hub.snapshot:
+            await hub.sample()
+        version = hub.version
+        yield "retry: 1000\n\n"
         yield f"event: overview\ndata: {json.dumps(hub.snapshot)}\n\n"
+        while loop.time() < end:
+            seen = await hub.changed(version, KEEPALIVE)
+            if seen == version:
+                yield ": keep-alive\n\n"
+                continue
+            version = seen
+            yield f"event: overview\ndata: {json.dumps(hub.snapshot)}\n\n"
+    finally:
+        hub.streams -= 1
