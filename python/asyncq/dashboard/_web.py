@@ -159,7 +159,10 @@ ACTIONS: dict[str, Handler] = {
 async def _form(request: Request) -> dict[str, str]:
     body = (await request.body()).decode("utf-8", "replace")
     if request.headers.get("content-type", "").startswith("application/json"):
-        data = json.loads(body or "{}")
+        try:
+            data = json.loads(body or "{}")
+        except ValueError:
+            return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
     return {k: v[0] for k, v in parse_qs(body).items()}
 

@@ -145,7 +145,8 @@ function jobRow(j) {
 
 async function viewQueue(name, params) {
   const q = (overview.queues || []).find((x) => x.name === name) || {name, counts: {}, partitions: [], paused: false};
-  const st = params.get("state") || "queued", task = params.get("task") || "";
+  const st = STATES.includes(params.get("state")) ? params.get("state") : "queued";
+  const task = params.get("task") || "";
   const key = `${name}|${st}|${task}`;
   if (key !== jobsKey) { jobsKey = key; cursors = [null]; }
   const page = Number(params.get("page") || 0);
