@@ -569,37 +569,46 @@ async def test_mounted_in_another_asgi_app(redis_server: RedisServer, queue: str
         assert (await c.get("/ops/asyncq/login")).status_code == 200
 
 
-def test_cli_serves_the_dashboard(redis_server: RedisServer, tmp_path: Any) -> None:
+@pytest.mark.parametrize("source", ["url", "app"])
+def test_cli_serves_the_dashboard(
+    redis_server: RedisServer, queue: str, tmp_path: Any, source: str
+) -> None:
     port = free_port()
+    env = _env() | {"ASYNCQ_TEST_URL": redis_server.url, "ASYNCQ_TEST_QUEUE": queue}
+    where = ["--url", redis_server.url] if source == "url" else ["--app", "tests.apps.sample:app"]
+    args = [sys.executable, "-c", CLI, *where, "dashboard", "--port", str(port)]
     with open(tmp_path / "err", "w") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                CLI,
-                "--url",
-                redis_server.url,
-                "dashboard",
-                "--port",
-                str(port),
-            ],
-            env=_env(),
-            cwd=ROOT,
-            stderr=err,
-        )
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stderr=err)
     try:
 
         def up() -> bool:
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/api/overview").status_code == 200
+                r = httpx.get(f"http://127.0.0.1:{port}/api/overview")
             except httpx.TransportError:
-                return proc.poll() is None and False
+                return False
+            return r.status_code == 200
 
         wait_until(lambda: up() or proc.poll() is not None, 30, "the dashboard to answer")
         assert proc.poll() is None, (tmp_path / "err").read_text()
+        if source == "app":  # the app's default queue is known before any job is enqueued
+            snap = httpx.get(f"http://127.0.0.1:{port}/api/overview").json()
+            assert queue in [q["name"] for q in snap["queues"]]
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_cli_says_what_is_wrong_with_a_bad_url() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CLI, "--url", "nosuch://x", "dashboard", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "nosuch" in out.stderr
 
 
 async def test_the_mount_example_serves_the_dashboard_under_its_prefix() -> None:
