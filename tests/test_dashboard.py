@@ -530,6 +530,32 @@ async def test_event_stream_delivers_an_update(
         await await_until(counted, 20, "an overview event counting the new job")
 
 
+async def test_job_event_stream_follows_one_job_to_its_end(
+    served: Served, redis_server: RedisServer, queue: str
+) -> None:
+    app = sample_app(redis_server.url, queue)
+    async with running(app), httpx.AsyncClient(base_url=served.url, timeout=20) as c:
+        h = await app.tasks["d:sleep"].enqueue(0.3)
+        await await_until(lambda: _is(app, queue, h.id, "running"), 15, "the job to start")
+        seen: list[str] = []
+        params = {"queue": queue, "id": h.id}
+        async with c.stream("GET", "/api/job/events", params=params) as stream:
+            event = ""
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "job":
+                    data = json.loads(line[6:])
+                    seen.append(data["state"] or data["progress"]["message"])
+                elif line.startswith("data: ") and event == "end":
+                    break
+        assert seen[0] in ("running", "half way")
+        assert seen[-1] == "succeeded"
+        async with c.stream("GET", "/api/job/events", params={**params, "id": "nope"}) as s:
+            text = "".join([line async for line in s.aiter_lines()])
+        assert "event: gone" in text and "event: end" in text
+
+
 async def test_unreachable_broker_is_shown_and_the_server_keeps_running() -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"
     async with dashboard(down) as c:

@@ -25,6 +25,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._core import BrokerError
+from ..errors import JobNotFound
+from ..events import job_events
 from ._data import Source, Unreachable
 from ._live import Hub
 from ._security import Guard
@@ -260,6 +263,18 @@ class _Views:
         self.hub.poke()
         return _json({"ok": True, "message": message})
 
+    async def job_events(self, request: Request) -> Response:
+        q = dict(request.query_params)
+        try:
+            queue, job_id = _need(q, "queue", "id")
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        return StreamingResponse(
+            _job_stream(self.src, queue, job_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
     async def events(self, _: Request) -> Response:
         self.hub.start()
         return StreamingResponse(
@@ -285,6 +300,7 @@ def build(src: Source, guard: Guard, hub: Hub) -> Starlette:
         Route("/api/jobs", v.jobs),
         Route("/api/job", v.job),
         Route("/api/events", v.events),
+        Route("/api/job/events", v.job_events),
         Route("/api/action/{name}", v.action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -313,3 +329,22 @@ async def _stream(hub: Hub) -> AsyncIterator[str]:
             yield f"event: overview\ndata: {json.dumps(hub.snapshot)}\n\n"
     finally:
         hub.streams -= 1
+
+
+async def _job_stream(src: Source, queue: str, job_id: str) -> AsyncIterator[str]:
+    """Server-sent events of one job: its state changes and progress reports, until it ends;
+    then ``end`` (the page closes the stream, or the browser would reconnect)."""
+    yield "retry: 2000\n\n"
+    try:
+        async for ev in job_events(src.broker, queue, job_id, history=False):
+            p = ev.progress
+            data = {
+                "kind": ev.kind,
+                "state": ev.state,
+                "at": ev.at,
+                "progress": None if p is None else {"fraction": p.fraction, "message": p.message},
+            }
+            yield f"event: job\ndata: {json.dumps(data)}\n\n"
+    except (JobNotFound, BrokerError) as exc:
+        yield f"event: gone\ndata: {json.dumps({'error': str(exc)})}\n\n"
+    yield "event: end\ndata: {}\n\n"

@@ -181,11 +181,26 @@ async function viewQueue(name, params) {
     (res.cursor ? `<a href="${base}&page=${page + 1}">next page</a>` : ""));
 }
 
+let jobStream = null;  // {key, es}: the event stream of the job shown, while it runs
+
+function followJob(queue, id, final) {
+  const key = `${queue}\t${id}`;
+  if (jobStream && (jobStream.key !== key || final)) { jobStream.es.close(); jobStream = null; }
+  if (jobStream || final) return;
+  const es = new EventSource(`api/job/events?queue=${enc(queue)}&id=${enc(id)}`);
+  const stop = () => { es.close(); if (jobStream && jobStream.es === es) jobStream = null; };
+  es.addEventListener("job", () => render());
+  es.addEventListener("end", () => { stop(); render(); });
+  es.addEventListener("gone", stop);
+  jobStream = {key, es};
+}
+
 async function viewJob(queue, id) {
   let d;
   try { d = await api(`api/job?queue=${enc(queue)}&id=${enc(id)}`); }
   catch (e) { return setHTML($("#view"), `<h1>Job ${esc(id)}</h1><p class="err">${esc(e.message)}</p>`); }
   const j = d.job, base = queue.split("#")[0];
+  followJob(queue, id, ["succeeded", "dead", "cancelled"].includes(j.state));
   const why = d.why.length ? `<h2>Why is it still waiting?</h2><ul class="why">` +
     d.why.map((w) => `<li data-why="${esc(w.kind)}"><span class="kind">${esc(w.kind)}</span>: ${esc(w.text)}</li>`).join("") + "</ul>" : "";
   const args = d.args.hidden ? `<p class="muted" id="args">${esc(d.args.hidden)}</p>` :
@@ -219,6 +234,7 @@ async function render() {
       const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
       const params = new URLSearchParams(query || "");
       if (parts[0] !== "queue") $("#view").dataset.page = "";
+      if (parts[0] !== "job" && jobStream) { jobStream.es.close(); jobStream = null; }
       if (parts[0] === "queue" && parts[1]) await viewQueue(parts[1], params);
       else if (parts[0] === "job" && parts[2]) await viewJob(parts[1], parts[2]);
       else viewOverview();
