@@ -122,9 +122,13 @@ class Source:
     async def overview(self) -> dict[str, Any]:
         """Queues with counts (per partition too), workers and what they run, schedules."""
         grouped = await self.grouped()
+        all_parts = [p for parts in grouped.values() for p in parts]
+        # One round trip's wait for all of them, not one per partition.
+        counted = await asyncio.gather(*(self.call(self.broker.counts(p)) for p in all_parts))
+        by_part = dict(zip(all_parts, counted, strict=True))
         queues, running = [], []
         for name, parts in grouped.items():
-            each = [await self.call(self.broker.counts(p)) for p in parts]
+            each = [by_part[p] for p in parts]
             total: dict[str, int] = {}
             for counts in each:
                 for k, v in counts.items():
@@ -145,7 +149,6 @@ class Source:
             for p, c in zip(parts, each, strict=True):
                 if c.get("running"):
                     running += await self._running(p)
-        all_parts = [p for parts in grouped.values() for p in parts]
         return {
             "queues": queues,
             "workers": await self._workers(running),
