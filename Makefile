@@ -127,7 +127,7 @@ bench-main-deps: venv
 	$(BIN)/python -m pip install -q -r benches/requirements-bench.txt
 
 .PHONY: bench
-bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq + floor, small N, < 1 min)
+bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq with metrics off and on, floor; small N, ~1 min)
 	$(BIN)/python -m benches.run --quick $(BENCH_ARGS)
 
 .PHONY: bench-cluster

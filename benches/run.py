@@ -538,7 +538,9 @@ def available(name: str) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="asyncq + floor, small N, 1 rep")
+    ap.add_argument(
+        "--quick", action="store_true", help="asyncq (metrics off and on) + floor, small N, 1 rep"
+    )
     ap.add_argument("--adapters", default=",".join(NAMES))
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--reps", type=int, default=3)
@@ -549,7 +551,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(BENCHES / "RESULTS.md"))
     args = ap.parse_args()
     if args.quick:
-        args.adapters, args.reps, args.n = "asyncq,floor", 1, min(args.n, 5000)
+        args.adapters, args.reps, args.n = "asyncq,asyncq_metrics,floor", 1, min(args.n, 5000)
         args.no_write = args.no_write or args.out == str(BENCHES / "RESULTS.md")
     names = [n for n in args.adapters.split(",") if n]
     workloads = [w for w in args.workloads.split(",") if w]

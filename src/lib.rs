@@ -8,6 +8,7 @@ pub mod codec;
 pub mod consumer;
 pub mod engine;
 pub mod errors;
+pub mod ids;
 pub mod metrics;
 pub mod producer;
 pub mod py;
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::broker::check_schedule_name, m)?)?;
     m.add_function(wrap_pyfunction!(py::broker::check_progress, m)?)?;
     m.add_function(wrap_pyfunction!(py::broker::check_snooze, m)?)?;
+    m.add_function(wrap_pyfunction!(py::broker::new_job_ids, m)?)?;
     m.add_class::<py::consumer::PyConsumer>()?;
     m.add_class::<py::consumer::PyConsumerEvent>()?;
     m.add_class::<py::consumer::PyJob>()?;

@@ -35,7 +35,7 @@ async def test_jobs_spread_round_robin_and_every_partition_is_served(
     handles = await double.enqueue_many([((i,), {}) for i in range(40)])
     assert Counter(h.queue for h in handles) == {f"{queue}#{p}": 10 for p in range(4)}
     # An id made for a partitioned queue names its partition.
-    assert all(re.fullmatch(r"[0-9a-f]{32}\.p\d", h.id) for h in handles)
+    assert all(re.fullmatch(r"[0-9a-z]{20}\.p\d", h.id) for h in handles)
     assert all(h.id.endswith(f".p{partition(h)}") for h in handles)
     single = await double.enqueue(21)
     async with running(app):
@@ -219,6 +219,15 @@ async def test_the_cli_shows_and_manages_a_partitioned_queue_as_one(
     assert shown["queue"] == handles[4].queue
     purged = run_cli("asyncq", *url, "purge", queue, "--yes")
     assert "deleted 9 job(s)" in purged.stdout
+
+    # Without --app, `asyncq enqueue` learns the partitions from Redis (and live workers):
+    # the job lands in one of them with an id naming it, so the App finds it by id.
+    made = run_cli("asyncq", *url, "enqueue", "part:noop", "--queue", queue, "--args", "[7]")
+    assert made.returncode == 0, made.stderr
+    job_id = made.stdout.strip()
+    assert re.fullmatch(r"[0-9a-z]{20}\.p[0-2]", job_id), job_id
+    async with running(app):
+        assert await app.job(job_id, queue).result(timeout=10) == 7
 
 
 async def test_flows_schedules_and_a_task_wide_limit_work_on_a_partitioned_queue(

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from ._core import Broker
+from ._core import Broker, new_job_ids
 from ._hookloop import HookLoop
 from .backoff import Exponential
 from .events import QueueEvents
@@ -173,6 +173,7 @@ class App:
         fair_key: str | Callable[..., object] | None = None,
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
+        id_prefix: str | None = None,
         sensitive: bool = False,
         redact: Redactor | None = None,
     ) -> _TaskDecorator: ...
@@ -197,6 +198,7 @@ class App:
         fair_key: str | Callable[..., object] | None = None,
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
+        id_prefix: str | None = None,
         sensitive: bool = False,
         redact: Redactor | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
@@ -229,6 +231,9 @@ class App:
             fair_weights: Jobs per turn for some values of ``fair_key`` (a mapping, or a
                 callable over the value; default 1).
             ordered_key: Jobs with the same value of this key run one at a time, in order.
+            id_prefix: Its fresh job ids read ``<id_prefix>_<id>`` (``invoice_06f3h2k9qd...``):
+                1 to 24 ASCII letters, digits or '-'. Ids are short and sort by creation time
+                either way.
             sensitive: Never show its jobs' arguments in the dashboard.
             redact: ``(args, kwargs) -> (args, kwargs)``: what the dashboard shows of a job's
                 arguments instead of them (mask a password, drop a field).
@@ -250,6 +255,8 @@ class App:
         grouped = (rate_limit, concurrency_limit, fair_key, fair_weights, ordered_key)
         if burst and rate_limit is None:
             raise ValueError("burst goes with rate_limit")
+        if id_prefix is not None:
+            new_job_ids(1, id_prefix)  # raises ValueError naming what is wrong with it
         if redact is not None and not callable(redact):
             raise ValueError("redact must be a callable (args, kwargs) -> (args, kwargs)")
 
@@ -278,6 +285,7 @@ class App:
                 priority=priority,
                 result_ttl=result_ttl,
                 executor=resolve_executor(f, executor),
+                id_prefix=id_prefix,
                 sensitive=sensitive,
                 redact=redact,
             )

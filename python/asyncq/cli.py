@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -28,10 +29,10 @@ from ._config import (
     resolve_queues,
     suggest,
 )
-from ._core import Broker, BrokerError, JobInfo, __version__
+from ._core import Broker, BrokerError, JobInfo, __version__, new_job_ids
 from .app import App
 from .errors import AsyncqError
-from .limits import parse_rate, parse_settings, settings_parts, settings_text
+from .limits import parse_rate, parse_settings, settings_parts
 from .log import configure_logging
 from .schedule import ScheduleInfo, Scheduler, schedule_infos
 from .task import CoreOptions, Task
@@ -597,7 +598,15 @@ async def _enqueue(broker: Broker, args: argparse.Namespace) -> int:
         opts = CoreOptions(
             max_attempts=(args.retries or 0) + 1, priority=args.priority or 0, delay=args.delay
         )
-        ids = await broker.enqueue(args.queue or "default", args.task, [], [(tuple(pos), kw)], opts)
+        queue = args.queue or "default"
+        parts = await _known_queues(broker, args, queue)
+        if len(parts) > 1:
+            # A partitioned queue, as its workers registered it: a partition at random, and an
+            # id that names it, as the App would make (so app.job(id) finds it too).
+            part = random.choice(parts)
+            fresh = [f"{new_job_ids(1)[0]}.p{part.rpartition('#')[2]}"]
+            opts, queue = dataclasses.replace(opts, fresh_ids=fresh), part
+        ids = await broker.enqueue(queue, args.task, [], [(tuple(pos), kw)], opts)
         print(ids[0][0])
         return 0
     task = find_task(load_app(args.app), args.task, args.app)
@@ -935,10 +944,12 @@ async def _set_limits(broker: Broker, family: str, rows: list[LimitRow], options
             "no override"
         )
     new = limit_override(options)
+    # The parts to change; the script merges them into the override (`-`: drop the part).
+    change = " ".join(f"{k}={'-' if v is None else v}" for k, v in new.items())
     for row in rows:
-        merged = parse_settings(row.override) | new
-        text = settings_text({k: v for k, v in merged.items() if v is not None})
-        changed = await broker.set_limits(row.queue, "set", [(family, text)])
+        changed = await broker.set_limits(row.queue, "set", [(family, change)])
+        after = [r for r in await limit_rows(broker, [row.queue]) if r.family == family]
+        text = after[0].override if after else ""
         if not row.declared:
             print(
                 f"note: no worker declared {family} in queue {row.queue!r} yet; the override "

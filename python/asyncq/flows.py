@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union
 
-from ._core import BrokerError
+from ._core import BrokerError, new_job_ids
 from .errors import BatchFinished
 from .job import JobHandle
 from .task import BoundTask, EnqueueOptions
@@ -296,7 +295,8 @@ def _fresh_id(sig: Signature[Any]) -> str:
     """A new member id; on a partitioned queue it names partition 0, where flows go."""
     queue = sig.opts.queue or sig.task.config.queue
     partitioned = sig.task.app.partitions.count(queue) > 1
-    return f"{uuid.uuid4().hex}.p0" if partitioned else uuid.uuid4().hex
+    made = new_job_ids(1, sig.task.config.id_prefix)[0]
+    return f"{made}.p0" if partitioned else made
 
 
 class _Node:

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import itertools
 import re
-import uuid
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+
+from ._core import new_job_ids
 
 __all__ = ["MAX_PARTITIONS", "Partitions", "logical", "physical"]
 
 # As the core's keys.rs: partition numbers stay below this.
 MAX_PARTITIONS = 1024
 
-_MADE = re.compile(r"[0-9a-f]{32}\.p(\d+)")
+#: An id made here: the core's fresh id (``ids.rs``: an optional ``<prefix>_``, 20 characters
+#: of base32) and the partition it names.
+_MADE = re.compile(r"(?:[A-Za-z0-9-]{1,24}_)?[0-9a-hjkmnp-tv-z]{20}\.p(\d+)")
 
 
 def physical(queue: str, partition: int) -> str:
@@ -98,6 +101,7 @@ class Partitions:
         key: str | None,
         partition_key: object,
         groups: Sequence[str] | None,
+        id_prefix: str | None = None,
     ) -> tuple[list[str], list[str] | None]:
         """The partition of each of ``count`` new jobs of ``queue``, and their ids (None when
         ``job_id`` names the one job: it decides the partition)."""
@@ -118,5 +122,6 @@ class Partitions:
                 parts.append(_index(groups[i].partition("\t")[0], n))
             else:
                 parts.append(next(self._turns[queue]) % n)
-        ids = [f"{uuid.uuid4().hex}.p{p}" for p in parts]
+        fresh = new_job_ids(len(parts), id_prefix)
+        ids = [f"{made}.p{p}" for made, p in zip(fresh, parts, strict=True)]
         return [physical(queue, p) for p in parts], ids

@@ -45,6 +45,7 @@ class TaskConfig:
             ``"process"`` (a plain function, in a child process).
         grouping: Its limits, fair key and ordered key (see :mod:`asyncq.limits`); None
             when it has none.
+        id_prefix: What its fresh job ids start with (``<id_prefix>_``); None: nothing.
         sensitive: Its arguments are never shown by the dashboard (docs/dashboard.md).
         redact: Called with a job's ``(args, kwargs)``; returns the ``(args, kwargs)`` the
             dashboard shows instead (e.g. with a password masked). None shows them as they are.
@@ -59,6 +60,7 @@ class TaskConfig:
     result_ttl: float | None
     executor: str
     grouping: Grouping | None = None
+    id_prefix: str | None = None
     sensitive: bool = False
     redact: Redactor | None = None
 
@@ -184,6 +186,7 @@ class CoreOptions:
             partition: ``asyncq.partitions``); None lets the core make them.
         headers: String headers carried in the envelope to the worker (``Job.headers``):
             W3C trace context (``asyncq.tracing``); None for none.
+        id_prefix: What fresh ids start with (``<id_prefix>_``), the task's; None: nothing.
     """
 
     max_attempts: int = 1
@@ -201,6 +204,7 @@ class CoreOptions:
     groups: list[str] | None = None
     fresh_ids: list[str] | None = None
     headers: dict[str, str] | None = None
+    id_prefix: str | None = None
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:
@@ -488,6 +492,7 @@ class BoundTask(Generic[P, R]):
             max_payload=app.max_payload,
             job_id=o.job_id,
             executor=cfg.executor,
+            id_prefix=cfg.id_prefix,
         )
 
     def _groups(
@@ -534,6 +539,7 @@ class BoundTask(Generic[P, R]):
             key=core.key,
             partition_key=self.opts.partition_key,
             groups=core.groups,
+            id_prefix=core.id_prefix,
         )
 
     async def _enqueue_partitioned(

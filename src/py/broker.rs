@@ -138,11 +138,18 @@ pub struct EnqueueOptions {
     fresh_ids: Option<Vec<String>>,
     /// String headers carried in the envelope (`m.h`) to the worker: trace context.
     headers: Option<std::collections::HashMap<String, String>>,
+    /// The task's id prefix for fresh ids (`<prefix>_<sortable id>`), if it has one.
+    id_prefix: Option<String>,
 }
 
 /// The job id of each item: the caller's (for exactly one item), the fresh ones the caller
 /// made, else fresh ones made here; made once, so every retry of the call resends the same ids.
-fn job_ids(job_id: Option<&str>, fresh: Option<&[String]>, count: usize) -> Result<Vec<String>> {
+fn job_ids(
+    job_id: Option<&str>,
+    fresh: Option<&[String]>,
+    prefix: Option<&str>,
+    count: usize,
+) -> Result<Vec<String>> {
     if let Some(ids) = fresh {
         if ids.len() != count {
             return Err(Error::Invalid(format!(
@@ -154,9 +161,10 @@ fn job_ids(job_id: Option<&str>, fresh: Option<&[String]>, count: usize) -> Resu
         return Ok(ids.to_vec());
     }
     let Some(id) = job_id else {
-        return Ok((0..count)
-            .map(|_| uuid::Uuid::new_v4().simple().to_string())
-            .collect());
+        if let Some(p) = prefix {
+            crate::ids::check_prefix(p)?;
+        }
+        return Ok(crate::ids::fresh(prefix, count));
     };
     check_job_id(id)?;
     if count != 1 {
@@ -190,6 +198,7 @@ fn build_jobs(
         ref executor,
         ref groups,
         ref headers,
+        ref id_prefix,
     } = *opts;
     if groups.as_ref().is_some_and(|g| g.len() != items.len()) {
         return Err(Error::Invalid(format!(
@@ -217,7 +226,12 @@ fn build_jobs(
         timeout_s: timeout,
         headers,
     };
-    let ids = job_ids(job_id.as_deref(), fresh_ids.as_deref(), items.len())?;
+    let ids = job_ids(
+        job_id.as_deref(),
+        fresh_ids.as_deref(),
+        id_prefix.as_deref(),
+        items.len(),
+    )?;
     let mut jobs = Vec::with_capacity(items.len());
     for (i, (item, id)) in items.iter().zip(ids).enumerate() {
         let (args, kwargs): (Bound<'_, PyTuple>, Option<Bound<'_, PyDict>>) = item
@@ -294,6 +308,16 @@ async fn finished_info(
 }
 
 /// Check a schedule name (raises ValueError saying what is allowed).
+/// `count` fresh job ids (`<prefix>_<sortable id>`, or the id alone), as the core makes them.
+#[pyfunction]
+#[pyo3(signature = (count, prefix=None))]
+pub fn new_job_ids(count: usize, prefix: Option<&str>) -> PyResult<Vec<String>> {
+    if let Some(p) = prefix {
+        crate::ids::check_prefix(p)?;
+    }
+    Ok(crate::ids::fresh(prefix, count))
+}
+
 #[pyfunction]
 pub fn check_schedule_name(name: &str) -> PyResult<()> {
     Ok(crate::broker::check_schedule_name(name)?)
@@ -467,7 +491,7 @@ impl PyBroker {
         let jobs = payloads
             .into_iter()
             .map(|payload| NewJob {
-                id: uuid::Uuid::new_v4().simple().to_string(),
+                id: crate::ids::fresh(None, 1).remove(0),
                 payload,
                 priority: 0,
                 delay_ms: None,

@@ -14,6 +14,7 @@ contract!(
     fair_groups_take_turns_within_a_batch,
     a_grouped_job_without_a_free_thread_keeps_its_place,
     a_pushed_back_key_holds_its_jobs_and_its_slots_stay_counted,
+    an_override_is_merged_part_by_part_in_the_script,
 );
 
 /// A job in group `gid` under the limiters `insts`; quota '' (no bound) unless given.
@@ -209,4 +210,36 @@ async fn a_pushed_back_key_holds_its_jobs_and_its_slots_stay_counted(c: Ctx) {
     assert_eq!(state(b, "x0").await, JobState::Queued);
     c.pass(350).await;
     assert_eq!(ids(&fetch(b, 10).await), ["x0", "x2"]);
+}
+
+async fn an_override_is_merged_part_by_part_in_the_script(c: Ctx) {
+    let b = &c.b;
+    let fam = "t:work";
+    let set = |parts: &str| b.set_limits(Q, LimitOp::Set, vec![(fam.into(), parts.into())]);
+    let overridden = || async {
+        let rows = b.limits(Q).await.unwrap();
+        rows.into_iter()
+            .find(|r| r.family == fam)
+            .map(|r| r.overridden)
+            .unwrap_or_default()
+    };
+    b.set_limits(Q, LimitOp::Declare, vec![(fam.into(), "c=5".into())])
+        .await
+        .unwrap();
+    assert_eq!(set("c=2").await.unwrap(), 1);
+    assert_eq!(set("r=10 p=1000 b=0").await.unwrap(), 1);
+    assert_eq!(
+        overridden().await,
+        "c=2 r=10 p=1000 b=0",
+        "merged, not replaced"
+    );
+    assert_eq!(set("c=2").await.unwrap(), 0, "unchanged");
+    assert_eq!(set("r=-1 p=- b=-").await.unwrap(), 1);
+    assert_eq!(
+        overridden().await,
+        "c=2 r=-1",
+        "a rate turned off keeps no period"
+    );
+    assert_eq!(set("c=- r=-").await.unwrap(), 1);
+    assert_eq!(overridden().await, "", "an emptied override is dropped");
 }
