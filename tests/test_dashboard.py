@@ -496,6 +496,23 @@ async def test_partitioned_queue_is_shown_whole_and_per_partition(
         )
 
 
+async def test_a_bare_url_knows_the_partitions_a_live_worker_serves(
+    redis_server: RedisServer, queue: str
+) -> None:
+    wide = f"{queue}w"
+    app = sample_app(redis_server.url, queue, partitions={wide: 4})
+    await app.tasks["d:add"].options(queue=wide).enqueue(1, 1)
+    async with dashboard(redis_server.url) as c:
+        assert (await queue_row(c, wide))["partitions"] == []  # one partition known
+        async with running(app, queues={wide: 2}):
+            row = await queue_row(c, wide)
+            assert [p["name"] for p in row["partitions"]] == [f"{wide}#{i}" for i in range(4)]
+            assert (await act(c, "pause", queue=wide)).json()["message"] == f"paused {wide}"
+            row = await queue_row(c, wide)
+            assert [p["paused"] for p in row["partitions"]] == [True] * 4
+            await act(c, "resume", queue=wide)
+
+
 @pytest.fixture
 def served(redis_server: RedisServer) -> Iterator[Served]:
     s = Served(create_app(redis_server.url, refresh=0.1))

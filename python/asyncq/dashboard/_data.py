@@ -12,7 +12,15 @@ from typing import Any, TypeVar
 
 from .._core import Broker, BrokerError, JobInfo
 from ..app import App
-from ..cli import LISTABLE, LimitRow, by_logical, effective_limits, job_record, limit_rows
+from ..cli import (
+    LISTABLE,
+    LimitRow,
+    _worker_queues,
+    by_logical,
+    effective_limits,
+    job_record,
+    limit_rows,
+)
 from ..schedule import schedule_infos
 from ..task import Task
 
@@ -106,8 +114,12 @@ class Source:
     # ---- queues ------------------------------------------------------------------------------
 
     async def grouped(self) -> dict[str, list[str]]:
-        """Every known queue (logical name -> its partitions): enqueued to, or used by the App."""
+        """Every known queue (logical name -> its partitions): enqueued to, served by a live
+        worker (which names every partition it serves), or used by the App; as ``asyncq
+        pause`` finds them."""
         names = set(await self.call(self.broker.queues()))
+        for _, info, _ in await self.call(self.broker.workers()):
+            names.update(_worker_queues(info))
         if self.app is not None:
             for q in [*self.app.queues(), *self.app.partitions.counts]:
                 names.update(self.app.partitions.names(q))
