@@ -55,12 +55,10 @@ class _Access:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        path = (
-            scope["path"][len(scope.get("root_path", "")) :]
-            if scope.get("root_path")
-            else scope["path"]
-        )
-        public = path in ("/login", "/favicon.ico") or path.startswith("/static/")
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted: the path still holds the prefix
+            path = path[len(root) :]
+        public = path == "/login" or path.startswith("/static/")
         if public or await self.guard.allowed(request):
             await self.app(scope, receive, send)
             return
