@@ -18,7 +18,7 @@ from .limits import settings as limit_settings
 from .middleware import Middleware, call_hook
 from .partitions import Partitions
 from .schedule import Catchup, Overlap, Schedule
-from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
+from .task import EnqueueOptions, Redactor, Task, TaskConfig, resolve_executor
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -177,6 +177,8 @@ class App:
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
         id_prefix: str | None = None,
+        sensitive: bool = False,
+        redact: Redactor | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -200,6 +202,8 @@ class App:
         fair_weights: Mapping[str, int] | Callable[[str], int] | None = None,
         ordered_key: str | Callable[..., object] | None = None,
         id_prefix: str | None = None,
+        sensitive: bool = False,
+        redact: Redactor | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
@@ -233,6 +237,9 @@ class App:
             id_prefix: Its fresh job ids read ``<id_prefix>_<id>`` (``invoice_06f3h2k9qd...``):
                 1 to 24 ASCII letters, digits or '-'. Ids are short and sort by creation time
                 either way.
+            sensitive: Never show its jobs' arguments in the dashboard.
+            redact: ``(args, kwargs) -> (args, kwargs)``: what the dashboard shows of a job's
+                arguments instead of them (mask a password, drop a field).
 
         Returns:
             The :class:`Task`, or a decorator producing it.
@@ -253,6 +260,8 @@ class App:
             raise ValueError("burst goes with rate_limit")
         if id_prefix is not None:
             new_job_ids(1, id_prefix)  # raises ValueError naming what is wrong with it
+        if redact is not None and not callable(redact):
+            raise ValueError("redact must be a callable (args, kwargs) -> (args, kwargs)")
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{f.__module__}:{f.__qualname__}"
@@ -280,6 +289,8 @@ class App:
                 result_ttl=result_ttl,
                 executor=resolve_executor(f, executor),
                 id_prefix=id_prefix,
+                sensitive=sensitive,
+                redact=redact,
             )
             return self._register(Task(self, f, config))
 

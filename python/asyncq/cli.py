@@ -362,6 +362,20 @@ def admin_parser() -> argparse.ArgumentParser:
     )
     runner = sub.add_parser("scheduler", help="fire an app's periodic schedules (no worker)")
     runner.add_argument("target", metavar="APP", help="the App, as package.module:app")
+    dash = sub.add_parser("dashboard", help="serve the web dashboard (needs asyncq[web])")
+    dash.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    dash.add_argument("--port", type=int, default=8080, help="port (%(default)s)")
+    dash.add_argument(
+        "--token",
+        default=os.environ.get("ASYNCQ_DASHBOARD_TOKEN"),
+        help="secret needed to use it (default $ASYNCQ_DASHBOARD_TOKEN); "
+        "required to listen beyond loopback",
+    )
+    dash.add_argument(
+        "--show-args",
+        action="store_true",
+        help="without --app: show every job's arguments (none is known sensitive)",
+    )
     return p
 
 
@@ -1048,6 +1062,26 @@ def _confirm_purge(args: argparse.Namespace) -> int | None:
     return None
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from .dashboard import serve  # noqa: PLC0415 (an optional extra)
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        serve(
+            load_app(args.app) if args.app else args.url,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            show_args=args.show_args,
+        )
+    except (UsageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def admin_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asyncq``."""
     parser = admin_parser()
@@ -1059,6 +1093,8 @@ def admin_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     def main() -> int:
+        if args.command == "dashboard":
+            return _dashboard(args)
         if args.command == "purge" and (refused := _confirm_purge(args)) is not None:
             return refused
         return _run(_admin, args)

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from .app import App
     from .flows import Signature
 
-__all__ = ["Call", "CoreOptions", "EnqueueOptions", "Task", "TaskConfig"]
+__all__ = ["Call", "CoreOptions", "EnqueueOptions", "Redactor", "Task", "TaskConfig"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: A task's ``redact=`` hook: ``(args, kwargs)`` in, the ``(args, kwargs)`` to show out.
+Redactor = Callable[[tuple[Any, ...], dict[str, Any]], tuple[Sequence[Any], Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class TaskConfig:
         grouping: Its limits, fair key and ordered key (see :mod:`asyncq.limits`); None
             when it has none.
         id_prefix: What its fresh job ids start with (``<id_prefix>_``); None: nothing.
+        sensitive: Its arguments are never shown by the dashboard (docs/dashboard.md).
+        redact: Called with a job's ``(args, kwargs)``; returns the ``(args, kwargs)`` the
+            dashboard shows instead (e.g. with a password masked). None shows them as they are.
     """
 
     name: str
@@ -55,6 +61,8 @@ class TaskConfig:
     executor: str
     grouping: Grouping | None = None
     id_prefix: str | None = None
+    sensitive: bool = False
+    redact: Redactor | None = None
 
 
 @dataclass(frozen=True)
