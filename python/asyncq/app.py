@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from ._core import Broker
 from ._hookloop import HookLoop
@@ -20,6 +20,9 @@ from .partitions import Partitions
 from .schedule import Catchup, Overlap, Schedule
 from .task import EnqueueOptions, Task, TaskConfig, resolve_executor
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["App"]
 
@@ -74,10 +77,15 @@ class App:
             several primaries. Jobs go round-robin, or by ``options(partition_key=...)``, key
             or group; workers serve every partition. Every producer and worker of the queue
             must use the same count (see docs/scaling.md).
+        tracing: Trace enqueues and job runs with OpenTelemetry (the ``asyncq[otel]`` extra):
+            a PRODUCER span per enqueue, a CONSUMER span per attempt, joined by W3C trace
+            context in the job's headers; spans go to the global tracer provider. Off by
+            default, and then OpenTelemetry is never imported (docs/tracing.md).
 
     Raises:
         ValueError: The URL is not a supported broker URL, or ``enqueue_timeout`` is not
             positive.
+        ImportError: ``tracing=True`` without OpenTelemetry installed.
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class App:
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
         partitions: Mapping[str, int] | None = None,
+        tracing: bool = False,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
@@ -126,6 +135,13 @@ class App:
         self._queue_limits: dict[str, str] = {}
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}
+        if tracing:
+            from .tracing import instrument  # noqa: PLC0415 - imports OpenTelemetry
+
+            instrument(self)
+
+    # Set by asyncq.tracing.instrument; None (the default) keeps every path free of tracing.
+    _tracing: Tracing | None = None
 
     # Set by _run_blocking on first use; a class default keeps apps without middleware free of it.
     _hooks: HookLoop | None = None
