@@ -120,7 +120,7 @@ async def test_worker_json_logs_and_config_file(
         assert worker.wait(10) == 0
         records = [json.loads(line) for line in worker.log().splitlines()]
         assert any(f"{queue}" in r["message"] and "started" in r["message"] for r in records)
-        assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+        assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
 
 
 async def test_admin_commands(
