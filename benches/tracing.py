@@ -8,8 +8,9 @@ Each run: a worker (concurrency 100) on a fresh memory:// broker; the producer e
 one call each, 100 calls in flight; the clock stops when the last job's body has run. "on" uses
 a TracerProvider with a SimpleSpanProcessor (the span is exported as it ends, the worst case)
 and "on, batch" a BatchSpanProcessor, each into a no-op exporter, so the figure is the cost of
-making, propagating and ending the spans, not of shipping them. Prints a Markdown table with
-the median of the runs; nothing is written.
+making, propagating and ending the spans, not of shipping them; "on, unsampled" samples no
+trace (``ParentBased(ALWAYS_OFF)``), what a low sampling ratio costs for most jobs. Prints a
+Markdown table with the median of the runs; nothing is written.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 import asyncq
 from asyncq.tracing import instrument
@@ -49,8 +51,8 @@ async def one_run(mode: str, jobs: int) -> tuple[float, int]:
     exporter = Drop()
     provider = None
     if mode != "off":
-        provider = TracerProvider()
-        processor = SimpleSpanProcessor if mode == "on" else BatchSpanProcessor
+        provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF) if "unsampled" in mode else None)
+        processor = BatchSpanProcessor if "batch" in mode else SimpleSpanProcessor
         provider.add_span_processor(processor(exporter))
         instrument(app, provider)
     done = asyncio.Event()
@@ -83,7 +85,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    modes = ["off", "on", "on, batch"]
+    modes = ["off", "on", "on, batch", "on, unsampled"]
     times: dict[str, list[float]] = {m: [] for m in modes}
     spans: dict[str, int] = {}
     for _ in range(args.reps):
