@@ -195,6 +195,70 @@ async def test_batches_and_blocking_enqueues_are_traced(
     assert parent_id(by_job[one.id]) == sync.context.span_id
 
 
+async def test_partitioned_enqueues_and_middleware_keep_the_parent(
+    broker_url: str, queue: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A partitioned queue's jobs (run from a partition, ``q#i``) and ``enqueue_sync`` through
+    middleware (run on the app's helper loop) stay in the caller's trace."""
+    app = make_app(broker_url, queue, partitions={queue: 2}, middleware=[asyncq.Middleware()])
+    instrument(app, provider)
+
+    @app.task(name="echo")
+    async def echo(x: int) -> int:
+        return x
+
+    async with running(app):
+        with provider.get_tracer("test").start_as_current_span("caller") as caller:
+            many = await echo.enqueue_many([echo.call(i) for i in range(4)])
+            one = await asyncio.to_thread(echo.enqueue_sync, 9)
+        assert [await h.result(timeout=10) for h in [*many, one]] == [0, 1, 2, 3, 9]
+        spans = await finished(exporter, count("process", 5))
+    sends = named(spans, "send")
+    assert len(sends) == 2 and {s.name for s in sends} == {f"send {queue}"}
+    assert all(parent_id(s) == caller.get_span_context().span_id for s in sends)
+    send_ids = {s.context.span_id for s in sends if s.context is not None}
+    processes = named(spans, "process")
+    assert {p.name for p in processes} == {f"process {queue}#0", f"process {queue}#1"}
+    assert all(parent_id(p) in send_ids for p in processes)
+
+
+async def test_a_schedules_fire_is_a_send_span(
+    traced: asyncq.App, queue: str, exporter: InMemorySpanExporter
+) -> None:
+    @traced.task(name="tick")
+    async def tick() -> None:
+        pass
+
+    traced.schedule(f"tick-{queue}", tick, every=1)
+    async with running(traced):
+        spans = await finished(exporter, count("process", 1))
+    (send, *_) = [s for s in named(spans, "send") if attrs(s).get("asyncq.fire") == "enqueued"]
+    assert attrs(send)["asyncq.schedule"] == f"tick-{queue}"
+    process = named(spans, "process")[0]
+    assert send.context is not None
+    assert parent_id(process) == send.context.span_id
+    assert attrs(process)["messaging.message.id"] == attrs(send)["messaging.message.id"]
+
+
+async def test_spans_a_thread_task_makes_are_children_of_its_run(
+    traced: asyncq.App, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracer = provider.get_tracer("task code")
+
+    @traced.task(name="query")
+    def query() -> None:
+        with tracer.start_as_current_span("SELECT"):
+            pass
+
+    async with running(traced):
+        await (await query.enqueue()).result(timeout=10)
+        spans = await finished(exporter, count("process", 1))
+    (select,) = named(spans, "SELECT")
+    (process,) = named(spans, "process")
+    assert process.context is not None
+    assert parent_id(select) == process.context.span_id
+
+
 async def test_flow_steps_link_to_the_steps_they_follow(
     traced: asyncq.App, queue: str, exporter: InMemorySpanExporter
 ) -> None:
