@@ -316,6 +316,28 @@ async def test_tracing_off_makes_no_span_and_sends_no_headers(
     assert [s.name for s in exporter.get_finished_spans()] == ["request"]
 
 
+async def test_a_job_enqueued_untraced_starts_its_own_trace(
+    broker_url: str, queue: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """An untraced producer's job, run by a traced worker: a root span, never a child of
+    whatever span the worker itself was started in."""
+    producer, consumer = make_app(broker_url, queue), make_app(broker_url, queue)
+    instrument(consumer, provider)
+    for app in (producer, consumer):
+        app.task(name="work")(_work)
+    with provider.get_tracer("test").start_as_current_span("ambient"):
+        async with running(consumer):
+            handle = await producer.tasks["work"].enqueue()
+            assert await handle.result(timeout=10) == "done"
+            spans = await finished(exporter, count("process", 1))
+    (process,) = named(spans, "process")
+    assert process.parent is None and not named(spans, "send")
+
+
+async def _work() -> str:
+    return "done"
+
+
 def test_app_tracing_true_instruments_it() -> None:
     app = asyncq.App("memory://tracing-flag", tracing=True)
     assert app._tracing is not None

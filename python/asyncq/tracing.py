@@ -8,7 +8,8 @@ app, as OpenTelemetry's contrib instrumentations are opt-in. Until then nothing 
   (``traceparent``, ``tracestate``, by the global propagator) into the envelope's headers;
 * the worker runs each attempt in a CONSUMER span ``process <queue>`` whose parent is that
   producer span, so every attempt of a job (its retries too) is in the enqueue's trace;
-* a flow member's span links to the producer spans of the members it waits on.
+* a flow's enqueue is one ``send`` span with a ``create`` span per member, which its runs are
+  children of; a member links to the ``create`` spans of the members it waits on.
 
 See docs/tracing.md for the spans and attributes.
 """
@@ -209,8 +210,10 @@ class Tracing:
         """The CONSUMER span of one attempt of ``job``, current in the block; its parent is
         the enqueue's span (from the job's headers), its links the upstream flow members."""
         carrier = job.headers
-        parent = propagate.extract(carrier) if carrier else None
-        links = _links(carrier.get(LINKS_HEADER)) if carrier else None
+        # From the headers alone, never the worker's own context: a job enqueued untraced
+        # starts a trace of its own.
+        parent = propagate.extract(carrier, context=otel_context.Context())
+        links = _links(carrier.get(LINKS_HEADER))
         attrs = _common(job.queue, job.task, "process")
         attrs["messaging.message.id"] = job.id
         attrs["asyncq.attempt"] = job.attempt
