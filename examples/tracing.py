@@ -32,7 +32,7 @@ def one_line(span: ReadableSpan) -> str:
         f"parent={parent.span_id:016x}"[:15] if parent else "parent=-       ",
         f"{span.status.status_code.name:<5}",
     ]
-    fields += [f"{k[7:]}={attrs[k]}" for k in ("asyncq.attempt", "asyncq.outcome") if k in attrs]
+    fields += [f"{k[7:]}={attrs[k]!s}" for k in ("asyncq.attempt", "asyncq.outcome") if k in attrs]
     if span.links:
         fields.append(f"links={len(span.links)}")
     return " ".join(fields) + "\n"
@@ -72,6 +72,7 @@ async def main() -> None:
     with trace.get_tracer("shop").start_as_current_span("POST /checkout"):
         charged = await charge.enqueue(7)
         shipped = await asyncq.chain(reserve.s(7), ship.s()).enqueue()
+    assert isinstance(shipped, asyncq.JobHandle)  # a chain that ends in one task
     await charged.result(timeout=10)
     await shipped.result(timeout=10)
     worker.stop()

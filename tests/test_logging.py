@@ -87,7 +87,7 @@ async def test_every_job_event_has_the_stable_fields(
         released = await hang.enqueue()
         assert await started.get() == released.id
         worker.stop(now=True)
-    expect = {
+    expect: dict[str, asyncq.JobHandle[Any]] = {
         "job.started": done,
         "job.succeeded": done,
         "job.retrying": failed,
