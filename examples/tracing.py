@@ -1,7 +1,7 @@
 """Tracing (docs/tracing.md): ``python -m examples.tracing`` prints the spans of a web
 request that enqueues a job (which fails once, then succeeds on its retry) and a chain.
 
-Needs the ``asyncq[otel]`` extra (opentelemetry-api and -sdk). Spans go to the console
+Needs the ``asyncq[otel]`` extra and opentelemetry-sdk. Spans go to the console
 exporter, one line each; a real setup exports OTLP to a collector instead. Uses
 ``ASYNCQ_URL`` when set (a Redis), else the in-process ``memory://`` broker.
 """
