@@ -14,6 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SAMPLE = "tests.apps.sample:app"
+# What a subprocess imports asyncq and the test apps from: this checkout's python/ first, so a
+# git worktree's subprocesses run its own code, not an editable install of another checkout.
+PYTHONPATH = os.pathsep.join([str(ROOT / "python"), str(ROOT)])
 
 
 def script(name: str) -> str:
@@ -31,7 +34,7 @@ def sample_env(
         ASYNCQ_TEST_URL=url,
         ASYNCQ_TEST_QUEUE=queue,
         ASYNCQ_TEST_LEASE=str(lease),
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=PYTHONPATH,
     )
     if ledger is not None:
         env["ASYNCQ_TEST_LEDGER"] = str(ledger)
@@ -47,7 +50,7 @@ def run_cli(
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env if env is not None else dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=env if env is not None else dict(os.environ, PYTHONPATH=PYTHONPATH),
         timeout=timeout,
         check=False,
     )

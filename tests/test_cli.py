@@ -17,7 +17,16 @@ import pytest
 import asyncq
 from tests.apps import sample
 from tests.conftest import RedisServer, free_port
-from tests.procutil import ROOT, SAMPLE, WorkerProc, await_until, run_cli, sample_env, script
+from tests.procutil import (
+    PYTHONPATH,
+    ROOT,
+    SAMPLE,
+    WorkerProc,
+    await_until,
+    run_cli,
+    sample_env,
+    script,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,7 +129,7 @@ async def test_worker_json_logs_and_config_file(
         assert worker.wait(10) == 0
         records = [json.loads(line) for line in worker.log().splitlines()]
         assert any(f"{queue}" in r["message"] and "started" in r["message"] for r in records)
-        assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+        assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
 
 
 async def test_admin_commands(
@@ -469,7 +478,7 @@ async def test_jobs_pages_through_more_than_one_page_and_survives_head(
     for cmd in (f"jobs {queue} --limit 1000 --json", f"jobs {queue}", "info"):
         piped = subprocess.run(
             ["bash", "-c", f"{script('asyncq')} --url {url} {cmd} | head -1"],
-            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=PYTHONPATH),
             timeout=20, check=False,
         )  # fmt: skip
         assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 1

@@ -14,7 +14,7 @@ import pytest
 
 import asyncq
 from tests.conftest import RedisServer, make_app, running
-from tests.procutil import ROOT, await_until, run_cli, sample_env
+from tests.procutil import PYTHONPATH, await_until, run_cli, sample_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -281,7 +281,7 @@ async def test_with_app_a_task_name_is_checked_against_its_limits(
         f"from tests.test_cli_limits import build_app\n\napp = build_app({url!r}, {queue!r})\n"
     )
     env = sample_env(url, queue)
-    env["PYTHONPATH"] = f"{tmp_path}:{ROOT}"
+    env["PYTHONPATH"] = f"{tmp_path}:{PYTHONPATH}"
     families = build_app(url, queue).limit_families(queue)
     assert sorted(families) == [f"@{queue}", "k:limapp:tenant:tenant", "t:limapp:two"]
     await declare(make_app(url, queue), queue, families)

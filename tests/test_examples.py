@@ -74,3 +74,24 @@ def test_the_metrics_example_prints_what_a_scrape_counted() -> None:
         'asyncq_jobs_total{queue="default",task="example:add",outcome="succeeded"} 2',
         'asyncq_jobs_total{queue="default",task="example:fail",outcome="failed"} 1',
     ]
+
+
+def test_the_tracing_example_prints_one_trace() -> None:
+    rows = [line.split() for line in run_example("examples.tracing").splitlines()]
+    # The request's span, its two sends (a job, a chain), the chain's two creates, four runs.
+    assert (
+        sorted(row[0] for row in rows) == ["POST"] + ["create"] * 2 + ["process"] * 4 + ["send"] * 2
+    )
+    assert len({field for row in rows for field in row if field.startswith("trace=")}) == 1
+    process = [row for row in rows if row[0] == "process"]
+    outcomes = sorted(
+        " ".join(f for f in row if f.startswith(("attempt=", "outcome="))) for row in process
+    )
+    assert outcomes == [
+        "attempt=1 outcome=retrying",
+        "attempt=1 outcome=succeeded",
+        "attempt=1 outcome=succeeded",
+        "attempt=2 outcome=succeeded",
+    ]
+    spans = {field for row in rows for field in row if field.startswith("span=")}
+    assert all(f"span={row[5].removeprefix('parent=')}" in spans for row in process)

@@ -16,7 +16,7 @@ import pytest
 
 import asyncq
 from tests.conftest import RedisServer, make_app, running
-from tests.procutil import ROOT, WorkerProc, await_until
+from tests.procutil import PYTHONPATH, WorkerProc, await_until
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ async def test_a_1000_member_chord_survives_repeated_worker_kills(
     queue = f"chord{uuid.uuid4().hex[:8]}"
     ledger = tmp_path / "callback"
     env = dict(os.environ, ASYNCQ_TEST_URL=redis_server.url, ASYNCQ_TEST_QUEUE=queue)
-    env.update(ASYNCQ_TEST_LEDGER=str(ledger), PYTHONPATH=str(ROOT))
+    env.update(ASYNCQ_TEST_LEDGER=str(ledger), PYTHONPATH=PYTHONPATH)
     app_path = "tests.apps.flows:app"
     # The producer's side of tests.apps.flows: the same task names and queues.
     producer = asyncq.App(redis_server.url, default_queue=queue)

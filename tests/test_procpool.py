@@ -18,7 +18,7 @@ from asyncq import JobContext, JobFailed
 from asyncq._procpool import ProcessPool, ProcessTaskError
 from tests.apps import proc_tasks as t
 from tests.conftest import RedisServer, make_app, running
-from tests.procutil import ROOT, WorkerProc, sample_env, wait_until
+from tests.procutil import PYTHONPATH, WorkerProc, sample_env, wait_until
 
 CTX = JobContext("job-1", "proc_tasks:x", "q", 2, 3, 41, 1_700_000_000.0)
 
@@ -224,7 +224,7 @@ def test_children_exit_when_the_worker_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(PARENT))
     ticks = tmp_path / "ticks"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=PYTHONPATH)
     parent = subprocess.Popen([sys.executable, str(script), str(ticks)], env=env)
     try:
         wait_until(lambda: _lines(ticks) > 0, 20, "the child to start ticking")

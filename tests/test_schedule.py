@@ -22,7 +22,7 @@ from asyncq._cron import Cron, zone
 from asyncq.schedule import CATCHUP_LIMIT, Schedule, Scheduler, fire_job_id, fire_of, schedule_infos
 
 from .conftest import RedisServer, make_app, running
-from .procutil import ROOT, await_until, run_cli, script, wait_until
+from .procutil import PYTHONPATH, ROOT, await_until, run_cli, script, wait_until
 
 UTC = dt.timezone.utc
 BERLIN = zone("Europe/Berlin")
@@ -458,7 +458,7 @@ class SchedulerProc:
 def cron_env(redis_server: RedisServer) -> tuple[dict[str, str], str]:
     queue = f"cron{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, ASYNCQ_TEST_URL=redis_server.url, ASYNCQ_TEST_QUEUE=queue)
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = PYTHONPATH
     return env, queue
 
 

@@ -225,6 +225,9 @@ async def test_json_logs_carry_job_fields(
         assert rec["error"].startswith("SystemExit: ") and "sys.exit(code)" in rec["traceback"]
     assert (retry["attempt"], dead["attempt"]) == (1, 2)
     assert by_event["job.succeeded"][0]["attempt"] == 1
+    stable = {"ts", "level", "event", "job_id", "task", "queue", "attempt", "duration_ms", "error"}
+    for event in ("job.started", "job.succeeded", "job.retrying", "job.failed"):
+        assert all(rec.keys() >= stable for rec in by_event[event]), event
 
 
 def test_asyncio_errors_use_the_same_formatter(capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,13 +103,16 @@ class _Expired(TimeoutError):
 
 
 def job_fields(job: Job, event: str, **more: Any) -> dict[str, Any]:
-    """Structured fields of a job event, for ``log.x(..., extra=job_fields(...))``."""
+    """Structured fields of a job event, for ``log.x(..., extra=job_fields(...))``: the
+    stable set of docs/logging.md, ``duration_ms`` and ``error`` None where they do not apply."""
     fields: dict[str, Any] = {
         "event": event,
         "job_id": job.id,
         "task": job.task,
         "queue": job.queue,
         "attempt": job.attempt,
+        "duration_ms": None,
+        "error": None,
     }
     fields.update(more)
     return fields
@@ -176,8 +179,13 @@ class Runner:
 
     async def execute(self, lane: Lane, job: Job, gate: Slots | None) -> None:
         """Run ``job`` to exactly one outcome; never raises."""
+        tracing = self.app._tracing
         try:
-            await self._attempt(lane, job, gate)
+            if tracing is None:
+                await self._attempt(lane, job, gate)
+            else:
+                with tracing.processing(job):  # the attempt's CONSUMER span
+                    await self._attempt(lane, job, gate)
         except BaseException as exc:  # the last line of defence; see _last_resort
             self._last_resort(lane, job, exc)
         finally:
@@ -190,6 +198,15 @@ class Runner:
         task = self.app.tasks[job.task]
         _current.set(job)
         ctx = JobContext.of(job) if self.app.middleware else None
+        if log.isEnabledFor(logging.DEBUG):  # per-job lines only when asked for
+            log.debug(
+                "job %s (%s) attempt %d/%d started",
+                job.id,
+                job.task,
+                job.attempt,
+                job.max_attempts,
+                extra=job_fields(job, "job.started"),
+            )
         started = time.monotonic()
         handed = False
         try:
@@ -267,6 +284,7 @@ class Runner:
             lane.consumer.fail(job, "TypeError", str(exc), "", "unserializable_result", None)
             lane.settled.add(job.id)
             self.stats.failed += 1
+            self._trace("dead", exc)
             log.error(
                 "job %s (%s): result not serializable: %s",
                 job.id,
@@ -277,6 +295,7 @@ class Runner:
             return
         lane.settled.add(job.id)
         self.stats.succeeded += 1
+        self._trace("succeeded")
         if log.isEnabledFor(logging.DEBUG):  # per-job success lines only when asked for
             ms = _ms(started)
             log.debug(
@@ -303,6 +322,7 @@ class Runner:
             lane.consumer.cancelled(job, "cancelled while running")
             lane.settled.add(job.id)
             self.stats.cancelled += 1
+            self._trace("cancelled")
             log.info(
                 "job %s (%s) cancelled on request",
                 job.id,
@@ -313,6 +333,7 @@ class Runner:
             lane.consumer.release(job)
             lane.settled.add(job.id)
             self.stats.released += 1
+            self._trace("released")
             self._log_released(task, job, started)
         else:
             # Nobody in the worker cancelled it: the task raised CancelledError itself.
@@ -327,6 +348,7 @@ class Runner:
         lane.consumer.snooze(job, snooze.seconds, keyed)
         lane.settled.add(job.id)
         self.stats.snoozed += 1
+        self._trace("snoozed")
         log.info(
             "job %s (%s) %s for %gs",
             job.id,
@@ -389,11 +411,19 @@ class Runner:
         except asyncio.CancelledError:
             # A shutdown gave up waiting. The outcome is queued already: _last_resort sees
             # `settled` and sends nothing more; no hook runs.
+            self._trace("unknown", exc)
             self._log_verdict(job, "unknown", error, fields("unknown"))
             raise
+        self._trace(verdict, exc)
         hook = self._log_verdict(job, verdict, error, fields(verdict))
         if ctx is not None and hook is not None:
             await run_hooks(self.app.middleware, hook, ctx, exc)
+
+    def _trace(self, outcome: str, exc: BaseException | None = None) -> None:
+        """Put the attempt's outcome on its span (when the app is traced)."""
+        tracing = self.app._tracing
+        if tracing is not None:
+            tracing.outcome(outcome, exc)
 
     def _log_verdict(
         self, job: Job, verdict: str, error: str, fields: dict[str, Any]

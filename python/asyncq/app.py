@@ -23,6 +23,7 @@ from .worker import Worker
 
 if TYPE_CHECKING:
     from .testing import Enqueued
+    from .tracing import Tracing
 
 __all__ = ["App"]
 
@@ -82,10 +83,15 @@ class App:
             and nothing is counted (see docs/operations.md).
         metrics_host: Where the metrics server listens: every interface by default, as
             Prometheus scrapes from elsewhere; ``127.0.0.1`` keeps it local.
+        tracing: Trace enqueues and job runs with OpenTelemetry (the ``asyncq[otel]`` extra):
+            a PRODUCER span per enqueue, a CONSUMER span per attempt, joined by W3C trace
+            context in the job's headers; spans go to the global tracer provider. Off by
+            default, and then OpenTelemetry is never imported (docs/tracing.md).
 
     Raises:
         ValueError: The URL is not a supported broker URL, or ``enqueue_timeout`` is not
             positive.
+        ImportError: ``tracing=True`` without OpenTelemetry installed.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class App:
         partitions: Mapping[str, int] | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
+        tracing: bool = False,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
@@ -140,6 +147,13 @@ class App:
         self._queue_limits: dict[str, str] = {}
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}
+        if tracing:
+            from .tracing import instrument  # noqa: PLC0415 - imports OpenTelemetry
+
+            instrument(self)
+
+    # Set by asyncq.tracing.instrument; None (the default) keeps every path free of tracing.
+    _tracing: Tracing | None = None
 
     # Set by _run_blocking on first use; a class default keeps apps without middleware free of it.
     _hooks: HookLoop | None = None

@@ -95,7 +95,10 @@ class Flow:
         """:meth:`enqueue` for synchronous callers (any thread)."""
         nodes, out = _compile(self)
         app = _app_of(nodes)
-        return app._run_blocking(lambda: self._write(app, nodes, out))
+        make = lambda: self._write(app, nodes, out)  # noqa: E731
+        if app._tracing is not None:
+            make = app._tracing.carry(make)  # the caller's span stays the parent
+        return app._run_blocking(make)
 
     async def _write(
         self, app: App, nodes: list[_Node], out: _Out
@@ -411,11 +414,23 @@ async def _write(app: App, nodes: list[_Node]) -> None:
     """Write the members: first every waiting one, queue by queue, then the ready ones, so no
     member can end before what waits on it exists. Resent with the same ids after a broker
     failure (a member is written once), within the app's enqueue timeout."""
+    if app._tracing is None:
+        await _write_phases(app, nodes, [None] * len(nodes))
+        return
+    index = {id(n): i for i, n in enumerate(nodes)}
+    traced = [(n.queue, n.sig.task.name, n.id, [index[id(p)] for p in n.parents]) for n in nodes]
+    with app._tracing.sending_flow(traced) as headers:
+        await _write_phases(app, nodes, headers)
+
+
+async def _write_phases(
+    app: App, nodes: list[_Node], headers: Sequence[dict[str, str] | None]
+) -> None:
     phases: list[dict[str, list[Any]]] = [{}, {}]
-    for n in nodes:
+    for n, carrier in zip(nodes, headers, strict=True):
         task = n.sig.task
         opts = dataclasses.replace(n.sig.opts, job_id=n.id, queue=None)
-        core = BoundTask(task, opts)._core_options([(n.sig.args, n.sig.kwargs)])
+        core = BoundTask(task, opts)._core_options([(n.sig.args, n.sig.kwargs)], carrier)
         follow = [(c.queue, c.id, i, policy) for c, i, policy in n.children]
         spec = (task.name, task._arg_names, n.sig.args, n.sig.kwargs, core, len(n.parents))
         member = (*spec, n.mode, follow)

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
@@ -14,18 +15,24 @@ _HANDLER_NAME = "asyncq-handler"
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is kept.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
+# Set by ``asyncq.tracing.instrument``: the current span's (trace id, span id), or None outside
+# one. None until tracing is on, so a formatter without tracing never looks for a span.
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
 
 class JsonFormatter(logging.Formatter):
-    """Formats each record as one JSON object: time, level, logger, message, extras.
+    """Formats each record as one JSON object: ts, level, logger, message, extras.
 
-    Job events carry ``event``, ``job_id``, ``task``, ``queue``, ``attempt`` and, where they
-    apply, ``duration_ms``, ``error``, ``reason`` and ``traceback`` (see docs/logging.md).
+    Job events carry ``event``, ``job_id``, ``task``, ``queue``, ``attempt``, ``duration_ms``
+    and ``error`` (null where they do not apply) and, on failures, ``reason`` and
+    ``traceback``. With tracing on, a line logged inside a span adds ``trace_id`` and
+    ``span_id``. See docs/logging.md for the table.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""
         out: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -34,6 +41,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
+        if trace_ids is not None:
+            ids = trace_ids()
+            if ids is not None:
+                out["trace_id"], out["span_id"] = ids
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

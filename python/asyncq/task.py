@@ -474,11 +474,14 @@ class BoundTask(Generic[P, R]):
         return Signature(self.task, tuple(args), kwargs or None, self.opts)
 
     def _core_options(
-        self, items: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]] = ()
+        self,
+        items: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]] = (),
+        headers: dict[str, str] | None = None,
     ) -> CoreOptions:
         """The core's options for the jobs of ``items`` (their group specs included)."""
         cfg, app, o = self.task.config, self.task.app, self.opts
         return CoreOptions(
+            headers=headers,
             groups=self._groups(items),
             max_attempts=cfg.retries + 1,
             timeout=cfg.timeout,
@@ -516,12 +519,28 @@ class BoundTask(Generic[P, R]):
         task, app = self.task, self.task.app
         if app.middleware:
             # The async path on the app's helper loop: same hooks, same order, any thread.
-            return app._run_blocking(lambda: self.enqueue(*args, **kwargs))
+            make = lambda: self.enqueue(*args, **kwargs)  # noqa: E731
+            if app._tracing is not None:
+                make = app._tracing.carry(make)  # the caller's span stays the parent
+            return app._run_blocking(make)
         if task._check_args is not None:
             task._check_args(*args, **kwargs)
-        queue = self._queue()
         items: list[tuple[tuple[Any, ...], dict[str, Any] | None]] = [(args, kwargs or None)]
-        core = self._core_options(items)
+        if app._tracing is None:
+            return self._write_blocking(items, None)
+        with app._tracing.sending(self._queue(), task.name) as sending:
+            handle = self._write_blocking(items, sending.headers)
+            sending.sent([handle.id])
+        return handle
+
+    def _write_blocking(
+        self,
+        items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+        headers: dict[str, str] | None,
+    ) -> JobHandle[R]:
+        task, app = self.task, self.task.app
+        queue = self._queue()
+        core = self._core_options(items, headers)
         if app.partitions.count(queue) > 1:
             (queue,), fresh = self._route(queue, core)
             core = replace(core, fresh_ids=fresh)
@@ -543,14 +562,17 @@ class BoundTask(Generic[P, R]):
         )
 
     async def _enqueue_partitioned(
-        self, queue: str, items: list[tuple[tuple[Any, ...], dict[str, Any] | None]]
+        self,
+        queue: str,
+        items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+        headers: dict[str, str] | None,
     ) -> list[tuple[str, str, bool]]:
         """Enqueue ``items`` into the partitions of ``queue``: one call per partition, all at
         once; ``(partition, id, created)`` per item, in order. When one call fails, its
         ``BrokerError`` names only its own jobs: the other partitions' calls may have written
         theirs."""
         task, app = self.task, self.task.app
-        core = self._core_options(items)
+        core = self._core_options(items, headers)
         parts, fresh = self._route(queue, core, len(items))
         order: dict[str, list[int]] = {}
         for i, part in enumerate(parts):
@@ -578,20 +600,32 @@ class BoundTask(Generic[P, R]):
         items = _bound_items(task, calls)
         if app.middleware:
             await app.run_before_enqueue(task, items, self.opts)
-        queue = self._queue()
-        broker = app.broker
         handles: list[JobHandle[R]]
-        if app.partitions.count(queue) > 1:
-            placed = await self._enqueue_partitioned(queue, items)
-            handles = [JobHandle(broker, q, i, c) for q, i, c in placed]
+        if app._tracing is None:
+            handles = await self._write(items, None)
         else:
-            ids = await broker.enqueue(
-                queue, task.name, task._arg_names, items, self._core_options(items)
-            )
-            handles = [JobHandle(broker, queue, i, c) for i, c in ids]
+            with app._tracing.sending(self._queue(), task.name, len(items)) as sending:
+                handles = await self._write(items, sending.headers)
+                sending.sent([h.id for h in handles])
         if app.middleware:
             await app.run_after_enqueue(task, handles)
         return handles
+
+    async def _write(
+        self,
+        items: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+        headers: dict[str, str] | None,
+    ) -> list[JobHandle[R]]:
+        """Write the jobs of ``items``, with ``headers`` in their envelopes."""
+        task, app = self.task, self.task.app
+        queue = self._queue()
+        broker = app.broker
+        if app.partitions.count(queue) > 1:
+            placed = await self._enqueue_partitioned(queue, items, headers)
+            return [JobHandle(broker, q, i, c) for q, i, c in placed]
+        core = self._core_options(items, headers)
+        ids = await broker.enqueue(queue, task.name, task._arg_names, items, core)
+        return [JobHandle(broker, queue, i, c) for i, c in ids]
 
 
 def _bound_items(

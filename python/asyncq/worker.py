@@ -516,7 +516,12 @@ class Worker:
                 self._cancel(lane, job_id)
             return
         if kind == "poison":
-            fields = {"event": "job.poison", "job_id": job_id, "reason": event.reason}
+            fields = {
+                "event": "job.poison",
+                "job_id": job_id,
+                "queue": lane.queue,
+                "reason": event.reason,
+            }
             log.error("job %s dead-lettered before running: %s", job_id, event.reason, extra=fields)
             return
         detail = job_id or event.message or ""

@@ -22,7 +22,7 @@ from typing import Any
 
 from tests.apps import chaos as chaos_app
 from tests.conftest import RedisServer
-from tests.procutil import ROOT, script
+from tests.procutil import PYTHONPATH, ROOT, script
 
 LEASE = 5.0
 REAPER = 1.0
@@ -220,7 +220,7 @@ class Env:
             ASYNCQ_CHAOS_LEASE=str(LEASE),
             ASYNCQ_CHAOS_REAPER=str(REAPER),
             ASYNCQ_CHAOS_KEYS=self.keys,
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=PYTHONPATH,
         )
         env.update(extra)
         return env
