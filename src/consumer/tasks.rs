@@ -243,20 +243,30 @@ pub(super) async fn canceller(sh: Arc<Shared>, mut recheck: mpsc::UnboundedRecei
     sh.first_lease.notified().await;
     loop {
         match sh.broker.watch_cancels(&sh.cfg.queue).await {
-            Ok(mut ids) => loop {
-                let id = tokio::select! {
-                    heard = ids.recv() => match heard {
-                        Some(id) => id,
-                        None => break, // the feed dropped: listen again
-                    },
-                    Some(id) = recheck.recv() => id,
-                };
-                // Not admitted yet (its fetch reply may still be on its way): remembered, and
-                // asked about once it is.
-                if let Some(lease) = sh.cancel_target(id) {
-                    heartbeat(&sh, vec![lease]).await;
+            Ok(mut ids) => {
+                // A request made before this subscription (the consumer's first jobs ran
+                // while it was being set up, or the feed dropped and was lost meanwhile) was
+                // published to no one; its flag is on the job. One heartbeat of what runs now
+                // reads the flags; anything later is heard on the feed.
+                let running = sh.leases_to_extend();
+                if !running.is_empty() {
+                    heartbeat(&sh, running).await;
                 }
-            },
+                loop {
+                    let id = tokio::select! {
+                        heard = ids.recv() => match heard {
+                            Some(id) => id,
+                            None => break, // the feed dropped: listen again
+                        },
+                        Some(id) = recheck.recv() => id,
+                    };
+                    // Not admitted yet (its fetch reply may still be on its way): remembered, and
+                    // asked about once it is.
+                    if let Some(lease) = sh.cancel_target(id) {
+                        heartbeat(&sh, vec![lease]).await;
+                    }
+                }
+            }
             Err(_) => tokio::time::sleep(CANCEL_FEED_RETRY).await,
         }
     }
