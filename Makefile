@@ -130,6 +130,10 @@ bench-main-deps: venv
 bench: build-release bench-main-deps ## quick asyncq-only benchmark (asyncq with metrics off and on, floor; small N, ~1 min)
 	$(BIN)/python -m benches.run --quick $(BENCH_ARGS)
 
+.PHONY: metrics-view
+metrics-view: build-dev ## the Grafana dashboard's queries on a real Prometheus fed by two workers (apt: prometheus)
+	$(BIN)/python -m benches.metrics_view $(BENCH_ARGS)
+
 .PHONY: screenshots
 screenshots: build-dev ## write the dashboard screenshots in docs/img from a real run (headless chromium)
 	ASYNCQ_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/test_dashboard_browser.py
