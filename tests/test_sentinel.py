@@ -55,7 +55,8 @@ async def test_a_sentinel_url_reaches_the_primary_and_runs_jobs(
         ("redis+sentinel://127.0.0.1:26379/mymaster/x", "bad db"),
         ("redis+sentinel://127.0.0.1:26379/mymaster/0?tls=1", "unknown option"),
         ("redis+sentinel:///mymaster", "no sentinel address"),
-        ("rediss+sentinel://127.0.0.1:26379/mymaster", "TLS to sentinels is not supported"),
+        ("redis+sentinel://127.0.0.1:26379/mymaster?tls_ca=/dev/null", "need rediss\\+sentinel"),
+        ("rediss+sentinel://127.0.0.1:26379/mymaster?tls_ca=/no/ca.pem", "cannot read tls_ca"),
     ],
 )
 def test_a_bad_sentinel_url_fails_where_it_is_written(url: str, why: str) -> None:
@@ -173,11 +174,58 @@ async def _failover_run(
     assert pids == {p.pid for p in procs}
 
 
-async def test_a_switchover_is_followed_while_the_old_primary_lives_on(queue: str) -> None:
+@pytest.fixture(scope="module")
+def tls_sentinels() -> Iterator[Sentinels]:
+    deployment = Sentinels(tls=True)
+    yield deployment
+    deployment.stop()
+
+
+async def test_rediss_sentinel_speaks_tls_to_sentinels_and_primary_with_a_client_cert(
+    tls_sentinels: Sentinels, queue: str
+) -> None:
+    app = make_app(tls_sentinels.url, queue)
+
+    @app.task(name="sen:add")
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with running(app):
+        assert await (await add.enqueue(2, 3)).result(timeout=10) == 5
+    primary = tls_sentinels.primary
+    assert primary is not None
+    # What the sentinels name is the primary's TLS port: nothing else was there to reach.
+    assert tls_sentinels.named_primary() == tls_sentinels.port_of(primary) != primary.port
+    assert int(cli(primary.port, DATA_PASSWORD, "DBSIZE")) > 0
+
+
+@pytest.mark.parametrize("drop", ["client-cert", "tls"])
+async def test_a_tls_sentinel_deployment_refuses_a_client_without_tls_or_a_certificate(
+    tls_sentinels: Sentinels, queue: str, drop: str
+) -> None:
+    d = tls_sentinels.dir
+    url = tls_sentinels.url.replace(f"&tls_cert={d}/server.pem&tls_key={d}/server.key", "")
+    if drop == "tls":
+        url = url.replace("rediss+", "redis+").split("&tls_ca=")[0]
+    app = make_app(url, queue, enqueue_timeout=2)
+
+    @app.task(name="sen:noop")
+    async def noop() -> None:
+        return None
+
+    with pytest.raises(asyncq.BrokerError) as err:
+        await noop.enqueue()
+    assert err.value.outcome_unknown is False
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_a_switchover_is_followed_while_the_old_primary_lives_on(
+    queue: str, tls: bool
+) -> None:
     # The old primary stays up as a replica: nothing breaks the connections to it, writes on
     # them would only be refused (READONLY). The watchdog asks the sentinels which server is
     # the primary and moves over.
-    deployment = Sentinels()
+    deployment = Sentinels(tls=tls)
     try:
         app = make_app(deployment.url, queue)
 
@@ -190,7 +238,7 @@ async def test_a_switchover_is_followed_while_the_old_primary_lives_on(queue: st
             assert deployment.replica is not None
             new_port = deployment.replica.port
             assert deployment.sentinel(0, "SENTINEL", "FAILOVER", SERVICE) == "OK"
-            deployment.wait_failover(new_port)
+            deployment.wait_failover(deployment.port_of(deployment.replica))
             # Until the sentinels turn the old primary into a replica, it still takes writes
             # (what it takes then is lost when it resyncs: Sentinel's own window, see
             # docs/scaling.md). Once it refuses them, an enqueue must find the new primary.

@@ -44,7 +44,8 @@ class App:
     Args:
         url: Broker URL: ``redis://host:port/db``, ``rediss://...`` (TLS),
             ``redis+sentinel://host:port,host:port/service/db`` (the primary the sentinels name,
-            followed through failovers; docs/scaling.md) or ``memory://`` (in-process, same
+            followed through failovers; ``rediss+sentinel://`` for TLS; docs/scaling.md),
+            ``redis+cluster://seed,seed/`` (docs/scaling.md) or ``memory://`` (in-process, same
             semantics; for tests and demos).
         default_queue: Queue for tasks that name none.
         lease: Seconds a fetched job stays leased without a heartbeat. A worker that dies loses

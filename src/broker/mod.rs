@@ -902,12 +902,10 @@ pub async fn connect_with(url: &str, replication: Option<Replication>) -> Result
         ))),
         "memory" => Ok(memory::MemoryBroker::named(url)),
         "redis" | "rediss" | "valkey" | "valkeys" | "redis+sentinel" | "valkey+sentinel"
-        | "redis+cluster" | "valkey+cluster" | "rediss+cluster" | "valkeys+cluster" => {
+        | "rediss+sentinel" | "valkeys+sentinel" | "redis+cluster" | "valkey+cluster"
+        | "rediss+cluster" | "valkeys+cluster" => {
             redis::RedisBroker::open_with(url, replication).await
         }
-        "rediss+sentinel" | "valkeys+sentinel" => Err(Error::BadUrl(format!(
-            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
-        ))),
         _ => Err(Error::BadUrl(format!(
             "unsupported URL scheme in {url:?}: expected redis://, rediss://, redis+sentinel://, redis+cluster:// or memory://"
         ))),

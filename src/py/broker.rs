@@ -82,6 +82,8 @@ fn validate_url(url: &str) -> Result<()> {
         "valkeys://",
         "redis+sentinel://",
         "valkey+sentinel://",
+        "rediss+sentinel://",
+        "valkeys+sentinel://",
         "redis+cluster://",
         "valkey+cluster://",
         "rediss+cluster://",
@@ -91,10 +93,6 @@ fn validate_url(url: &str) -> Result<()> {
     .any(|p| url.starts_with(p));
     if ok {
         broker::redis::check_url(url)
-    } else if url.starts_with("rediss+sentinel://") || url.starts_with("valkeys+sentinel://") {
-        Err(Error::BadUrl(format!(
-            "{url:?}: TLS to sentinels is not supported yet; use redis+sentinel:// on a trusted network"
-        )))
     } else {
         Err(Error::BadUrl(format!(
             "{url:?}: expected redis://host:port/db, rediss://..., redis+sentinel://host:port,.../service or memory://"

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, Pipeline};
+use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, Pipeline, TlsMode};
 use ::redis::{RedisFuture, RedisResult, Value};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -147,13 +147,22 @@ pub(crate) fn check_url(url: &str) -> Result<()> {
 
 /// Whether `url` names a primary through its sentinels.
 pub(crate) fn is_sentinel_url(url: &str) -> bool {
-    url.starts_with("redis+sentinel://") || url.starts_with("valkey+sentinel://")
+    [
+        "redis+sentinel://",
+        "valkey+sentinel://",
+        "rediss+sentinel://",
+        "valkeys+sentinel://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
 }
 
 /// The primary of one service, as the sentinels name it:
 /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`, with the sentinels'
 /// own credentials, when they need any, as `?sentinel_username=...&sentinel_password=...`.
 /// The credentials before `@` and the db are the primary's (and its replicas').
+/// `rediss+sentinel://` speaks TLS to the sentinels and to the servers they name, with the
+/// same `tls_ca`, `tls_cert` and `tls_key` files for both (one authority for a deployment).
 pub(crate) struct SentinelEndpoint {
     sentinels: tokio::sync::Mutex<SentinelClient>,
     /// A connection to one sentinel for the watchdog's question; dropped after an error.
@@ -172,7 +181,15 @@ impl SentinelEndpoint {
                 "{url:?}: {why} (expected redis+sentinel://[user:password@]host:port[,host:port...]/service[/db])"
             ))
         };
-        let (_, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (scheme, _) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let tls = scheme.starts_with("rediss") || scheme.starts_with("valkeys");
+        let (url_left, certs) = split_tls(url)?;
+        if certs.is_some() && !tls {
+            return Err(bad(
+                "tls_ca, tls_cert and tls_key need rediss+sentinel:// or valkeys+sentinel://",
+            ));
+        }
+        let (_, rest) = url_left.split_once("://").ok_or_else(|| bad("no scheme"))?;
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hosts) = match authority.rsplit_once('@') {
@@ -188,7 +205,16 @@ impl SentinelEndpoint {
             if name.is_empty() {
                 return Err(bad(&format!("no host in {host:?}")));
             }
-            addrs.push(ConnectionAddr::Tcp(name.to_owned(), port));
+            addrs.push(if tls {
+                ConnectionAddr::TcpTls {
+                    host: name.to_owned(),
+                    port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(name.to_owned(), port)
+            });
         }
         if addrs.is_empty() {
             return Err(bad("no sentinel address"));
@@ -205,8 +231,19 @@ impl SentinelEndpoint {
         if parts.next().is_some() {
             return Err(bad("too many path parts"));
         }
+        install_tls_provider();
         let mut builder = SentinelClientBuilder::new(addrs, &service, SentinelServerType::Master)?
             .set_client_to_redis_db(db);
+        if tls {
+            builder = builder
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(certs) = certs {
+                builder = builder
+                    .set_client_to_sentinel_certificates(certs.clone())
+                    .set_client_to_redis_certificates(certs);
+            }
+        }
         if let Some(userinfo) = userinfo {
             let (user, password) = match userinfo.split_once(':') {
                 Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
@@ -334,12 +371,7 @@ pub(crate) fn client_for(url: &str) -> Result<Client> {
 /// A client for `plain` (a URL without TLS files), with `certs` when given: they need a
 /// `rediss://` or `valkeys://` URL.
 pub(crate) fn client_with(plain: &str, certs: Option<::redis::TlsCertificates>) -> Result<Client> {
-    // rustls needs a process-wide crypto provider; redis-rs enables none. Installing fails
-    // only when one is installed already (by the application), which is as good.
-    static PROVIDER: std::sync::Once = std::sync::Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    install_tls_provider();
     let bad = |why: String| Error::BadUrl(format!("{plain:?}: {why}"));
     let Some(certs) = certs else {
         return Client::open(plain).map_err(|e| bad(e.to_string()));
@@ -350,6 +382,15 @@ pub(crate) fn client_with(plain: &str, certs: Option<::redis::TlsCertificates>) 
         ));
     }
     Client::build_with_tls(plain, certs).map_err(|e| bad(e.to_string()))
+}
+
+/// rustls needs a process-wide crypto provider; redis-rs enables none. Installing fails only
+/// when one is installed already (by the application), which is as good.
+fn install_tls_provider() {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// `url` without the TLS files its query names, and those files, read (None when it names
@@ -455,11 +496,27 @@ mod tests {
         assert_eq!(ok.service, "svc/a");
         // The default sentinel port, when a host names none.
         assert!(SentinelEndpoint::parse("redis+sentinel://localhost/svc").is_ok());
+        // TLS to the sentinels (and to the servers they name), with the system's authorities.
+        assert!(
+            SentinelEndpoint::parse("rediss+sentinel://h:1,h:2/svc?sentinel_password=x").is_ok()
+        );
         for (url, why) in [
             ("redis+sentinel://h:1", "no service"),
             ("redis+sentinel://h:1/svc/0/1", "too many path parts"),
             ("redis+sentinel://:1/svc", "no host"),
             ("redis+sentinel://h:1/svc?password=x", "unknown option"),
+            (
+                "redis+sentinel://h:1/svc?tls_ca=/dev/null",
+                "need rediss+sentinel://",
+            ),
+            (
+                "rediss+sentinel://h:1/svc?tls_ca=/no/such/ca.pem",
+                "cannot read tls_ca",
+            ),
+            (
+                "rediss+sentinel://h:1/svc?tls_cert=/dev/null",
+                "go together",
+            ),
         ] {
             let err = SentinelEndpoint::parse(url).err().map(|e| e.to_string());
             assert!(
