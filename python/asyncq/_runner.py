@@ -23,6 +23,7 @@ from .backoff import Exponential
 from .context import JobContext, _current
 from .errors import RateLimited, Snooze
 from .middleware import run_hooks
+from .serialization import UnknownSerializer, decode_plain
 
 if TYPE_CHECKING:
     from ._core import Consumer, Job
@@ -79,6 +80,16 @@ class Lane:
         for lane in self.siblings:
             lane.slot_free.set()
         self.siblings.append(self.siblings.pop(0))
+
+
+class _BadInput(Exception):
+    """A job's arguments cannot be given to its function (an unknown serializer, bytes it
+    cannot decode, a value its annotation rejects): the same bytes would fail again."""
+
+    def __init__(self, reason: str, error: Exception) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
 
 
 class _Expired(TimeoutError):
@@ -218,6 +229,8 @@ class Runner:
             await self._on_cancelled(lane, task, job, ctx, exc, started)
         except Snooze as snooze:
             await self._on_snooze(lane, job, ctx, snooze, started)
+        except _BadInput as bad:
+            self._refuse(lane, job, bad.reason, bad.error)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: a failure of the job
             await self._on_error(lane, task, job, ctx, exc, started)
         else:
@@ -231,15 +244,18 @@ class Runner:
         # can never disagree (a task whose timeout changed since the job was enqueued).
         timeout = job.timeout
         kind = executor_of(task)
+        args, kwargs = job.args, job.kwargs
+        if task._codec is not None or job.serializer is not None:
+            args, kwargs = self._decode(task, job)
         if kind == "async":
-            coro = task.fn(*job.args, **job.kwargs)
+            coro = task.fn(*args, **kwargs)
             return await (coro if timeout is None else _deadline(coro, timeout, kind))
         if kind == "process":
             try:
                 return await self._process_pool().run(
                     task.fn,
-                    job.args,
-                    job.kwargs,
+                    args,
+                    kwargs,
                     ctx=JobContext.of(job),
                     timeout=timeout,
                     on_progress=job.progress,
@@ -249,7 +265,7 @@ class Runner:
             finally:
                 if gate is not None:
                     gate.release()
-        call = self.pool.start(task.fn, job.args, job.kwargs)
+        call = self.pool.start(task.fn, args, kwargs)
         call.done.add_done_callback(_retrieve)
         try:
             await call.started  # the timeout counts from the start of execution
@@ -257,6 +273,21 @@ class Runner:
             return await (fut if timeout is None else _deadline(fut, timeout, kind))
         finally:
             call.abandon()
+
+    def _decode(self, task: Task[Any, Any], job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The job's arguments as the function takes them (decoded by the serializer the
+        envelope names, typed ones validated); a failure is the input's, never retried."""
+        accept = self.app.serializer_for
+        try:
+            if job.serializer is not None:
+                accept(job.serializer)  # refused before anything is decoded
+            if task._codec is None:
+                return decode_plain(job.args, job.kwargs, accept)
+            return task._codec.decode_call(job.args, job.kwargs, accept)
+        except UnknownSerializer as exc:
+            raise _BadInput("unknown_serializer", exc) from exc
+        except Exception as exc:  # a serializer's or a validator's error
+            raise _BadInput("invalid_args", exc) from exc
 
     def _process_pool(self) -> ProcessPool:
         if self._procs is None:
@@ -279,6 +310,11 @@ class Runner:
         if ctx is not None:
             await run_hooks(self.app.middleware, "after_execute", ctx)
         try:
+            if task._codec is not None:
+                try:
+                    result = task._codec.encode_result(result)
+                except Exception as exc:
+                    raise TypeError(f"result of {task.name!r}: {exc}") from exc
             lane.consumer.ack(job, result, task.config.result_ttl)
         except TypeError as exc:
             lane.consumer.fail(job, "TypeError", str(exc), "", "unserializable_result", None)
@@ -418,6 +454,23 @@ class Runner:
         hook = self._log_verdict(job, verdict, error, fields(verdict))
         if ctx is not None and hook is not None:
             await run_hooks(self.app.middleware, hook, ctx, exc)
+
+    def _refuse(self, lane: Lane, job: Job, reason: str, exc: Exception) -> None:
+        """Dead-letter a job whose input cannot be run, with ``reason``; no retry."""
+        failure = describe(exc)
+        kind = failure.type
+        lane.consumer.fail(job, kind, failure.message, failure.traceback, reason, None)
+        lane.settled.add(job.id)
+        self.stats.failed += 1
+        self._trace("dead", exc)
+        log.error(
+            "job %s (%s) dead-lettered (%s): %s",
+            job.id,
+            job.task,
+            reason,
+            exc,
+            extra=job_fields(job, "job.dead", error=f"{kind}: {exc}"),
+        )
 
     def _trace(self, outcome: str, exc: BaseException | None = None) -> None:
         """Put the attempt's outcome on its span (when the app is traced)."""

@@ -18,6 +18,7 @@ from .limits import settings as limit_settings
 from .middleware import Middleware, call_hook
 from .partitions import Partitions
 from .schedule import Catchup, Overlap, Schedule
+from .serialization import JSON, Codec, Serializer, UnknownSerializer, resolve
 from .task import EnqueueOptions, Redactor, Task, TaskConfig, resolve_executor
 from .worker import Worker
 
@@ -56,7 +57,12 @@ class App:
         dead_ttl: Seconds dead-lettered jobs are kept.
         key_ttl: Seconds an idempotency key stays reserved.
         max_payload: Largest encoded job in bytes; larger ones are refused at enqueue and
-            dead-lettered if met at fetch.
+            dead-lettered if met at fetch. It holds for the envelope before compression (what a
+            worker decodes), so a compressed job cannot expand past it.
+        compress_over: Compress each job envelope longer than this many bytes with zstd
+            (flagged in the envelope; workers of any app open it). None (the default) never
+            compresses. 16 KiB or more is a good start: below that the saving is small and
+            costs CPU on both sides (docs/serialization.md has measurements).
         middleware: Hooks run around enqueue and execution, in order.
         signing_keys: Secrets for message signing. When given, every enqueued envelope carries
             an HMAC-SHA256 made with the first key, and workers of this app run only envelopes
@@ -84,6 +90,11 @@ class App:
             and nothing is counted (see docs/operations.md).
         metrics_host: Where the metrics server listens: every interface by default, as
             Prometheus scrapes from elsewhere; ``127.0.0.1`` keeps it local.
+        serializer: How task arguments and results travel: ``None``/``"msgpack"`` (the native
+            codec, fastest), ``"json"``, ``"pickle"`` (only with ``signing_keys``) or any
+            :class:`asyncq.serialization.Serializer`; a task's own ``serializer=`` wins. A
+            worker refuses a job whose serializer its app does not know
+            (docs/serialization.md).
         tracing: Trace enqueues and job runs with OpenTelemetry (the ``asyncq[otel]`` extra):
             a PRODUCER span per enqueue, a CONSUMER span per attempt, joined by W3C trace
             context in the job's headers; spans go to the global tracer provider. Off by
@@ -107,6 +118,7 @@ class App:
         dead_ttl: float = 7 * 86400.0,
         key_ttl: float = 86400.0,
         max_payload: int = 1 << 20,
+        compress_over: int | None = None,
         middleware: Sequence[Middleware] = (),
         signing_keys: Sequence[str | bytes] = (),
         enqueue_timeout: float | None = 5.0,
@@ -116,6 +128,7 @@ class App:
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         tracing: bool = False,
+        serializer: str | Serializer | None = None,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
@@ -144,6 +157,13 @@ class App:
         self.dead_ttl = dead_ttl
         self.key_ttl = key_ttl
         self.max_payload = max_payload
+        if compress_over is not None and compress_over < 0:
+            raise ValueError(f"compress_over must be 0 or more bytes, got {compress_over}")
+        self.compress_over = compress_over
+        self._signed = bool(keys)
+        # What this app's workers decode: json, and the serializers it or its tasks name.
+        self._serializers: dict[str, Serializer] = {JSON.name: JSON}
+        self.serializer = self._accept(serializer)
         self.middleware = list(middleware)
         self._queue_limits: dict[str, str] = {}
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -161,6 +181,28 @@ class App:
 
     def __repr__(self) -> str:
         return f"App({self.url!r}, tasks={len(self.tasks)})"
+
+    def _accept(self, spec: str | Serializer | None) -> Serializer | None:
+        """``spec`` resolved, and accepted by this app's workers from now on."""
+        found = resolve(spec, signed=self._signed)
+        if found is not None:
+            self._serializers[found.name] = found
+        return found
+
+    def serializer_for(self, name: str) -> Serializer:
+        """The serializer called ``name`` that this app's workers decode with.
+
+        Raises:
+            UnknownSerializer: The app names no such serializer (pickle counts only when
+                enabled, with signing).
+        """
+        try:
+            return self._serializers[name]
+        except KeyError:
+            raise UnknownSerializer(
+                f"this worker's app does not accept serializer {name!r}"
+                f" (it accepts {', '.join(sorted(self._serializers))} and msgpack)"
+            ) from None
 
     # Coroutine, not Awaitable: with Awaitable, an async function whose return type contains
     # Any (`-> dict[str, Any]`) matched both overloads ambiguously and mypy inferred Task[Any, Any].
@@ -194,6 +236,7 @@ class App:
         id_prefix: str | None = None,
         sensitive: bool = False,
         redact: Redactor | None = None,
+        serializer: str | Serializer | None = None,
     ) -> _TaskDecorator: ...
 
     def task(
@@ -219,6 +262,7 @@ class App:
         id_prefix: str | None = None,
         sensitive: bool = False,
         redact: Redactor | None = None,
+        serializer: str | Serializer | None = None,
     ) -> Task[Any, Any] | _TaskDecorator:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
@@ -255,6 +299,9 @@ class App:
             sensitive: Never show its jobs' arguments in the dashboard.
             redact: ``(args, kwargs) -> (args, kwargs)``: what the dashboard shows of a job's
                 arguments instead of them (mask a password, drop a field).
+            serializer: How its arguments and result travel, if not the app's serializer:
+                ``"msgpack"`` (native), ``"json"``, ``"pickle"`` (needs signing_keys) or a
+                :class:`asyncq.serialization.Serializer` (docs/serialization.md).
 
         Returns:
             The :class:`Task`, or a decorator producing it.
@@ -277,6 +324,8 @@ class App:
             new_job_ids(1, id_prefix)  # raises ValueError naming what is wrong with it
         if redact is not None and not callable(redact):
             raise ValueError("redact must be a callable (args, kwargs) -> (args, kwargs)")
+
+        chosen = self.serializer if serializer is None else self._accept(serializer)
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{f.__module__}:{f.__qualname__}"
@@ -307,7 +356,7 @@ class App:
                 sensitive=sensitive,
                 redact=redact,
             )
-            return self._register(Task(self, f, config))
+            return self._register(Task(self, f, config, Codec.build(f, chosen)))
 
         if fn is not None:
             return register(fn)

@@ -432,7 +432,11 @@ async def _write_phases(
         opts = dataclasses.replace(n.sig.opts, job_id=n.id, queue=None)
         core = BoundTask(task, opts)._core_options([(n.sig.args, n.sig.kwargs)], carrier)
         follow = [(c.queue, c.id, i, policy) for c, i, policy in n.children]
-        spec = (task.name, task._arg_names, n.sig.args, n.sig.kwargs, core, len(n.parents))
+        args, kwargs = n.sig.args, n.sig.kwargs
+        if task._codec is not None:
+            # A member after others gets their result(s) first, at the worker: position 0.
+            args, kwargs = task._codec.encode_call(args, kwargs, 1 if n.parents else 0)
+        spec = (task.name, task._arg_names, args, kwargs, core, len(n.parents))
         member = (*spec, n.mode, follow)
         phases[0 if n.parents else 1].setdefault(n.queue, []).append(member)
     deadline = None if app.enqueue_timeout is None else time.monotonic() + app.enqueue_timeout

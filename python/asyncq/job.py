@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 from ._core import JobInfo
 from .errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
 from .events import Event, JobProgress, job_events, latest_progress
+from .serialization import decode_result
 
 if TYPE_CHECKING:
     from ._core import Broker
+    from .serialization import Codec
 
 __all__ = ["JobHandle", "JobInfo"]
 
@@ -38,10 +40,20 @@ class JobHandle(Generic[R]):
         created: False when an idempotency key matched an existing job.
     """
 
-    __slots__ = ("_broker", "created", "id", "queue")
+    __slots__ = ("_broker", "_codec", "created", "id", "queue")
 
-    def __init__(self, broker: Broker, queue: str, id: str, created: bool = True) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        queue: str,
+        id: str,
+        created: bool = True,
+        codec: Codec | None = None,
+    ) -> None:
         self._broker = broker
+        # The task's codec when the handle came from enqueueing it: results come back as the
+        # annotated type (a pydantic model, a dataclass). Else plain values.
+        self._codec = codec
         self.id = id
         self.queue = queue
         self.created = created
@@ -95,7 +107,7 @@ class JobHandle(Generic[R]):
             wait = _wait(deadline)
             info = _require(await self._broker.wait_finished(self.queue, self.id, wait), self.id)
             if info.state in ("succeeded", "dead", "cancelled"):
-                return cast(R, _outcome(info))
+                return cast(R, _outcome(info, self._codec))
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
 
@@ -120,7 +132,7 @@ class JobHandle(Generic[R]):
             info = self._broker.wait_finished_blocking(self.queue, self.id, wait)
             info = _require(info, self.id)
             if info.state in ("succeeded", "dead", "cancelled"):
-                return cast(R, _outcome(info))
+                return cast(R, _outcome(info, self._codec))
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"job {self.id} not finished after {timeout}s")
 
@@ -187,9 +199,11 @@ def _require(info: JobInfo | None, job_id: str) -> JobInfo:
     return info
 
 
-def _outcome(info: JobInfo) -> object:
+def _outcome(info: JobInfo, codec: Codec | None = None) -> object:
     if info.state == "succeeded":
-        return info.result
+        if codec is not None:
+            return codec.decode_result(info.result)
+        return decode_result(info.result)
     if info.state == "cancelled":
         raise JobCancelled(f"job {info.id} was cancelled")
     err = info.error or {}

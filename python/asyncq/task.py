@@ -18,6 +18,7 @@ from .limits import Grouping, queue_spec
 if TYPE_CHECKING:
     from .app import App
     from .flows import Signature
+    from .serialization import Codec
 
 __all__ = ["Call", "CoreOptions", "EnqueueOptions", "Redactor", "Task", "TaskConfig"]
 
@@ -187,6 +188,10 @@ class CoreOptions:
         headers: String headers carried in the envelope to the worker (``Job.headers``):
             W3C trace context (``asyncq.tracing``); None for none.
         id_prefix: What fresh ids start with (``<id_prefix>_``), the task's; None: nothing.
+        compress_over: Envelopes longer than this many bytes are compressed (zstd); None:
+            never (``App.compress_over``).
+        serializer: The serializer that encoded each argument (as
+            ``asyncq.serialization.Serialized``); None for native msgpack.
     """
 
     max_attempts: int = 1
@@ -205,6 +210,8 @@ class CoreOptions:
     fresh_ids: list[str] | None = None
     headers: dict[str, str] | None = None
     id_prefix: str | None = None
+    compress_over: int | None = None
+    serializer: str | None = None
 
 
 def _positional_names(sig: inspect.Signature | None) -> list[str]:
@@ -303,9 +310,16 @@ class Task(Generic[P, R]):
     """
 
     def __init__(
-        self, app: App, fn: Callable[P, Awaitable[R]] | Callable[P, R], config: TaskConfig
+        self,
+        app: App,
+        fn: Callable[P, Awaitable[R]] | Callable[P, R],
+        config: TaskConfig,
+        codec: Codec | None = None,
     ) -> None:
         self.app = app
+        # How arguments and the result travel when not as plain native values (typed values,
+        # another serializer); None for most tasks, whose path then pays nothing for it.
+        self._codec = codec
         self.fn = fn
         self.config = config
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -480,6 +494,7 @@ class BoundTask(Generic[P, R]):
     ) -> CoreOptions:
         """The core's options for the jobs of ``items`` (their group specs included)."""
         cfg, app, o = self.task.config, self.task.app, self.opts
+        codec = self.task._codec
         return CoreOptions(
             headers=headers,
             groups=self._groups(items),
@@ -496,6 +511,8 @@ class BoundTask(Generic[P, R]):
             job_id=o.job_id,
             executor=cfg.executor,
             id_prefix=cfg.id_prefix,
+            compress_over=app.compress_over,
+            serializer=codec.serializer.name if codec and codec.serializer else None,
         )
 
     def _groups(
@@ -544,8 +561,19 @@ class BoundTask(Generic[P, R]):
         if app.partitions.count(queue) > 1:
             (queue,), fresh = self._route(queue, core)
             core = replace(core, fresh_ids=fresh)
+        items = self._wire(items)
         ids = app.broker.enqueue_blocking(queue, task.name, task._arg_names, items, core)
-        return JobHandle(app.broker, queue, ids[0][0], ids[0][1])
+        return JobHandle(app.broker, queue, ids[0][0], ids[0][1], task._codec)
+
+    def _wire(
+        self, items: list[tuple[tuple[Any, ...], dict[str, Any] | None]]
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any] | None]]:
+        """``items`` as they travel: through the task's codec, after their groups (limit
+        keys see the caller's values) were computed."""
+        codec = self.task._codec
+        if codec is None:
+            return items
+        return [codec.encode_call(args, kwargs) for args, kwargs in items]
 
     def _route(
         self, queue: str, core: CoreOptions, count: int = 1
@@ -584,7 +612,7 @@ class BoundTask(Generic[P, R]):
                 groups=None if core.groups is None else [core.groups[i] for i in idx],
                 fresh_ids=None if fresh is None else [fresh[i] for i in idx],
             )
-            sub_items = [items[i] for i in idx]
+            sub_items = self._wire([items[i] for i in idx])
             calls.append(app.broker.enqueue(part, task.name, task._arg_names, sub_items, sub))
         out: list[tuple[str, str, bool]] = [("", "", False)] * len(items)
         for (part, idx), ids in zip(order.items(), await asyncio.gather(*calls), strict=True):
@@ -622,10 +650,10 @@ class BoundTask(Generic[P, R]):
         broker = app.broker
         if app.partitions.count(queue) > 1:
             placed = await self._enqueue_partitioned(queue, items, headers)
-            return [JobHandle(broker, q, i, c) for q, i, c in placed]
+            return [JobHandle(broker, q, i, c, task._codec) for q, i, c in placed]
         core = self._core_options(items, headers)
-        ids = await broker.enqueue(queue, task.name, task._arg_names, items, core)
-        return [JobHandle(broker, queue, i, c) for i, c in ids]
+        ids = await broker.enqueue(queue, task.name, task._arg_names, self._wire(items), core)
+        return [JobHandle(broker, queue, i, c, task._codec) for i, c in ids]
 
 
 def _bound_items(

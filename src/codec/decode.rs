@@ -90,6 +90,11 @@ fn ext_value<'py>(py: Python<'py>, code: i8, data: &[u8]) -> PyResult<Bound<'py,
             classes::uuid(py)?.call((), Some(&kwargs))
         }
         ext::DECIMAL => classes::decimal(py)?.call1((text(data)?,)),
+        ext::SERIALIZED => {
+            let (name, bytes) = ext::split_serialized(data)
+                .ok_or_else(|| bad("malformed serialized value".into()))?;
+            classes::serialized(py)?.call1((name, PyBytes::new(py, bytes)))
+        }
         _ => Err(bad(format!("unknown ext type {code}"))),
     }
 }

@@ -141,6 +141,16 @@ fn other(buf: &mut Vec<u8>, obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), 
         list(buf, l, depth)
     } else if let Ok(d) = obj.cast::<PyDict>() {
         dict(buf, d, depth)
+    } else if classes::serialized(py).is_ok_and(|c| obj.is_instance(c).unwrap_or(false)) {
+        let (name, data): (String, Vec<u8>) = obj.extract()?;
+        if name.is_empty() || name.contains('\0') {
+            return Err(Fail::unsupported(obj));
+        }
+        let mut payload = Vec::with_capacity(name.len() + 1 + data.len());
+        payload.extend_from_slice(name.as_bytes());
+        payload.push(0);
+        payload.extend_from_slice(&data);
+        ext_data(buf, ext::SERIALIZED, &payload)
     } else {
         Err(Fail::unsupported(obj))
     }

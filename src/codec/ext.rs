@@ -14,6 +14,9 @@ pub const DATE: i8 = 4;
 pub const UUID: i8 = 5;
 /// `decimal.Decimal`, as `str(d)`.
 pub const DECIMAL: i8 = 6;
+/// `asyncq.serialization.Serialized`: a value another serializer encoded, as the serializer's
+/// name (UTF-8, no NUL), a NUL byte, then its bytes.
+pub const SERIALIZED: i8 = 7;
 
 /// Checks that an ext payload is one the decoder can turn into a Python object.
 pub fn validate(code: i8, data: &[u8], depth: usize, in_key: bool) -> Result<(), String> {
@@ -24,6 +27,7 @@ pub fn validate(code: i8, data: &[u8], depth: usize, in_key: bool) -> Result<(),
         DATE => is_date(data),
         UUID => data.len() == 16,
         DECIMAL => is_decimal(data),
+        SERIALIZED => split_serialized(data).is_some(),
         _ => return Err(format!("unknown ext type {code}")),
     };
     if ok {
@@ -44,6 +48,13 @@ fn validate_tuple(data: &[u8], depth: usize, in_key: bool) -> Result<(), String>
     // A tuple used as a dict key must itself hold only hashable items, so `in_key` carries on.
     (0..n).try_for_each(|_| rd.validate(depth + 1, in_key))?;
     rd.expect_end()
+}
+
+/// A [`SERIALIZED`] payload's serializer name and bytes.
+pub fn split_serialized(data: &[u8]) -> Option<(&str, &[u8])> {
+    let nul = data.iter().position(|b| *b == 0)?;
+    let name = std::str::from_utf8(&data[..nul]).ok()?;
+    (!name.is_empty()).then(|| (name, &data[nul + 1..]))
 }
 
 fn is_bigint(data: &[u8]) -> bool {

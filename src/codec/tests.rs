@@ -136,6 +136,7 @@ fn envelope_round_trips() {
         let meta = Meta {
             timeout_s: Some(2.5),
             headers: vec![],
+            serializer: Some("json".into()),
         };
         let bytes = encode_envelope("app.send", &args, Some(&kwargs), &meta, &[], 1 << 20).unwrap();
         let env = parse_envelope(&bytes, 1 << 20).unwrap();
@@ -157,6 +158,7 @@ fn headers_travel_in_the_meta_map_with_or_without_a_timeout() {
             let meta = Meta {
                 timeout_s,
                 headers: vec![trace.clone(), ("tracestate".into(), "a=1".into())],
+                serializer: None,
             };
             let bytes = encode_envelope("t", &args, Some(&kwargs), &meta, &[], 1 << 20).unwrap();
             let env = parse_envelope(&bytes, 1 << 20).unwrap();
@@ -450,7 +452,7 @@ fn structural_errors_are_bad_payloads() {
 #[test]
 fn unknown_and_reserved_keys_are_ignored() {
     let raw = Raw::map(6)
-        .s("z")
+        .s("y")
         .bytes(&[0xc0])
         .s("v")
         .u(1)
@@ -535,5 +537,88 @@ fn spans_decode_what_the_parsed_envelope_decodes() {
         let spans = parse_envelope(&bare, 1 << 20).unwrap().spans(&bare);
         let (a, k) = spans.decode_args(py, &bare).unwrap();
         assert_eq!((spans.task(&bare), a.len(), k.len()), ("x", 0, 0));
+    });
+}
+
+/// A plain envelope of `task` whose one argument is `n` bytes of `b'x'`.
+fn big_envelope(g: &Bound<'_, PyDict>, task: &str, n: usize) -> Vec<u8> {
+    let args = eval(g, &format!("(b'x' * {n},)"));
+    let args = args.cast::<PyTuple>().unwrap();
+    encode_envelope(task, args, None, &Meta::default(), &[], usize::MAX).unwrap()
+}
+
+#[test]
+fn a_compressed_envelope_opens_to_the_same_bytes_and_small_ones_stay_plain() {
+    with_py(|g| {
+        let inner = big_envelope(g, "t", 100_000);
+        let packed = compress_envelope("t", inner.clone(), 1024);
+        assert!(packed.len() < 1000, "{} bytes", packed.len());
+        assert_eq!(
+            open_envelope(&packed, 1 << 20).unwrap(),
+            Some(inner.clone())
+        );
+        // Not opened, a compressed envelope is refused rather than run with no arguments.
+        assert!(parse_envelope(&packed, 1 << 20).is_err());
+        // At or under the threshold, and where compression does not help: unchanged.
+        let small = big_envelope(g, "t", 10);
+        assert_eq!(compress_envelope("t", small.clone(), 1024), small);
+        assert_eq!(open_envelope(&small, 1 << 20).unwrap(), None);
+    });
+}
+
+#[test]
+fn opening_stops_at_the_limit_before_decompressing_and_checks_the_inside() {
+    with_py(|g| {
+        let packed = compress_envelope("t", big_envelope(g, "t", 2 << 20), 0);
+        assert!(packed.len() < 1000);
+        // A few hundred bytes that would expand to 2 MiB: refused by the size the frame states.
+        assert!(matches!(
+            open_envelope(&packed, 1 << 20),
+            Err(Poison::Oversized { limit, .. }) if limit == 1 << 20
+        ));
+        // The task named outside must be the one inside.
+        let mut lying = Vec::new();
+        rmp::encode::write_map_len(&mut lying, 4).unwrap();
+        let inner = big_envelope(g, "inner", 10_000);
+        let frame = zstd::bulk::compress(&inner, 3).unwrap();
+        for (k, v) in [("v", None), ("t", Some("outer")), ("z", Some("zstd"))] {
+            rmp::encode::write_str(&mut lying, k).unwrap();
+            match v {
+                Some(s) => rmp::encode::write_str(&mut lying, s).unwrap(),
+                None => rmp::encode::write_uint(&mut lying, 1).map(|_| ()).unwrap(),
+            }
+        }
+        rmp::encode::write_str(&mut lying, "p").unwrap();
+        rmp::encode::write_bin(&mut lying, &frame).unwrap();
+        let err = open_envelope(&lying, 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("\"outer\" outside"), "{err}");
+        // Unknown compressions and a compressed envelope inside another are refused.
+        let mut odd = Vec::new();
+        rmp::encode::write_map_len(&mut odd, 3).unwrap();
+        for (k, v) in [("t", "t"), ("z", "lz4")] {
+            rmp::encode::write_str(&mut odd, k).unwrap();
+            rmp::encode::write_str(&mut odd, v).unwrap();
+        }
+        rmp::encode::write_str(&mut odd, "v").unwrap();
+        rmp::encode::write_uint(&mut odd, 1).unwrap();
+        let err = open_envelope(&odd, 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("unknown compression"), "{err}");
+        let nested = compress_envelope("t", packed.clone(), 0);
+        if nested != packed {
+            assert!(open_envelope(&nested, 1 << 20).is_err());
+        }
+    });
+}
+
+#[test]
+fn a_serializer_name_travels_in_the_meta_map() {
+    with_py(|g| {
+        let (args, kwargs) = envelope_parts(g);
+        let meta = Meta {
+            serializer: Some("orjson".into()),
+            ..Meta::default()
+        };
+        let bytes = encode_envelope("t", &args, Some(&kwargs), &meta, &[], 1 << 20).unwrap();
+        assert_eq!(parse_envelope(&bytes, 1 << 20).unwrap().meta, meta);
     });
 }

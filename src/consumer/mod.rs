@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::{
     Ack, Broker, Fail, FailOutcome, Lease, Leased, ProgressReport, ReapClaim, Snooze, Want,
 };
-use crate::codec::{parse_envelope, verify, ErrorRecord, Poison, Spans};
+use crate::codec::{open_envelope, parse_envelope, verify, ErrorRecord, Poison, Spans};
 use crate::engine::{Engine, Tick};
 use crate::errors::Error;
 use crate::metrics::{self, QueueMetrics, TaskMetrics};
@@ -103,6 +103,8 @@ pub struct Fetched {
     pub timeout_s: Option<f64>,
     /// The envelope's headers (`m.h`): trace context and the like.
     pub headers: Vec<(String, String)>,
+    /// The envelope's serializer (`m.c`), when the arguments are not native msgpack.
+    pub serializer: Option<String>,
     /// Where the validated envelope's parts lie in `job.payload`.
     pub spans: Spans,
 }
@@ -731,17 +733,27 @@ impl Shared {
             qm.fetched(jobs.iter().map(|j| j.waited_ms));
         }
         let mut inflight = sh.inflight.lock().unwrap();
-        for job in jobs {
-            // Size first (cheap), then the signature, and only then the structure.
+        for mut job in jobs {
+            // Size first (cheap), then the signature, and only then the structure; a
+            // compressed envelope is opened after its signature is checked, and its inner
+            // envelope stands in for the payload from then on.
             let size = job.payload.len();
             let limit = sh.cfg.max_payload;
-            let parsed = (if size > limit {
+            let opened = (if size > limit {
                 Err(Poison::Oversized { size, limit })
             } else {
                 Ok(())
             })
             .and_then(|()| verify(&job.payload, &sh.cfg.signing_keys))
-            .and_then(|()| parse_envelope(&job.payload, limit));
+            .and_then(|()| open_envelope(&job.payload, limit));
+            let parsed = match opened {
+                Ok(Some(inner)) => {
+                    job.payload = inner;
+                    parse_envelope(&job.payload, limit)
+                }
+                Ok(None) => parse_envelope(&job.payload, limit),
+                Err(p) => Err(p),
+            };
             let task = sh.metrics.as_ref().map(|qm| {
                 let name = parsed.as_ref().map_or("(unknown)", |env| env.task);
                 let runnable = parsed
@@ -789,6 +801,7 @@ impl Shared {
                     job,
                     timeout_s: meta.timeout_s,
                     headers: meta.headers,
+                    serializer: meta.serializer,
                     spans,
                 }),
                 Err((reason, message)) => poisoned.push((job, reason, message)),

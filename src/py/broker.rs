@@ -16,7 +16,7 @@ use crate::broker::{
     InputMode, JobSet, KeyMode, LimitOp, NewJob, OnFailure, ScheduleChange, WorkerInfo,
     MAX_PRIORITY,
 };
-use crate::codec::{encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
+use crate::codec::{compress_envelope, encode_envelope, sign, Meta, SIGNATURE_OVERHEAD};
 use crate::consumer::{Consumer, ConsumerConfig, Prefetch};
 use crate::engine::Engine;
 use crate::errors::{Error, Result};
@@ -142,6 +142,11 @@ pub struct EnqueueOptions {
     headers: Option<std::collections::HashMap<String, String>>,
     /// The task's id prefix for fresh ids (`<prefix>_<sortable id>`), if it has one.
     id_prefix: Option<String>,
+    /// Compress envelopes longer than this many bytes with zstd; None: never.
+    compress_over: Option<usize>,
+    /// The serializer that turned each argument into an `asyncq.serialization.Serialized`
+    /// value (carried as `m.c`); None: native msgpack.
+    serializer: Option<String>,
 }
 
 /// The job id of each item: the caller's (for exactly one item), the fresh ones the caller
@@ -201,6 +206,8 @@ fn build_jobs(
         ref groups,
         ref headers,
         ref id_prefix,
+        compress_over,
+        ref serializer,
     } = *opts;
     if groups.as_ref().is_some_and(|g| g.len() != items.len()) {
         return Err(Error::Invalid(format!(
@@ -227,6 +234,7 @@ fn build_jobs(
     let meta = Meta {
         timeout_s: timeout,
         headers,
+        serializer: serializer.clone(),
     };
     let ids = job_ids(
         job_id.as_deref(),
@@ -241,6 +249,9 @@ fn build_jobs(
             .map_err(|e: PyErr| Error::Payload(e.to_string()))?;
         let mut payload =
             encode_envelope(task, &args, kwargs.as_ref(), &meta, arg_names, max_payload)?;
+        if let Some(over) = compress_over {
+            payload = compress_envelope(task, payload, over);
+        }
         if let Some(key) = signing_key {
             sign(&mut payload, key);
         }

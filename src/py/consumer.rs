@@ -45,6 +45,9 @@ pub struct PyJob {
     timeout: Option<f64>,
     /// The envelope's string headers (trace context), as the producer attached them.
     headers: Vec<(String, String)>,
+    /// The serializer of the arguments (envelope `m.c`); None for native msgpack.
+    #[pyo3(get)]
+    serializer: Option<String>,
     /// Set by the first outcome queued for this job; later ones are ignored.
     settled: AtomicBool,
     /// Where an abandoned job's failure goes (weak: a job must not keep its consumer alive).
@@ -173,6 +176,7 @@ fn to_job(py: Python<'_>, queue: &str, f: &Fetched, consumer: Weak<Consumer>) ->
         enqueued_at: f.job.enqueued_ms as f64 / 1000.0,
         timeout: f.timeout_s,
         headers: f.headers.clone(),
+        serializer: f.serializer.clone(),
         settled: AtomicBool::new(false),
         consumer,
     })

@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::broker::JobInfo;
-use crate::codec::{decode_args, decode_value, parse_envelope, ErrorRecord};
+use crate::codec::{decode_args, decode_value, open_envelope, parse_envelope, ErrorRecord};
 
 fn secs(ms: Option<u64>) -> Option<f64> {
     ms.map(|m| m as f64 / 1000.0)
@@ -19,6 +19,20 @@ pub struct PyJobInfo {
 impl From<JobInfo> for PyJobInfo {
     fn from(info: JobInfo) -> Self {
         PyJobInfo { info }
+    }
+}
+
+/// The most a compressed envelope read for display may expand to.
+const READ_LIMIT: usize = 1 << 30;
+
+impl PyJobInfo {
+    /// The job's envelope, opened when it is compressed; None when it cannot be.
+    fn envelope(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match open_envelope(&self.info.payload, READ_LIMIT) {
+            Ok(Some(inner)) => Some(inner.into()),
+            Ok(None) => Some(self.info.payload.as_slice().into()),
+            Err(_) => None,
+        }
     }
 }
 
@@ -71,29 +85,31 @@ impl PyJobInfo {
     /// The task name, or None when the payload cannot be read.
     #[getter]
     fn task(&self) -> Option<String> {
-        parse_envelope(&self.info.payload, usize::MAX)
+        parse_envelope(&self.envelope()?, usize::MAX)
             .ok()
             .map(|e| e.task.to_string())
     }
     /// The job's positional arguments, or None when the payload cannot be read.
     #[getter]
     fn args<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        let env = parse_envelope(&self.info.payload, usize::MAX).ok()?;
+        let bytes = self.envelope()?;
+        let env = parse_envelope(&bytes, usize::MAX).ok()?;
         let (args, _) = decode_args(py, &env).ok()?;
         Some(args.into_any())
     }
     /// The job's keyword arguments, or None when the payload cannot be read.
     #[getter]
     fn kwargs<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        let env = parse_envelope(&self.info.payload, usize::MAX).ok()?;
+        let bytes = self.envelope()?;
+        let env = parse_envelope(&bytes, usize::MAX).ok()?;
         let (_, kwargs) = decode_args(py, &env).ok()?;
         Some(kwargs.into_any())
     }
     /// The envelope's string headers (trace context), empty when none or unreadable.
     #[getter]
     fn headers(&self) -> Vec<(String, String)> {
-        parse_envelope(&self.info.payload, usize::MAX)
-            .map(|e| e.meta.headers)
+        self.envelope()
+            .and_then(|b| parse_envelope(&b, usize::MAX).ok().map(|e| e.meta.headers))
             .unwrap_or_default()
     }
     /// Progress reports, oldest first, as `(at, fraction, message | None)` (at most the last 32).
