@@ -262,7 +262,8 @@ async def test_django_views_enqueue_sync_and_the_management_command_runs_the_job
 ) -> None:
     from examples.django_app.project.asgi import application  # noqa: PLC0415
 
-    transport = httpx.ASGITransport(application)
+    # Django types the scope as a dict, httpx as any mutable mapping: the same thing at run time.
+    transport = httpx.ASGITransport(application)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         # Enqueued before any worker runs: the job waits in Redis, not in the web process.
         r = await c.post("/reports/", json={"title": "Hamlet", "text": "to be or not to be"})
