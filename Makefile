@@ -48,6 +48,8 @@ lint: venv ## ruff, cargo fmt --check, clippy
 .PHONY: typecheck
 typecheck: build-dev ## mypy --strict and stubtest
 	$(BIN)/mypy --strict python/asyncq
+	$(BIN)/mypy --strict examples/fastapi_app.py
+	$(BIN)/mypy --config-file examples/django_app/mypy.ini examples/django_app
 	$(BIN)/python -m mypy.stubtest asyncq._core --allowlist .mypy-stubtest-allowlist
 
 .PHONY: test-rust
