@@ -32,6 +32,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::broker::check_progress, m)?)?;
     m.add_function(wrap_pyfunction!(py::broker::check_snooze, m)?)?;
     m.add_function(wrap_pyfunction!(py::broker::new_job_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(py::broker::eager_roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(py::broker::eager_result, m)?)?;
     m.add_class::<py::consumer::PyConsumer>()?;
     m.add_class::<py::consumer::PyConsumerEvent>()?;
     m.add_class::<py::consumer::PyJob>()?;

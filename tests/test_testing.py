@@ -172,3 +172,53 @@ def test_the_fixtures_work_in_a_users_test_run(pytester: pytest.Pytester) -> Non
     )
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_eager_mode_runs_tasks_inline_with_the_real_encoding() -> None:
+    app = asyncq.App("memory://eager-sync", eager=True)
+    ran: list[tuple[int, int]] = []
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        ran.append((x, y))
+        return x + y
+
+    @app.task
+    async def later(x: int) -> tuple[int, ...]:
+        return (x,)
+
+    @app.task
+    def broken() -> None:
+        raise ValueError("the task's own error")
+
+    handle = add.enqueue_sync(1, 2)
+    assert ran == [(1, 2)] and handle.result_sync() == 3
+    assert later.enqueue_sync(4).result_sync() == (4,)  # an async task on a loop of its own
+    with pytest.raises(ValueError, match="the task's own error"):
+        broken.enqueue_sync()
+    # The same checks as a real enqueue: the signature, then what can travel.
+    with pytest.raises(TypeError):
+        add.enqueue_sync(1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="argument 'y'"):
+        add.enqueue_sync(1, object())  # type: ignore[arg-type]
+    assert ran == [(1, 2)]
+
+
+async def test_eager_mode_from_async_code_and_what_it_refuses() -> None:
+    app = asyncq.App("memory://eager-async", eager=True)
+
+    @app.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    handle = await double.enqueue(21)
+    assert await handle.result() == 42 and await handle.status() == "succeeded"
+    assert [await h.result() for h in await double.enqueue_many([((1,), {}), ((2,), {})])] == [
+        2,
+        4,
+    ]
+    assert await app.enqueued() == []  # nothing was written
+    with pytest.raises(RuntimeError, match=r"await task\.enqueue"):
+        double.enqueue_sync(1)  # an async task, from inside a running loop
+    with pytest.raises(RuntimeError, match="eager mode"):
+        await asyncq.chain(double.s(1), double.s()).enqueue()

@@ -19,6 +19,8 @@ __all__ = [
     "check_progress",
     "check_schedule_name",
     "check_snooze",
+    "eager_result",
+    "eager_roundtrip",
     "new_job_ids",
 ]
 
@@ -29,6 +31,14 @@ def check_schedule_name(name: str) -> None: ...
 def check_progress(fraction: float, message: str | None = None) -> None: ...
 def check_snooze(seconds: float) -> None: ...
 def new_job_ids(count: int, prefix: str | None = None) -> list[str]: ...
+def eager_roundtrip(
+    task: str,
+    arg_names: list[str],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    max_payload: int,
+) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
+def eager_result(value: Any) -> Any: ...
 
 class AsyncqError(Exception): ...
 

@@ -95,6 +95,10 @@ class App:
             :class:`asyncq.serialization.Serializer`; a task's own ``serializer=`` wins. A
             worker refuses a job whose serializer its app does not know
             (docs/serialization.md).
+        eager: Run each enqueued job inline, in the enqueuing call, instead of writing it
+            (for unit tests; docs/testing.md#eager-mode). Arguments and results are encoded
+            and decoded as for a real job; an exception from the task is raised by
+            ``enqueue``; retries, delays, limits and flows do not apply (flows refuse).
         tracing: Trace enqueues and job runs with OpenTelemetry (the ``asyncq[otel]`` extra):
             a PRODUCER span per enqueue, a CONSUMER span per attempt, joined by W3C trace
             context in the job's headers; spans go to the global tracer provider. Off by
@@ -129,6 +133,7 @@ class App:
         metrics_host: str = "0.0.0.0",
         tracing: bool = False,
         serializer: str | Serializer | None = None,
+        eager: bool = False,
     ) -> None:
         if lease <= 0 or reaper <= 0:
             raise ValueError("lease and reaper must be > 0")
@@ -161,6 +166,7 @@ class App:
             raise ValueError(f"compress_over must be 0 or more bytes, got {compress_over}")
         self.compress_over = compress_over
         self._signed = bool(keys)
+        self.eager = eager
         # What this app's workers decode: json, and the serializers it or its tasks name.
         self._serializers: dict[str, Serializer] = {JSON.name: JSON}
         self.serializer = self._accept(serializer)

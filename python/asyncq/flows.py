@@ -426,6 +426,11 @@ async def _write(app: App, nodes: list[_Node]) -> None:
 async def _write_phases(
     app: App, nodes: list[_Node], headers: Sequence[dict[str, str] | None]
 ) -> None:
+    if app.eager:
+        raise RuntimeError(
+            "flows do not run in eager mode (App(eager=True)): test them with app.drain()"
+            " on memory:// (docs/testing.md)"
+        )
     phases: list[dict[str, list[Any]]] = [{}, {}]
     for n, carrier in zip(nodes, headers, strict=True):
         task = n.sig.task

@@ -534,6 +534,12 @@ class BoundTask(Generic[P, R]):
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Blocking enqueue with these options (see :meth:`Task.enqueue_sync`)."""
         task, app = self.task, self.task.app
+        if app.eager:
+            from . import _eager  # noqa: PLC0415 - tests only
+
+            if task._check_args is not None:
+                task._check_args(*args, **kwargs)
+            return _eager.run_sync(task, self._queue(), args, kwargs or None)
         if app.middleware:
             # The async path on the app's helper loop: same hooks, same order, any thread.
             make = lambda: self.enqueue(*args, **kwargs)  # noqa: E731
@@ -626,6 +632,10 @@ class BoundTask(Generic[P, R]):
         """Enqueue many jobs with these options in one round trip."""
         task, app = self.task, self.task.app
         items = _bound_items(task, calls)
+        if app.eager:
+            from . import _eager  # noqa: PLC0415 - tests only
+
+            return [await _eager.run(task, self._queue(), a, k) for a, k in items]
         if app.middleware:
             await app.run_before_enqueue(task, items, self.opts)
         handles: list[JobHandle[R]]

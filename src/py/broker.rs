@@ -331,6 +331,39 @@ pub fn new_job_ids(count: usize, prefix: Option<&str>) -> PyResult<Vec<String>> 
     Ok(crate::ids::fresh(prefix, count))
 }
 
+/// A call's arguments as a worker would receive them: encoded into an envelope as an enqueue
+/// would (the same errors, naming the argument; the same size limit), then decoded. For
+/// eager mode (`App(eager=True)`), which runs the task inline instead of enqueueing it.
+#[pyfunction]
+pub fn eager_roundtrip<'py>(
+    py: Python<'py>,
+    task: &str,
+    arg_names: Vec<String>,
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<Bound<'py, PyDict>>,
+    max_payload: usize,
+) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+    let bytes = encode_envelope(
+        task,
+        &args,
+        kwargs.as_ref(),
+        &Meta::default(),
+        &arg_names,
+        max_payload,
+    )?;
+    let env = crate::codec::parse_envelope(&bytes, usize::MAX)
+        .map_err(|p| Error::Payload(p.message()))?;
+    crate::codec::decode_args(py, &env)
+}
+
+/// A result as a reader of the job's record would see it: encoded as an ack would (a
+/// TypeError naming what cannot be stored), then decoded. For eager mode.
+#[pyfunction]
+pub fn eager_result<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let bytes = crate::codec::encode_value(&value, "result")?;
+    crate::codec::decode_value(py, &bytes)
+}
+
 #[pyfunction]
 pub fn check_schedule_name(name: &str) -> PyResult<()> {
     Ok(crate::broker::check_schedule_name(name)?)
