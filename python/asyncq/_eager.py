@@ -105,6 +105,7 @@ def run_sync(
 ) -> EagerHandle[R]:
     """Run one call of ``task`` now, from sync code (a coroutine function on a fresh loop)."""
     call_args, call_kwargs = _arguments(task, args, kwargs)
+    value: Any
     if task.is_async:
         try:
             asyncio.get_running_loop()
