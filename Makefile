@@ -108,6 +108,31 @@ ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; sto
 	  else echo "ci-loaded: run $$i/$$n FAILED, see $$log"; exit 1; fi; \
 	done
 
+# Packaging: the release artifacts, installed into a fresh virtualenv in a temporary directory
+# (pip, not editable; run from a directory with only a copy of examples/) and run from there:
+# the demo, `asyncq-worker --help`, `asyncq --help` (.ci/smoke-installed). Slow (a release
+# build, LTO), so not part of `make ci`; .github/workflows/wheels.yml runs the same script.
+# DEMO_ARGS go to the demo (default `--broker auto`: a private redis-server if installed).
+DIST_DIR ?= dist
+DEMO_ARGS ?=
+SMOKE_PYTHON ?= python3
+.PHONY: wheel-check
+wheel-check: venv ## build the release wheel, pip-install it in a fresh venv, run the demo and the CLIs from it
+	@started=$$SECONDS; set -e; rm -rf $(DIST_DIR)/wheel-check; \
+	$(BIN)/maturin build --release --locked -o $(DIST_DIR)/wheel-check; \
+	wheel=$$(ls $(DIST_DIR)/wheel-check/asyncq-*.whl); \
+	echo "wheel-check: built $$wheel in $$((SECONDS - started))s"; \
+	PYTHON=$(SMOKE_PYTHON) bash .ci/smoke-installed "$$wheel" $(DEMO_ARGS); \
+	echo "wheel-check: passed in $$((SECONDS - started))s"
+
+.PHONY: sdist-check
+sdist-check: venv ## build the sdist, pip-install it in a fresh venv (compiles Rust: minutes), run the demo from it
+	@started=$$SECONDS; set -e; rm -rf $(DIST_DIR)/sdist-check; \
+	$(BIN)/maturin sdist -o $(DIST_DIR)/sdist-check; \
+	sdist=$$(ls $(DIST_DIR)/sdist-check/asyncq-*.tar.gz); \
+	PYTHON=$(SMOKE_PYTHON) bash .ci/smoke-installed "$$sdist" $(DEMO_ARGS); \
+	echo "sdist-check: passed in $$((SECONDS - started))s"
+
 .PHONY: setup
 setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
 	@bash .ci/setup
