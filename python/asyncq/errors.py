@@ -27,7 +27,9 @@ class JobFailed(AsyncqError):
         reason: Why it failed: ``exception``, ``timeout``, ``lease_expired``, ``unknown_task``,
             ``bad_payload``, ``unsupported_version``, ``oversized``, ``unsigned``,
             ``bad_signature``, ``unserializable_result``, ``cancelled``, ``abandoned`` (the
-            worker let go of the job without recording an outcome) or ``corrupt_record`` (a
+            worker let go of the job without recording an outcome), ``unknown_serializer``
+            (its serializer is not one the worker's app uses), ``invalid_args`` (an argument
+            could not be decoded, or failed its annotation's validation) or ``corrupt_record`` (a
             field of the job's record in the broker was missing or not a number; the message
             names it).
     """
