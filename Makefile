@@ -95,7 +95,7 @@ cluster-failover: build-dev ## a primary SIGKILLed under 100,000 jobs on an 8-pa
 	ASYNCQ_FAILOVER_JOBS=100000 ASYNCQ_FAILOVER_SLEEP=0.001 $(BIN)/pytest -q -s tests/test_cluster.py -k killed
 
 .PHONY: ci
-ci: lint typecheck test test-valkey test-cluster chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
+ci: lint typecheck test test-valkey test-cluster chaos-smoke docs ## every gate CI runs (chaos: the smoke tier only)
 
 .PHONY: ci-loaded
 ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; stops at a failure
@@ -105,6 +105,18 @@ ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; sto
 	  if $(MAKE) --no-print-directory ci > $$log 2>&1; then echo "ci-loaded: run $$i/$$n passed"; \
 	  else echo "ci-loaded: run $$i/$$n FAILED, see $$log"; exit 1; fi; \
 	done
+
+# The docs site (mkdocs.yml): docs/ plus the reference pages docs/gen_reference.py generates
+# from the code, built into site/ with --strict, so a broken link or anchor fails; then the
+# docs' Python samples run as tests (tests/test_docs.py).
+.PHONY: docs
+docs: build-dev ## build the docs site into site/ (fails on broken links/anchors) and run its samples
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=python $(BIN)/mkdocs build --strict --quiet
+	$(BIN)/pytest -q tests/test_docs.py $(PYTEST_ARGS)
+
+.PHONY: docs-serve
+docs-serve: build-dev ## serve the docs site at http://127.0.0.1:8000 with live reload
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=python $(BIN)/mkdocs serve
 
 .PHONY: setup
 setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
