@@ -107,12 +107,11 @@ ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; sto
 	done
 
 # The docs site (mkdocs.yml): docs/ plus the reference pages docs/gen_reference.py generates
-# from the code, built into site/ with --strict, so a broken link or anchor fails; then the
-# docs' Python samples run as tests (tests/test_docs.py).
+# from the code, built into site/ with --strict, so a broken link or anchor fails. The docs'
+# Python samples run in tests/test_docs.py (part of test-python).
 .PHONY: docs
-docs: build-dev ## build the docs site into site/ (fails on broken links/anchors) and run its samples
+docs: build-dev ## build the docs site into site/; fails on a broken link or anchor
 	NO_MKDOCS_2_WARNING=1 PYTHONPATH=python $(BIN)/mkdocs build --strict --quiet
-	$(BIN)/pytest -q tests/test_docs.py $(PYTEST_ARGS)
 
 .PHONY: docs-serve
 docs-serve: build-dev ## serve the docs site at http://127.0.0.1:8000 with live reload
