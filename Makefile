@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(HOME)/.cargo/bin:$(PATH)
 PYTEST_ARGS ?=
 # Python paths ruff checks; benches/ only once it exists.
-RUFF_PATHS := python tests examples $(wildcard benches)
+RUFF_PATHS := python tests examples $(wildcard benches) docs/hooks.py docs/gen_reference.py
 
 .PHONY: help
 help: ## list targets
@@ -97,7 +97,7 @@ cluster-failover: build-dev ## a primary SIGKILLed under 100,000 jobs on an 8-pa
 	ASYNCQ_FAILOVER_JOBS=100000 ASYNCQ_FAILOVER_SLEEP=0.001 $(BIN)/pytest -q -s tests/test_cluster.py -k killed
 
 .PHONY: ci
-ci: lint typecheck test test-valkey test-cluster chaos-smoke ## every gate CI runs (chaos: the smoke tier only)
+ci: lint typecheck test test-valkey test-cluster chaos-smoke docs ## every gate CI runs (chaos: the smoke tier only)
 
 .PHONY: ci-loaded
 ci-loaded: ## make ci N times in a row (N=10) while `yes` keeps a core busy; stops at a failure
@@ -132,6 +132,17 @@ sdist-check: venv ## build the sdist, pip-install it in a fresh venv (compiles R
 	sdist=$$(ls $(DIST_DIR)/sdist-check/asyncq-*.tar.gz); \
 	PYTHON=$(SMOKE_PYTHON) bash .ci/smoke-installed "$$sdist" $(DEMO_ARGS); \
 	echo "sdist-check: passed in $$((SECONDS - started))s"
+
+# The docs site (mkdocs.yml): docs/ plus the reference pages docs/gen_reference.py generates
+# from the code, built into site/ with --strict, so a broken link or anchor fails. The docs'
+# Python samples run in tests/test_docs.py (part of test-python).
+.PHONY: docs
+docs: build-dev ## build the docs site into site/; fails on a broken link or anchor
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=python $(BIN)/mkdocs build --strict --quiet
+
+.PHONY: docs-serve
+docs-serve: build-dev ## serve the docs site at http://127.0.0.1:8000 with live reload
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=python $(BIN)/mkdocs serve
 
 .PHONY: setup
 setup: ## install missing system packages (python3-venv, gcc, redis-server, Rust); needs root or sudo
