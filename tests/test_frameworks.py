@@ -27,11 +27,20 @@ from examples import fastapi_app as fa  # after the skip: it imports FastAPI
 MANAGE = ROOT / "examples" / "django_app" / "manage.py"
 
 
+@pytest.fixture(scope="module")
+def web_redis() -> Iterator[RedisServer]:
+    """A Redis of this module's own: the tests empty it, which the session's shared one
+    (other suites' workers and records on it) must not be."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """The session's private Redis, emptied: every test starts with no jobs."""
-    redis_server.cli("FLUSHALL")
-    return redis_server.url
+def redis_url(web_redis: RedisServer) -> str:
+    """This module's Redis, emptied: every test starts with no jobs."""
+    web_redis.cli("FLUSHALL")
+    return web_redis.url
 
 
 @pytest.fixture
