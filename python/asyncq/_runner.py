@@ -230,7 +230,7 @@ class Runner:
         except Snooze as snooze:
             await self._on_snooze(lane, job, ctx, snooze, started)
         except _BadInput as bad:
-            self._refuse(lane, job, bad.reason, bad.error)
+            self._refuse(lane, job, bad.reason, bad.error, "job.poison")
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: a failure of the job
             await self._on_error(lane, task, job, ctx, exc, started)
         else:
@@ -317,17 +317,7 @@ class Runner:
                     raise TypeError(f"result of {task.name!r}: {exc}") from exc
             lane.consumer.ack(job, result, task.config.result_ttl)
         except TypeError as exc:
-            lane.consumer.fail(job, "TypeError", str(exc), "", "unserializable_result", None)
-            lane.settled.add(job.id)
-            self.stats.failed += 1
-            self._trace("dead", exc)
-            log.error(
-                "job %s (%s): result not serializable: %s",
-                job.id,
-                job.task,
-                exc,
-                extra=job_fields(job, "job.failed", error=f"TypeError: {exc}"),
-            )
+            self._refuse(lane, job, "unserializable_result", exc, "job.failed")
             return
         lane.settled.add(job.id)
         self.stats.succeeded += 1
@@ -455,8 +445,9 @@ class Runner:
         if ctx is not None and hook is not None:
             await run_hooks(self.app.middleware, hook, ctx, exc)
 
-    def _refuse(self, lane: Lane, job: Job, reason: str, exc: Exception) -> None:
-        """Dead-letter a job whose input cannot be run, with ``reason``; no retry."""
+    def _refuse(self, lane: Lane, job: Job, reason: str, exc: Exception, event: str) -> None:
+        """Dead-letter ``job`` with ``reason``, never retried: its input cannot be run, or its
+        result cannot be stored (the same bytes would fail again); logged as ``event``."""
         failure = describe(exc)
         kind = failure.type
         lane.consumer.fail(job, kind, failure.message, failure.traceback, reason, None)
@@ -469,7 +460,7 @@ class Runner:
             job.task,
             reason,
             exc,
-            extra=job_fields(job, "job.dead", error=f"{kind}: {exc}"),
+            extra=job_fields(job, event, error=f"{kind}: {exc}"),
         )
 
     def _trace(self, outcome: str, exc: BaseException | None = None) -> None:
