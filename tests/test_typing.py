@@ -26,6 +26,30 @@ async def main() -> None:
     resize.enqueue_sync("/tmp/x.png")
 """
 
+MODELS = """
+import dataclasses
+import asyncq
+from pydantic import BaseModel
+app = asyncq.App("memory://")
+
+class Order(BaseModel):
+    id: int
+
+@dataclasses.dataclass
+class Receipt:
+    order_id: int
+
+@app.task
+async def place(order: Order) -> Receipt:
+    return Receipt(order.id)
+
+async def main() -> None:
+    job = await place.enqueue(Order(id=1))
+    receipt: Receipt = await job.result(timeout=1)
+    await place.enqueue(Receipt(1))
+    wrong: Order = await job.result()
+"""
+
 BAD = """
 import asyncq
 app = asyncq.App("memory://")
@@ -155,3 +179,14 @@ def test_every_task_has_its_arguments_checked(tmp_path: Path) -> None:
     for line, fragment in expected_errors(BAD_ANY).items():
         assert any(fragment in e for e in found.get(line, [])), (line, fragment, out)
     assert set(found) == set(expected_errors(BAD_ANY)), out
+
+
+@pytest.mark.timeout(120)
+def test_typed_values_are_type_checked_as_arguments_and_results(tmp_path: Path) -> None:
+    out, status = check(tmp_path, MODELS)
+    assert status == 1
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    # The model call and the Receipt result check; only the two wrong lines are errors.
+    assert len(errors) == 2, out
+    assert 'Argument 1 to "enqueue" of "Task" has incompatible type "Receipt"' in out
+    assert 'Incompatible types in assignment (expression has type "Receipt"' in out
