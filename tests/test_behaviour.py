@@ -8,6 +8,7 @@ import datetime as dt
 import decimal
 import threading
 import time
+import types
 import uuid
 from typing import Any
 
@@ -261,6 +262,68 @@ async def test_a_cancel_from_another_client_stops_a_running_job_long_before_its_
             await sync_job.result(timeout=10)
         await await_until(lambda: _true(bool(saw)), 10, "the thread seeing the flag")
         assert worker.stats.cancelled == 2
+
+
+class _CancelOnStart(dict[str, Any]):
+    """A lane's ``running`` that delivers a cancel event for each job the moment the lane
+    loop registers it, before its task took its first step: what happens when the fetch's
+    reply and the cancel event reach the loop in the same turn (a request made just as the
+    job was leased). Each event is delivered once."""
+
+    def __init__(self, deliver: Any) -> None:
+        super().__init__()
+        self.deliver = deliver
+
+    def __setitem__(self, job_id: str, entry: Any) -> None:
+        super().__setitem__(job_id, entry)
+        self.deliver(job_id)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_cancel_heard_as_its_job_starts_still_ends_it_cancelled(
+    broker_url: str, queue: str, kind: str
+) -> None:
+    app = make_app(broker_url, queue, lease=60.0)
+    ran: list[str] = []
+
+    if kind == "sync":
+
+        @app.task(name="slow")
+        def slow_sync() -> str:
+            ran.append("started")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if asyncq.current_job().cancelled:
+                    ran.append("stopped")
+                    return "stopped early"
+                time.sleep(0.01)
+            return "ran"
+
+    else:
+
+        @app.task(name="slow")
+        async def slow_async() -> str:
+            ran.append("started")
+            await asyncio.sleep(30)
+            return "ran"
+
+    async with running(app) as worker:
+        (lane,) = worker._lanes
+
+        def deliver(job_id: str) -> None:
+            event = types.SimpleNamespace(kind="cancel", job_id=job_id)
+            worker._on_event(lane, event)  # type: ignore[arg-type]
+
+        lane.running = _CancelOnStart(deliver)
+        job = await app.tasks["slow"].enqueue()
+        # Cancelled before its first step, its task would end without running the code that
+        # records an outcome: the job would stay running (its lease renewed) until shutdown.
+        with pytest.raises(asyncq.JobCancelled):
+            await job.result(timeout=10)
+        assert worker.stats.cancelled == 1
+        await await_until(lambda: _true(not lane.running), 10, "the lane emptied")
+        if kind == "sync":  # a thread that began sees the flag and stops by itself
+            await await_until(lambda: _true(ran in ([], ["started", "stopped"])), 10, "stopped")
 
 
 async def _is_running(job: asyncq.JobHandle[Any]) -> bool:

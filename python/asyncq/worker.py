@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -502,12 +503,23 @@ class Worker:
             while len(lane.cancel_early) > _CANCEL_EARLY_KEEP:
                 del lane.cancel_early[next(iter(lane.cancel_early))]
             return
+        task = entry[0]
+        coro = task.get_coro()
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            # Started (create_task) but its first step has not run yet: the event was queued on
+            # the loop ahead of that step (the fetch's reply and the request came in the same
+            # turn). Cancelled now, the task would end before entering the try/finally that
+            # records an outcome: the job would stay running, its lease renewed, until
+            # shutdown. That step is already queued, so this call, queued after it, finds the
+            # run inside that try/finally.
+            asyncio.get_running_loop().call_soon(self._cancel, lane, job_id)
+            return
         # A job whose outcome is queued already is past cancelling (it may be waiting for its
         # failure's verdict): cancelling it now would only cut its hooks short.
         if job_id not in lane.settled:
             self._runner.cancel_requested.add(job_id)
             mark_cancel_requested(job_id, entry[1].token)
-            entry[0].cancel()
+            task.cancel()
 
     def _on_event(self, lane: Lane, event: ConsumerEvent) -> None:
         kind, job_id = event.kind, event.job_id
