@@ -513,6 +513,29 @@ pub fn parse_envelope(bytes: &[u8], max_size: usize) -> Result<Envelope<'_>, Poi
     })
 }
 
+/// Whether `bytes` may be a compressed envelope: false as soon as the top-level map shows an
+/// `a` or `k` key (a compressed envelope has neither) before a `z`. Writers put `a` third and
+/// `z` third, so for asyncq's own envelopes this reads two short values, never the arguments;
+/// anything it cannot read is left to the full parse to judge.
+fn may_be_compressed(bytes: &[u8]) -> bool {
+    let mut rd = Reader::new(bytes);
+    let Ok(Item::Map(n)) = rd.next() else {
+        return true;
+    };
+    for _ in 0..n {
+        match next_key(&mut rd) {
+            Ok(Item::Str("z")) => return true,
+            Ok(Item::Str("a" | "k")) => return false,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+        if rd.skip(1).is_err() {
+            return true;
+        }
+    }
+    false
+}
+
 /// The only compression this build writes and reads (`z`).
 pub const ZSTD: &str = "zstd";
 
@@ -551,6 +574,9 @@ pub fn compress_envelope(task: &str, inner: Vec<u8>, over: usize) -> Vec<u8> {
 /// so a small payload cannot expand into a large one. Run after the signature check, which
 /// covers the compressed bytes, so nothing unsigned is decompressed.
 pub fn open_envelope(bytes: &[u8], limit: usize) -> Result<Option<Vec<u8>>, Poison> {
+    if !may_be_compressed(bytes) {
+        return Ok(None); // the common case, decided without walking the arguments
+    }
     let fields = scan(bytes).map_err(Poison::BadPayload)?;
     let Some(z) = fields.z else { return Ok(None) };
     let bad = |why: String| Poison::BadPayload(why);
