@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ._core import JobInfo, eager_result, eager_roundtrip, new_job_ids
 from .events import Event, JobProgress
 from .job import JobHandle
-from .serialization import decode_plain
+from .serialization import decode_arguments
 
 if TYPE_CHECKING:
     from .task import Task
@@ -73,9 +73,7 @@ def _arguments(
     wire_args, wire_kwargs = eager_roundtrip(
         task.name, task._arg_names, tuple(args), kwargs, app.max_payload
     )
-    if codec is not None:
-        return codec.decode_call(wire_args, wire_kwargs, app.serializer_for)
-    return decode_plain(wire_args, wire_kwargs, app.serializer_for)
+    return decode_arguments(codec, wire_args, wire_kwargs, app.serializer_for)
 
 
 def _stored(task: Task[Any, Any], value: Any) -> Any:

@@ -23,7 +23,7 @@ from .backoff import Exponential
 from .context import JobContext, _current
 from .errors import RateLimited, Snooze
 from .middleware import run_hooks
-from .serialization import UnknownSerializer, decode_plain
+from .serialization import UnknownSerializer, decode_arguments
 
 if TYPE_CHECKING:
     from ._core import Consumer, Job
@@ -281,9 +281,7 @@ class Runner:
         try:
             if job.serializer is not None:
                 accept(job.serializer)  # refused before anything is decoded
-            if task._codec is None:
-                return decode_plain(job.args, job.kwargs, accept)
-            return task._codec.decode_call(job.args, job.kwargs, accept)
+            return decode_arguments(task._codec, job.args, job.kwargs, accept)
         except UnknownSerializer as exc:
             raise _BadInput("unknown_serializer", exc) from exc
         except Exception as exc:  # a serializer's or a validator's error

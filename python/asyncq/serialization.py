@@ -142,11 +142,17 @@ def resolve(spec: str | Serializer | None, *, signed: bool) -> Serializer | None
     return register(spec)
 
 
+def _loads(value: Any, accept: Callable[[str], Serializer]) -> Any:
+    """``value``, decoded by the serializer ``accept`` gives for its name when it is a
+    :class:`Serialized` one; as it is otherwise."""
+    if isinstance(value, Serialized):
+        return accept(value.serializer).loads(value.data)
+    return value
+
+
 def decode_result(value: Any) -> Any:
     """A stored result as the task returned it (a :class:`Serialized` one decoded)."""
-    if isinstance(value, Serialized):
-        return lookup(value.serializer).loads(value.data)
-    return value
+    return _loads(value, lookup)
 
 
 # ---- typed values: pydantic models and dataclasses -----------------------------------------
@@ -296,8 +302,7 @@ class Codec:
         return out_args, out_kwargs
 
     def _in(self, name: str | None, value: Any, accept: Callable[[str], Serializer]) -> Any:
-        if isinstance(value, Serialized):
-            value = accept(value.serializer).loads(value.data)
+        value = _loads(value, accept)
         adapter = self.args.get(name) if name is not None else None
         return adapter.load(value) if adapter is not None else value
 
@@ -325,13 +330,15 @@ class Codec:
         return self.result.load(value) if self.result is not None else value
 
 
-def decode_plain(
-    args: tuple[Any, ...], kwargs: dict[str, Any], accept: Callable[[str], Serializer]
+def decode_arguments(
+    codec: Codec | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    accept: Callable[[str], Serializer],
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Serialized arguments decoded, for a task with no codec of its own (its producer used a
-    serializer this worker's task does not name)."""
-
-    def dec(v: Any) -> Any:
-        return accept(v.serializer).loads(v.data) if isinstance(v, Serialized) else v
-
-    return tuple(dec(a) for a in args), {k: dec(v) for k, v in kwargs.items()}
+    """A job's arguments as its function takes them, through the task's ``codec``; a task
+    with none still gets serialized values decoded (its producer named a serializer this
+    worker's task does not)."""
+    if codec is not None:
+        return codec.decode_call(args, kwargs, accept)
+    return tuple(_loads(a, accept) for a in args), {k: _loads(v, accept) for k, v in kwargs.items()}

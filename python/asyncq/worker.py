@@ -445,9 +445,8 @@ class Worker:
                 lane.running[job.id] = (task, job)
                 if lane.cancel_early and job.id in lane.cancel_early:
                     del lane.cancel_early[job.id]
-                    # On the next turn: the task must have entered its own try/finally first
-                    # (a task cancelled before its first step would end without an outcome).
-                    loop.call_soon(self._cancel, lane, job.id)
+                    # Its task has not taken its first step: _cancel defers it by a turn.
+                    self._cancel(lane, job.id)
             backlog = synced == len(jobs) and synced >= budget > 0
             if backlog:
                 backlog_until = loop.time() + SHORT_JOB_S  # a job leased ahead waits ~that

@@ -605,7 +605,9 @@ fn opening_stops_at_the_limit_before_decompressing_and_checks_the_inside() {
         assert!(err.contains("unknown compression"), "{err}");
         let nested = compress_envelope("t", packed.clone(), 0);
         if nested != packed {
-            assert!(open_envelope(&nested, 1 << 20).is_err());
+            // Opened once, what is inside is compressed again: the parse refuses it.
+            let inner = open_envelope(&nested, 1 << 20).unwrap().unwrap();
+            assert!(parse_envelope(&inner, 1 << 20).is_err());
         }
     });
 }
