@@ -136,6 +136,10 @@ sdist-check: venv ## build the sdist, pip-install it in a fresh venv (compiles R
 # The docs site (mkdocs.yml): docs/ plus the reference pages docs/gen_reference.py generates
 # from the code, built into site/ with --strict, so a broken link or anchor fails. The docs'
 # Python samples run in tests/test_docs.py (part of test-python).
+.PHONY: windows-check
+windows-check: ## cross-build and link the core for Windows (Debian's rustc-web + mingw-w64; apt installs them)
+	bash .ci/windows-check
+
 .PHONY: docs
 docs: build-dev ## build the docs site into site/; fails on a broken link or anchor
 	NO_MKDOCS_2_WARNING=1 PYTHONPATH=python $(BIN)/mkdocs build --strict --quiet

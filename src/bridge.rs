@@ -9,23 +9,72 @@
 //! That costs a GIL acquisition on a foreign thread per completion, fights the loop thread for
 //! the GIL, and lets a foreign thread be inside Python while the interpreter finalizes, which
 //! aborts the process at exit. Here the tokio side only locks a mutex and writes one byte.
+//!
+//! A loop without `add_reader` (asyncio's proactor loop, Windows' default) gets the same socket
+//! watched by a Python thread of `asyncq._wakeups`, which hands each wake-up to the loop with
+//! `call_soon_threadsafe`: still one GIL hand-off per batch of completions, on a thread CPython
+//! owns.
 // NOTE: awaited `Broker.now()` on memory:// cost 78 us per call through pyo3-async-runtimes' bridge
 // on this 2-core host under load; see docs/performance.md for the figures after this change.
 
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use futures::future::{abortable, AbortHandle, BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
+use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::IntoPyObjectExt;
 
 use crate::errors::Result;
 use crate::runtime;
+
+/// The wake-up socket pair: a Unix socket pair where there is one, else two connected loopback
+/// TCP sockets (what Python's own `socket.socketpair` does on Windows).
+#[cfg(unix)]
+mod wake {
+    use std::os::fd::AsRawFd;
+
+    pub type Stream = std::os::unix::net::UnixStream;
+
+    pub fn pair() -> std::io::Result<(Stream, Stream)> {
+        Stream::pair()
+    }
+
+    /// What the event loop watches: the file descriptor.
+    pub fn handle(s: &Stream) -> i64 {
+        i64::from(s.as_raw_fd())
+    }
+}
+
+#[cfg(windows)]
+mod wake {
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::os::windows::io::AsRawSocket;
+
+    pub type Stream = TcpStream;
+
+    pub fn pair() -> std::io::Result<(Stream, Stream)> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let tx = TcpStream::connect(listener.local_addr()?)?;
+        tx.set_nodelay(true)?;
+        loop {
+            let (rx, peer) = listener.accept()?;
+            // Anything else on the machine may have connected first: only our own end is kept.
+            if peer == tx.local_addr()? {
+                return Ok((tx, rx));
+            }
+        }
+    }
+
+    /// What the event loop watches: the socket handle.
+    pub fn handle(s: &Stream) -> i64 {
+        // A SOCKET is pointer-sized; asyncio passes it around as a Python int.
+        s.as_raw_socket() as i64
+    }
+}
 
 /// Turns a finished output into a Python object; runs on the loop's thread.
 type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -43,14 +92,14 @@ struct Inbox {
     outbox: Mutex<Vec<BoxFuture<'static, ()>>>,
     queue: Mutex<Vec<Completion>>,
     /// Written by tokio threads (one byte when the queue turns non-empty).
-    tx: UnixStream,
-    /// Watched by the loop with `add_reader`.
-    rx: UnixStream,
+    tx: wake::Stream,
+    /// Watched by the loop with `add_reader` (or by `asyncq._wakeups`' thread).
+    rx: wake::Stream,
 }
 
 impl Inbox {
     fn new() -> std::io::Result<Inbox> {
-        let (tx, rx) = UnixStream::pair()?;
+        let (tx, rx) = wake::pair()?;
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
         Ok(Inbox {
@@ -97,7 +146,7 @@ impl Inbox {
 }
 
 /// The loop-side reader callback (and owner of the inbox for as long as the loop lives).
-#[pyclass(frozen)]
+#[pyclass(frozen, weakref)]
 struct LoopInbox(Arc<Inbox>);
 
 #[pymethods]
@@ -138,7 +187,15 @@ fn inbox_of(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Inbox>> {
     }
     let inbox = Arc::new(Inbox::new()?);
     let reader = Bound::new(py, LoopInbox(inbox.clone()))?;
-    event_loop.call_method1("add_reader", (inbox.rx.as_raw_fd(), &reader))?;
+    let handle = wake::handle(&inbox.rx);
+    match event_loop.call_method1("add_reader", (handle, &reader)) {
+        Ok(_) => {}
+        Err(err) if err.is_instance_of::<PyNotImplementedError>(py) => {
+            py.import("asyncq._wakeups")?
+                .call_method1("watch", (event_loop, handle, &reader))?;
+        }
+        Err(err) => return Err(err),
+    }
     inboxes.set_item(event_loop, &reader)?;
     Ok(inbox)
 }

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -30,6 +29,7 @@ from ._config import (
     suggest,
 )
 from ._core import Broker, BrokerError, JobInfo, __version__, new_job_ids
+from ._signals import on_stop_signals
 from .app import App
 from .errors import AsyncqError
 from .limits import parse_rate, parse_settings, settings_parts
@@ -1013,9 +1013,7 @@ async def _scheduler(_: Broker, args: argparse.Namespace) -> int:
     if not app.schedules:
         raise UsageError(f"{args.target} declares no schedules (app.schedule(...))")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(asyncio.get_running_loop(), lambda _sig: stop.set())
     log.warning("scheduler: firing %d schedule(s) of %s", len(app.schedules), args.target)
     await Scheduler(app).run(stop)
     return 0

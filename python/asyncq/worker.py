@@ -12,11 +12,13 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._core import SHORT_JOB_S, AsyncqError, BrokerError, MetricsServer
 from ._runner import Lane, Runner
+from ._signals import on_stop_signals
 from .context import mark_cancel_requested
 from .schedule import Scheduler
 
@@ -148,6 +150,7 @@ class Worker:
         self.grace = grace
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.handle_signals = handle_signals
+        self._undo_signals: Callable[[], None] | None = None
         self.idle_wait = idle_wait
         self.prefetch = prefetch
         self.scheduler = scheduler
@@ -324,11 +327,8 @@ class Worker:
             lane.slot_free.set()
 
     def _install_signals(self) -> None:
-        if not self.handle_signals:
-            return
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+        if self.handle_signals:
+            self._undo_signals = on_stop_signals(asyncio.get_running_loop(), self._on_signal)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stop.is_set():
@@ -363,10 +363,9 @@ class Worker:
             if not await lane.consumer.close(10.0):
                 log.error("queue %s: outcomes not flushed in time; leases will expire", lane.queue)
         await self._runner.close()
-        if self.handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        if self._undo_signals is not None:
+            self._undo_signals()
+            self._undo_signals = None
         with contextlib.suppress(BrokerError):
             await self.app.broker.unregister_worker(self.worker_id)
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
