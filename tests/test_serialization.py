@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import asyncq
+from asyncq.cli import job_record
 from asyncq.serialization import Serialized, register
 from tests.conftest import RedisServer, make_app, running
 
@@ -286,3 +287,29 @@ async def test_typed_values_flow_from_one_member_to_the_next(broker_url: str, qu
     async with running(app):
         handle = await asyncq.chain(start.s(1), grow.s(by=5)).enqueue()
         assert await handle.result(timeout=10) == {"x": 6, "y": 1}
+
+
+async def test_tools_show_json_results_and_never_unpickle(broker_url: str, queue: str) -> None:
+    """``asyncq job`` and the dashboard show what a job stored without running task code: a
+    JSON result decoded, a pickled one as its serializer and size only."""
+    app = make_app(broker_url, queue, signing_keys=["k"])
+
+    @app.task(name="ser:as-json", serializer="json")
+    async def as_json() -> dict[str, list[int]]:
+        return {"a": [1, 2]}
+
+    @app.task(name="ser:as-pickle", serializer="pickle")
+    async def as_pickle() -> range:
+        return range(3)
+
+    async with running(app):
+        j = await as_json.enqueue()
+        p = await as_pickle.enqueue()
+        await j.result(timeout=10)
+        await p.result(timeout=10)
+    j_info, p_info = await j.info(), await p.info()
+    assert j_info is not None and p_info is not None
+    assert job_record(j_info)["result"] == {"a": [1, 2]}
+    shown = job_record(p_info)["result"]
+    assert shown == {"serializer": "pickle", "bytes": shown["bytes"]} and shown["bytes"] > 0
+    json.dumps(job_record(p_info))  # printable as the CLI prints it

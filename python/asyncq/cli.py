@@ -35,6 +35,7 @@ from .errors import AsyncqError
 from .limits import parse_rate, parse_settings, settings_parts
 from .log import configure_logging
 from .schedule import ScheduleInfo, Scheduler, schedule_infos
+from .serialization import describe
 from .task import CoreOptions, Task
 
 __all__ = ["UsageError", "admin_main", "load_app", "parse_queues", "worker_main"]
@@ -477,7 +478,7 @@ def job_record(info: JobInfo) -> dict[str, Any]:
         "started_at": info.started_at,
         "finished_at": info.finished_at,
         "worker": info.worker,
-        "result": info.result,
+        "result": describe(info.result),
         "error": info.error,
     }
 

@@ -155,6 +155,25 @@ def decode_result(value: Any) -> Any:
     return _loads(value, lookup)
 
 
+def describe(value: Any) -> Any:
+    """``value`` (a stored result or arguments) for tools that show jobs without running their
+    tasks' code: the CLI and the dashboard. JSON-encoded values are decoded (JSON is only data);
+    any other serializer's bytes are shown as ``{"serializer": name, "bytes": size}`` and never
+    decoded, since decoding pickle, say, would run code of the writer's choosing."""
+    if isinstance(value, Serialized):
+        if value.serializer == JSON.name:
+            try:
+                return JSON.loads(value.data)
+            except ValueError:
+                pass
+        return {"serializer": value.serializer, "bytes": len(value.data)}
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: describe(v) for k, v in value.items()}
+    return value
+
+
 # ---- typed values: pydantic models and dataclasses -----------------------------------------
 
 

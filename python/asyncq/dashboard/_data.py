@@ -22,6 +22,7 @@ from ..cli import (
     limit_rows,
 )
 from ..schedule import schedule_infos
+from ..serialization import describe
 from ..task import Task
 
 __all__ = ["LISTABLE", "Source", "Unreachable"]
@@ -357,8 +358,9 @@ def _cursor(cursor: str | None) -> tuple[int, int]:
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` as JSON can carry it (anything else as its repr)."""
-    return json.loads(json.dumps(value, default=repr))
+    """``value`` as JSON can carry it (values of other serializers described, not decoded;
+    anything else as its repr)."""
+    return json.loads(json.dumps(describe(value), default=repr))
 
 
 def _row(info: JobInfo) -> dict[str, Any]:
