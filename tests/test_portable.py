@@ -1,7 +1,8 @@
 """What Windows needs, run here: event loops without ``add_reader`` (asyncio's proactor loop,
 Windows' default) still get every awaitable settled, because the core's wake-up socket is then
-watched by ``asyncq._wakeups``' thread; stop signals work without ``add_signal_handler``; the
-process executor, not ported, is refused when a task declares it.
+watched by ``asyncq._wakeups``' thread; and stop signals work without ``add_signal_handler``.
+(The process pool talks to its children over their stdin and stdout, which every platform has:
+``tests/test_procpool.py``.)
 
 The loops here are selector loops whose ``add_reader`` and ``add_signal_handler`` raise what the
 proactor loop's do, so the fallbacks run on any platform; everything else about them is a real
@@ -14,7 +15,6 @@ import asyncio
 import gc
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -146,11 +146,3 @@ def test_a_stop_signal_on_a_loop_without_signal_handlers_drains_the_worker(queue
 
     assert run_on(ProactorLikeLoop, main()) == ("done", "succeeded")
     assert signal.getsignal(signal.SIGTERM) is previous  # put back at shutdown
-
-
-def test_the_process_executor_is_refused_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = asyncq.App("memory://windows")
-    monkeypatch.setattr(sys, "platform", "win32")
-    with pytest.raises(ValueError, match=r"not available on Windows.*executor='thread'"):
-        app.task(executor="process")(double)
-    app.task(executor="thread")(sleepy)  # threads are fine

@@ -82,6 +82,12 @@ async def test_progress_reaches_the_parent_only_while_its_call_runs() -> None:
         await one.close()
 
 
+async def test_what_a_task_prints_or_reads_leaves_the_protocol_alone(pool: ProcessPool) -> None:
+    # Its stdout goes to stderr and its stdin is empty; the pipes stay the pool's.
+    assert await pool.run(t.chatty, (50,), {}, ctx=CTX, timeout=30) == "read ''"
+    assert await pool.run(t.add, (2, 3), {}, ctx=CTX, timeout=30) == 5  # same child, in step
+
+
 async def test_current_job_in_the_child_is_the_ctx_passed(pool: ProcessPool) -> None:
     assert await pool.run(t.job, (), {}, ctx=CTX, timeout=None) == CTX
 

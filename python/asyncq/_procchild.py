@@ -1,6 +1,7 @@
 """The child side of the process pool (see :mod:`asyncq._procpool`).
 
-A child serves one call at a time. Requests arrive on one pipe and replies leave on another, each
+A child serves one call at a time. Requests arrive on its stdin and replies leave on its stdout
+(both moved off descriptors 0 and 1 first, so that what the task prints goes to stderr), each
 a 4-byte big-endian length followed by a pickle. A request is ``(module, qualname, main_path,
 args, kwargs, ctx)``; the replies to it are ``("started",)`` once the function is resolved and
 about to run, any number of ``("progress", fraction, message)`` while it runs (the job's
@@ -37,15 +38,11 @@ _HEADER = struct.Struct("!I")
 _MAIN_ALIAS = "__mp_main__"  # the name multiprocessing uses too: not "__main__", so guards stay off
 
 
-def main(request_fd: int, reply_fd: int) -> None:
-    """Serve calls until the parent closes the request pipe.
-
-    Args:
-        request_fd: Read end of the parent's request pipe.
-        reply_fd: Write end of the reply pipe.
-    """
+def main() -> None:
+    """Serve calls from stdin until the parent closes it."""
     # Ctrl-C in a terminal reaches the whole process group; the worker decides what stops a job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    request_fd, reply_fd = _take_stdio()
     requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     reader = threading.Thread(
         target=_read_requests, args=(request_fd, requests), name="asyncq-parent", daemon=True
@@ -56,6 +53,18 @@ def main(request_fd: int, reply_fd: int) -> None:
             _serve(requests.get(), reply_fd)
         except OSError:
             os._exit(0)  # the reply pipe is closed: the parent stopped listening
+
+
+def _take_stdio() -> tuple[int, int]:
+    """The protocol's descriptors, moved off 0 and 1: stdin then reads nothing and stdout
+    writes to stderr, so user code can neither steal a request nor corrupt a reply."""
+    request_fd, reply_fd = os.dup(0), os.dup(1)
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    return request_fd, reply_fd
 
 
 def _read_requests(fd: int, requests: queue.SimpleQueue[bytes]) -> None:

@@ -36,11 +36,17 @@ log = logging.getLogger("asyncq.worker")
 _HEADER = struct.Struct("!I")
 _DIED = "ChildProcessDied"
 # Runs in the child: the parent's sys.path first, so asyncq and task modules import as they do
-# in the parent, then the serving loop.
+# in the parent, then the serving loop (on the child's stdin and stdout).
 _BOOTSTRAP = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from asyncq._procchild import main; main(int(sys.argv[2]), int(sys.argv[3]))"
+    "from asyncq._procchild import main; main()"
 )
+# Windows: the parent's ends of the pipes must be overlapped for the proactor loop to read and
+# write them; asyncio's own Popen makes them so (and the child's ends plain).
+if sys.platform == "win32":
+    from asyncio.windows_utils import Popen as _Popen
+else:
+    _Popen = subprocess.Popen
 
 
 def default_size() -> int:
@@ -201,9 +207,9 @@ class ProcessPool:
             self._idle.append(child)
 
     async def _spawn(self) -> _Child:
-        proc, reply_r, request_w = _start_process()
+        proc = _start_process()
         try:
-            child = await _connect(proc, reply_r, request_w)
+            child = await _connect(proc)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -328,37 +334,28 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _start_process() -> tuple[subprocess.Popen[bytes], int, int]:
-    """Start a child; returns it with the parent's ends of its reply and request pipes."""
-    request_r, request_w = os.pipe()
-    reply_r, reply_w = os.pipe()
-    try:
-        # A plain fork+exec (no preexec_fn): safe with tokio threads, and it blocks the
-        # loop for about a millisecond, once per child.
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), str(request_r), str(reply_w)],
-            stdin=subprocess.DEVNULL,
-            pass_fds=(request_r, reply_w),
-        )
-    except BaseException:
-        os.close(request_w)
-        os.close(reply_r)
-        raise
-    finally:
-        os.close(request_r)
-        os.close(reply_w)
-    return proc, reply_r, request_w
+def _start_process() -> subprocess.Popen[bytes]:
+    """Start a child; its stdin carries requests and its stdout replies."""
+    # A plain fork+exec (no preexec_fn): safe with tokio threads, and it blocks the loop for
+    # about a millisecond, once per child. Pipes on stdin and stdout (not descriptors passed
+    # with pass_fds) work on every platform; the child moves them off 0 and 1 at once, so the
+    # task's own prints go to stderr instead of into the protocol.
+    proc: subprocess.Popen[bytes] = _Popen(
+        [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    return proc
 
 
-async def _connect(proc: subprocess.Popen[bytes], reply_r: int, request_w: int) -> _Child:
+async def _connect(proc: subprocess.Popen[bytes]) -> _Child:
+    assert proc.stdin is not None and proc.stdout is not None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     read_transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(reply_r, "rb", buffering=0)
+        lambda: asyncio.StreamReaderProtocol(reader), proc.stdout
     )
-    write_transport, _ = await loop.connect_write_pipe(
-        asyncio.Protocol, os.fdopen(request_w, "wb", buffering=0)
-    )
+    write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, proc.stdin)
     return _Child(proc, reader, (read_transport, write_transport))
 
 

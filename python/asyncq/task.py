@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import inspect
 import re
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -283,12 +282,6 @@ def resolve_executor(fn: Callable[..., Any], executor: str | None) -> str:
                 "function and always runs on the worker's event loop: drop executor="
             )
         return "async"
-    if executor == "process" and sys.platform == "win32":
-        raise ValueError(
-            "the process executor is not available on Windows yet (its pool hands pipe "
-            "descriptors to child processes, which Windows cannot inherit that way): "
-            "use executor='thread'"
-        )
     # "<locals>" (nested) or "<lambda>": a child process could not import it by name.
     if executor == "process" and "<" in getattr(fn, "__qualname__", "<"):
         raise ValueError(

@@ -130,3 +130,13 @@ def leave_a_reporter(seconds: float) -> str:
 
     threading.Thread(target=keep_reporting, daemon=True).start()
     return "returned"
+
+
+def chatty(n: int) -> str:
+    """Prints to stdout and stderr, writes fd 1 directly and reads stdin: the pool's protocol
+    (on the child's original stdin and stdout) must not notice."""
+    for i in range(n):
+        print(f"chatty line {i}", flush=True)
+        print(f"chatty err {i}", file=sys.stderr, flush=True)
+    os.write(1, b"\x00\x00\x00\x05raw bytes on fd 1\n")  # a fake reply header, on purpose
+    return f"read {sys.stdin.read()!r}"
