@@ -145,7 +145,7 @@ sdist-check: venv ## build the sdist, pip-install it in a fresh venv (compiles R
 # from the code, built into site/ with --strict, so a broken link or anchor fails. The docs'
 # Python samples run in tests/test_docs.py (part of test-python).
 .PHONY: windows-check
-windows-check: ## cross-build and link the core for Windows (Debian's rustc-web + mingw-w64; apt installs them)
+windows-check: ## cross-build, clippy and link the core for Windows (rustup target + mingw-w64; apt installs it)
 	bash .ci/windows-check
 
 .PHONY: docs
