@@ -23,6 +23,7 @@ import asyncq
 from asyncq.context import _current
 from asyncq.log import JsonFormatter
 from asyncq.tracing import instrument
+from tests.apps import proc_tasks
 from tests.conftest import make_app, running
 from tests.procutil import PYTHONPATH, ROOT
 
@@ -257,6 +258,26 @@ async def test_spans_a_thread_task_makes_are_children_of_its_run(
     (process,) = named(spans, "process")
     assert process.context is not None
     assert parent_id(select) == process.context.span_id
+
+
+async def test_a_process_task_runs_inside_its_attempts_span(
+    traced: asyncq.App, exporter: InMemorySpanExporter
+) -> None:
+    # The child gets the attempt's trace context with the call: spans it opens (with whatever
+    # tracer provider the child sets up) are children of the worker's process span.
+    ids = traced.task(name="trace-ids", executor="process")(proc_tasks.trace_ids)
+    async with running(traced, processes=1):
+        seen = await (await ids.enqueue()).result(timeout=30)
+        spans = await finished(exporter, count("process", 1))
+    (process,) = named(spans, "process")
+    assert process.context is not None
+    assert seen is not None and list(seen) == [process.context.trace_id, process.context.span_id]
+
+
+async def test_an_untraced_process_task_sees_no_trace(app: asyncq.App) -> None:
+    ids = app.task(name="trace-ids", executor="process")(proc_tasks.trace_ids)
+    async with running(app, processes=1):
+        assert await (await ids.enqueue()).result(timeout=30) is None
 
 
 async def test_flow_steps_link_to_the_steps_they_follow(

@@ -3,11 +3,12 @@
 A child serves one call at a time. Requests arrive on its stdin and replies leave on its stdout
 (both moved off descriptors 0 and 1 first, so that what the task prints goes to stderr), each
 a 4-byte big-endian length followed by a pickle. A request is ``(module, qualname, main_path,
-args, kwargs, ctx)``; the replies to it are ``("started",)`` once the function is resolved and
-about to run, any number of ``("progress", fraction, message)`` while it runs (the job's
-``current_job().progress()``, passed on by the parent), then ``("ok", result)``,
-``("snooze", seconds)`` (the function raised :class:`asyncq.Snooze`) or
-``("error", type_name, message, traceback)``.
+args, kwargs, ctx, trace_headers)``, the last being the parent's trace context, made current
+while the call runs so that its spans join the job's trace (empty when untraced). The replies
+to it are ``("started",)`` once the function is resolved and about to run, any number of
+``("progress", fraction, message)`` while it runs (the job's ``current_job().progress()``,
+passed on by the parent), then ``("ok", result)``, ``("snooze", seconds)`` (the function
+raised :class:`asyncq.Snooze`) or ``("error", type_name, message, traceback)``.
 
 A daemon thread owns the request pipe. When it reads end-of-file, the parent has gone (closed
 the pool, or died: the kernel closes a killed process's pipes) and the child exits at once, even
@@ -106,7 +107,7 @@ def _send_unlocked(fd: int, reply: tuple[Any, ...]) -> None:
 
 def _serve(request: bytes, reply_fd: int) -> None:
     try:
-        module, qualname, main_path, args, kwargs, ctx = pickle.loads(request)
+        module, qualname, main_path, args, kwargs, ctx, trace_headers = pickle.loads(request)
         fn = _resolve(module, qualname, main_path)
     except BaseException as exc:  # an import error in the user's module is the call's error
         _send(reply_fd, _error(exc))
@@ -127,6 +128,7 @@ def _serve(request: bytes, reply_fd: int) -> None:
             _send_unlocked(reply_fd, reply)
 
     token = _current.set(ctx.with_report(report))
+    detach = _attach_trace(trace_headers)
     _send(reply_fd, ("started",))
     try:
         result = fn(*args, **kwargs)
@@ -137,8 +139,20 @@ def _serve(request: bytes, reply_fd: int) -> None:
         finish(_error(exc))
         return
     finally:
+        detach()
         _current.reset(token)
     finish(("ok", result))
+
+
+def _attach_trace(headers: dict[str, str]) -> Callable[[], None]:
+    """Make the parent's trace context current for the call; returns its undo. OpenTelemetry
+    is imported only for a traced call (the parent had it, so this interpreter has it)."""
+    if not headers:
+        return lambda: None
+    from opentelemetry import context, propagate  # noqa: PLC0415 (only traced calls)
+
+    token = context.attach(propagate.extract(headers))
+    return lambda: context.detach(token)
 
 
 def _resolve(module: str, qualname: str, main_path: str | None) -> Callable[..., Any]:

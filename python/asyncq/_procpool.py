@@ -293,8 +293,21 @@ def _request(
                 f"{_describe(fn)} cannot run in a process: it is defined in an interactive "
                 "__main__ that a child cannot import; move it to a module"
             )
-    payload = (module, qualname, main_path, args, kwargs, ctx)
+    payload = (module, qualname, main_path, args, kwargs, ctx, _trace_headers())
     return pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+
+
+def _trace_headers() -> dict[str, str]:
+    """The current trace context (the attempt's ``process`` span when the app is traced) as
+    propagation headers, so that spans the function opens in the child are its children.
+    Empty when OpenTelemetry was never imported: asyncq does not import it by itself."""
+    if "opentelemetry" not in sys.modules:
+        return {}
+    from opentelemetry import propagate  # noqa: PLC0415 (never imported by asyncq itself)
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 async def _result(

@@ -140,3 +140,11 @@ def chatty(n: int) -> str:
         print(f"chatty err {i}", file=sys.stderr, flush=True)
     os.write(1, b"\x00\x00\x00\x05raw bytes on fd 1\n")  # a fake reply header, on purpose
     return f"read {sys.stdin.read()!r}"
+
+
+def trace_ids() -> tuple[int, int] | None:
+    """The trace and span id current in the child while it runs (None: no trace context)."""
+    from opentelemetry import trace  # noqa: PLC0415 (children of untraced tests skip it)
+
+    span = trace.get_current_span().get_span_context()
+    return (span.trace_id, span.span_id) if span.is_valid else None
