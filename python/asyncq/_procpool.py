@@ -22,7 +22,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .context import JobContext
@@ -152,6 +152,7 @@ class ProcessPool:
         ctx: JobContext,
         timeout: float | None,
         on_progress: Callable[[float, str | None], None] | None = None,
+        trace_headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Call ``fn(*args, **kwargs)`` in a child process and return its result.
 
@@ -168,6 +169,8 @@ class ProcessPool:
                 without its report sink).
             timeout: Seconds the call may run, or None for no limit.
             on_progress: Called on the event loop with each progress report the call makes.
+            trace_headers: A trace context as propagation headers (``traceparent``...), made
+                current in the child while the call runs.
 
         Returns:
             The function's return value (pickled back).
@@ -180,7 +183,7 @@ class ProcessPool:
                 not be pickled, or the child died (``type_name == "ChildProcessDied"``).
             RuntimeError: The pool is closed.
         """
-        request = _request(fn, args, kwargs, ctx)
+        request = _request(fn, args, kwargs, ctx, dict(trace_headers or {}))
         async with self._slots:
             child = await self._checkout()
             try:
@@ -274,7 +277,11 @@ class ProcessPool:
 
 
 def _request(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], ctx: JobContext
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    ctx: JobContext,
+    trace_headers: dict[str, str],
 ) -> bytes:
     target = fn.fn if isinstance(fn, Task) else fn
     module = getattr(target, "__module__", None)
@@ -293,21 +300,8 @@ def _request(
                 f"{_describe(fn)} cannot run in a process: it is defined in an interactive "
                 "__main__ that a child cannot import; move it to a module"
             )
-    payload = (module, qualname, main_path, args, kwargs, ctx, _trace_headers())
+    payload = (module, qualname, main_path, args, kwargs, ctx, trace_headers)
     return pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
-
-
-def _trace_headers() -> dict[str, str]:
-    """The current trace context (the attempt's ``process`` span when the app is traced) as
-    propagation headers, so that spans the function opens in the child are its children.
-    Empty when OpenTelemetry was never imported: asyncq does not import it by itself."""
-    if "opentelemetry" not in sys.modules:
-        return {}
-    from opentelemetry import propagate  # noqa: PLC0415 (never imported by asyncq itself)
-
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
 
 
 async def _result(

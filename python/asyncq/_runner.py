@@ -251,6 +251,8 @@ class Runner:
             coro = task.fn(*args, **kwargs)
             return await (coro if timeout is None else _deadline(coro, timeout, kind))
         if kind == "process":
+            # A thread gets the attempt's span through the copied context; a child, as headers.
+            tracing = self.app._tracing
             try:
                 return await self._process_pool().run(
                     task.fn,
@@ -259,6 +261,7 @@ class Runner:
                     ctx=JobContext.of(job),
                     timeout=timeout,
                     on_progress=job.progress,
+                    trace_headers=None if tracing is None else tracing.current_headers(),
                 )
             except TimeoutError:
                 raise _Expired(timeout or 0.0, kind) from None

@@ -49,6 +49,10 @@ def _pump(
 ) -> None:
     settled = threading.Event()
 
+    def gone() -> bool:
+        loop = loop_ref()
+        return loop is None or loop.is_closed() or reader_ref() is None
+
     def settle() -> None:
         try:
             reader = reader_ref()
@@ -60,8 +64,7 @@ def _pump(
     with sock:
         while True:
             readable, _, _ = select.select([sock], [], [], _IDLE_CHECK)
-            loop = loop_ref()
-            if loop is None or loop.is_closed() or reader_ref() is None:
+            if gone():
                 return
             if not readable:
                 continue
@@ -70,17 +73,18 @@ def _pump(
                     return  # end of file: the core dropped its inbox
             except BlockingIOError:
                 continue  # drained meanwhile by a settle already under way
+            loop = loop_ref()
+            if loop is None:
+                return
             settled.clear()
             try:
                 loop.call_soon_threadsafe(settle)
             except RuntimeError:
                 return  # closed between the check and the call
-            del loop
+            del loop  # held weakly, as above
             # Wait for the loop to drain the socket before looking at it again (else select
             # would report the same byte until then). A loop that stopped without closing
             # leaves the callback pending: re-check now and then instead of waiting forever.
             while not settled.wait(_IDLE_CHECK):
-                loop = loop_ref()
-                if loop is None or loop.is_closed():
+                if gone():
                     return
-                del loop

@@ -1014,9 +1014,12 @@ async def _scheduler(_: Broker, args: argparse.Namespace) -> int:
     if not app.schedules:
         raise UsageError(f"{args.target} declares no schedules (app.schedule(...))")
     stop = asyncio.Event()
-    on_stop_signals(asyncio.get_running_loop(), lambda _sig: stop.set())
+    undo = on_stop_signals(asyncio.get_running_loop(), lambda _sig: stop.set())
     log.warning("scheduler: firing %d schedule(s) of %s", len(app.schedules), args.target)
-    await Scheduler(app).run(stop)
+    try:
+        await Scheduler(app).run(stop)
+    finally:
+        undo()
     return 0
 
 

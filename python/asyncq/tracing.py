@@ -94,9 +94,10 @@ def _common(queue: str, task: str, operation: str) -> dict[str, Any]:
     }
 
 
-def _headers(span: Span) -> dict[str, str]:
+def _headers(span: Span | None = None) -> dict[str, str]:
+    """Propagation headers for ``span`` (None: the current context)."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    propagate.inject(carrier, context=None if span is None else trace.set_span_in_context(span))
     return carrier
 
 
@@ -235,6 +236,12 @@ class Tracing:
                 span.set_attribute("asyncq.outcome", "worker_error")
                 _fail(span, exc)
                 raise
+
+    @staticmethod
+    def current_headers() -> dict[str, str]:
+        """The current context (a run's ``process`` span) as propagation headers, for a
+        child process to continue it."""
+        return _headers()
 
     @staticmethod
     def carry(
